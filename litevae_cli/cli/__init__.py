@@ -1,0 +1,43 @@
+"""The `litevae` Typer app: one module per subcommand, registered here.
+
+Subcommand modules import torch only inside their command bodies, so `litevae --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from litevae_cli import __version__
+from litevae_cli.cli.models_cmd import models
+
+app = typer.Typer(
+    name="litevae",
+    help="Train, evaluate and use LiteVAE autoencoders (wavelet-encoder VAEs for latent diffusion, arXiv 2405.14477).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"litevae {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+) -> None:
+    """LiteVAE toolkit."""
+
+
+app.command("models")(models)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,46 @@
+"""What every subcommand shares: option aliases and the one-line error contract.
+
+`UserError` (and the data layer's DataError, a subclass) becomes one line on stderr and exit code 2,
+with no traceback. Commands import torch inside their bodies so `litevae --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from litevae_cli.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cuda, mps or cpu (default: the best available).")]
+PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 or fp16.")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per batch.")]
+OutDirOpt = Annotated[Path, typer.Option("--out", help="Output directory.")]
+JsonOutOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON to this file.")]
+
+
+def fail(message: str) -> None:
+    """Print one line to stderr and exit non-zero."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(EXIT_USER_ERROR)
+
+
+def user_errors(fn):
+    """Decorator: turn UserError into the one-line error contract."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        except KeyboardInterrupt:
+            typer.secho("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper

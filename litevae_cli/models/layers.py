@@ -1,0 +1,128 @@
+"""Reusable blocks shared by the encoders and decoders: group norm, ResBlocks, SMC, attention, resampling.
+
+- `SMConv2d` is the self-modulated convolution of LiteVAE (Sadat et al. 2024, Eq. 3), which replaces
+  every GroupNorm+Conv pair of the decoder.
+- `ResBlock` is the ADM/SD-VAE residual block (GroupNorm -> SiLU -> conv3 -> GroupNorm -> SiLU ->
+  dropout -> conv3, 1x1 skip when channels change).
+- `SMCResBlock` is open-LiteVAE's residual block with SMC: SMC -> SiLU -> SMC -> SiLU, plus the skip.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
+    """GroupNorm with gcd(32, channels) groups: 32 where it divides, else the largest divisor of 32 that
+    does (16 channels -> 16 groups), since the S-scale encoder's 16-wide layers cannot take 32 groups."""
+    return nn.GroupNorm(math.gcd(max_groups, channels), channels, eps=1e-6)
+
+
+def conv3x3(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, padding=1)
+
+
+class ResBlock(nn.Module):
+    """ADM / SD-VAE residual block without time embedding (used by the encoders and the SD-VAE decoder)."""
+
+    def __init__(self, cin: int, cout: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = group_norm(cin)
+        self.conv1 = conv3x3(cin, cout)
+        self.norm2 = group_norm(cout)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = conv3x3(cout, cout)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class SMConv2d(nn.Module):
+    """Self-modulated convolution (LiteVAE Eq. 3).
+
+    w'[o,i,k] = g * s_i * w[o,i,k] / sqrt(sum_{i,k} (s_i * w[o,i,k])^2 + eps), with learned
+    per-input-channel scales s (init 1), a learned scalar gain g (init 1) and the conv bias. s does not
+    depend on the sample, so the weight is modulated and demodulated once per forward and a single
+    ordinary convolution runs (no per-sample grouped conv as in StyleGAN2).
+    """
+
+    def __init__(self, cin: int, cout: int, kernel_size: int = 3, eps: float = 1e-8):
+        super().__init__()
+        self.padding = kernel_size // 2
+        self.eps = eps
+        self.weight = nn.Parameter(torch.empty(cout, cin, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(cout))
+        self.scale = nn.Parameter(torch.ones(cin))  # s, per input channel
+        self.gain = nn.Parameter(torch.ones(()))  # g
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+
+    def modulated_weight(self) -> torch.Tensor:
+        w = self.weight * self.scale.view(1, -1, 1, 1)
+        w = w * torch.rsqrt(w.square().sum(dim=(1, 2, 3), keepdim=True) + self.eps)
+        return self.gain * w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Under autocast, conv2d casts the (fp32-computed) modulated weight to the compute dtype.
+        return F.conv2d(x, self.modulated_weight(), self.bias, padding=self.padding)
+
+
+class SMCResBlock(nn.Module):
+    """open-LiteVAE's decoder ResBlock: SMC -> SiLU -> SMC -> SiLU, plus a (1x1 conv when needed) skip."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv1 = SMConv2d(cin, cout)
+        self.conv2 = SMConv2d(cout, cout)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.silu(self.conv2(F.silu(self.conv1(x))))
+        return self.skip(x) + h
+
+
+class AttnBlock(nn.Module):
+    """SD-VAE's single-head spatial self-attention (GroupNorm, 1x1 q/k/v/proj), used at the mid block."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = group_norm(channels)
+        self.q = nn.Conv2d(channels, channels, 1)
+        self.k = nn.Conv2d(channels, channels, 1)
+        self.v = nn.Conv2d(channels, channels, 1)
+        self.proj_out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        y = self.norm(x)
+        q, k, v = (t(y).flatten(2).transpose(1, 2).unsqueeze(1) for t in (self.q, self.k, self.v))
+        out = F.scaled_dot_product_attention(q, k, v).squeeze(1).transpose(1, 2).reshape(n, c, h, w)
+        return x + self.proj_out(out)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour x2 then a plain 3x3 conv (SD-VAE; kept plain in the SMC decoder)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = conv3x3(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class Downsample(nn.Module):
+    """SD-VAE's downsample: pad right/bottom by one, then a 3x3 stride-2 conv."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))

@@ -1,0 +1,128 @@
+"""Discrete wavelet transforms in torch: `dwt2`, `idwt2` and the multi-level `wavedec2`/`waverec2`.
+
+LiteVAE's encoder front end (Sadat et al. 2024, Sec. 3) and its wavelet loss need a batched,
+differentiable 2D DWT on any device. As torch-dwt does, each level is ONE depthwise stride-2
+convolution with the four separable 2D filters of the wavelet, whose 1D filters come from
+PyWavelets (`pywt.Wavelet(name).filter_bank`). The inverse is the exact adjoint of the analysis
+operator (a transposed convolution followed by folding the periodic padding back), which equals
+the inverse for orthogonal wavelets.
+
+Conventions (checked against PyWavelets in tests/test_wavelets.py):
+- Boundary handling is periodic, i.e. pywt's ``mode="periodization"``. For haar there is no boundary
+  effect, so results equal pywt's default mode too. Every level halves H and W exactly.
+- Odd spatial sizes are an error (a ValueError that names the size); pad or crop before.
+- Sub-band order per input channel is pywt's: (cA, cH, cV, cD), i.e. the packed tensor of `dwt2`
+  has 4*C channels laid out as ``[c0.A, c0.H, c0.V, c0.D, c1.A, ...]``.
+- The computation runs in float32 with autocast off (inputs may be bf16/fp16); outputs are float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import pywt
+import torch
+import torch.nn.functional as F
+
+
+@functools.lru_cache(maxsize=None)
+def _filters_2d(wavelet: str) -> tuple[torch.Tensor, int]:
+    """The four 2D analysis filters [4, 1, L, L] (already flipped for cross-correlation) and L."""
+    w = pywt.Wavelet(wavelet)
+    if not w.orthogonal:
+        raise ValueError(f"wavelet {wavelet!r} is not orthogonal; only orthogonal wavelets are supported")
+    dec_lo, dec_hi = (torch.tensor(f, dtype=torch.float64) for f in w.filter_bank[:2])
+    # pywt convolves (out[n] = sum_k h[k] x[2n+1-k]); conv2d cross-correlates, so flip the filters.
+    lo, hi = dec_lo.flip(0), dec_hi.flip(0)
+    # Band key: (filter along H, filter along W): A = (lo, lo), H = (hi, lo), V = (lo, hi), D = (hi, hi).
+    bank = torch.stack([torch.outer(a, b) for a, b in ((lo, lo), (hi, lo), (lo, hi), (hi, hi))])
+    return bank.unsqueeze(1).to(torch.float32), len(w.dec_lo)
+
+
+def _weight(wavelet: str, channels: int, device: torch.device) -> tuple[torch.Tensor, int]:
+    bank, length = _filters_2d(wavelet)
+    return bank.to(device).repeat(channels, 1, 1, 1), length
+
+
+def _float32_region(device: torch.device):
+    """Autocast off, so the transform runs in float32 even inside a mixed-precision region."""
+    if device.type == "meta":  # FLOP counting on the meta device: autocast does not apply there
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def _check_even(x: torch.Tensor) -> None:
+    if x.ndim != 4:
+        raise ValueError(f"expected a 4D tensor [N, C, H, W], got shape {tuple(x.shape)}")
+    h, w = x.shape[-2:]
+    if h % 2 or w % 2:
+        raise ValueError(f"dwt2 needs even height and width, got {h}x{w}: pad or crop the input first")
+
+
+def dwt2(x: torch.Tensor, wavelet: str = "haar") -> torch.Tensor:
+    """One-level 2D DWT: [N, C, H, W] -> [N, 4C, H/2, W/2] (bands A, H, V, D per channel)."""
+    _check_even(x)
+    channels = x.shape[1]
+    with _float32_region(x.device):
+        x = x.float()
+        weight, length = _weight(wavelet, channels, x.device)
+        pad = length // 2 - 1  # periodization: total padding L-2, split evenly
+        if pad:
+            x = F.pad(x, (pad, pad, pad, pad), mode="circular")
+        return F.conv2d(x, weight, stride=2, groups=channels)
+
+
+def idwt2(coeffs: torch.Tensor, wavelet: str = "haar") -> torch.Tensor:
+    """Inverse of `dwt2`: [N, 4C, h, w] -> [N, C, 2h, 2w]."""
+    if coeffs.ndim != 4 or coeffs.shape[1] % 4:
+        raise ValueError(f"expected [N, 4C, h, w] wavelet coefficients, got shape {tuple(coeffs.shape)}")
+    channels = coeffs.shape[1] // 4
+    with _float32_region(coeffs.device):
+        coeffs = coeffs.float()
+        weight, length = _weight(wavelet, channels, coeffs.device)
+        y = F.conv_transpose2d(coeffs, weight, stride=2, groups=channels)
+        pad = length // 2 - 1
+        if pad:  # fold the periodic padding back onto the signal (adjoint of circular padding)
+            y = y.clone()
+            y[..., :, pad : 2 * pad] += y[..., :, -pad:]
+            y[..., :, -2 * pad : -pad] += y[..., :, :pad]
+            y = y[..., :, pad:-pad]
+            y[..., pad : 2 * pad, :] += y[..., -pad:, :]
+            y[..., -2 * pad : -pad, :] += y[..., :pad, :]
+            y = y[..., pad:-pad, :]
+        return y
+
+
+def split_bands(coeffs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split packed `dwt2` output into (approximation [N,C,h,w], details [N,C,3,h,w])."""
+    n, c4, h, w = coeffs.shape
+    bands = coeffs.view(n, c4 // 4, 4, h, w)
+    return bands[:, :, 0], bands[:, :, 1:]
+
+
+def wavedec2(x: torch.Tensor, levels: int, wavelet: str = "haar") -> list[torch.Tensor]:
+    """Multi-level DWT: the packed [N, 4C, H/2^l, W/2^l] coefficients of levels 1..levels.
+
+    Level l is the DWT of level l-1's approximation, as in pywt.wavedec2.
+    """
+    out = []
+    approx = x
+    for _ in range(levels):
+        coeffs = dwt2(approx, wavelet)
+        out.append(coeffs)
+        approx, _details = split_bands(coeffs)
+    return out
+
+
+def waverec2(levels: list[torch.Tensor], wavelet: str = "haar") -> torch.Tensor:
+    """Inverse of `wavedec2`: only the deepest level's approximation and every level's details are used."""
+    approx = None
+    for coeffs in reversed(levels):
+        if approx is not None:
+            n, c4, h, w = coeffs.shape
+            bands = coeffs.view(n, c4 // 4, 4, h, w).clone()
+            bands[:, :, 0] = approx
+            coeffs = bands.view(n, c4, h, w)
+        approx = idwt2(coeffs, wavelet)
+    return approx

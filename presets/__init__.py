@@ -1,0 +1,1 @@
+"""Shipped YAML presets (top-level presets/ folder, packaged as litevae_cli.presets)."""
