@@ -1,0 +1,156 @@
+"""Checkpoints: atomic save, safe load (`weights_only=True` / safetensors), latest, export, MODEL resolution.
+
+A training checkpoint is a plain dict (torch.save) with these keys:
+    format="litevae-checkpoint", version=1,
+    model_spec   AutoencoderSpec.to_dict(): registry names + overrides, never class paths
+    model        autoencoder state_dict          ema   EMA state_dict or None
+    discriminator_name, discriminator           registry name and state_dict, or None
+    optimizer_g, optimizer_d, scaler, step, rng, data_position, config (the resolved preset)
+An exported model is one `.safetensors` file holding the (EMA when present) autoencoder weights, with
+the spec, step and source in its metadata. Both load without running code from the file.
+
+A MODEL argument (encode-dataset, eval, reconstruct, inspect-latents) is a checkpoint file, a run
+directory (its checkpoints/last.pt), or an exported .safetensors model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from litevae_cli.errors import UserError
+from litevae_cli.models.autoencoder import Autoencoder, AutoencoderSpec, build_autoencoder
+
+CHECKPOINT_FORMAT = "litevae-checkpoint"
+EXPORT_FORMAT = "litevae-export"
+LAST_NAME = "last.pt"
+
+
+def save_atomic(obj: dict, path: str | Path) -> Path:
+    """torch.save to a temp file in the same directory, fsync, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a training checkpoint safely (weights_only=True: no code from the file runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # pickle errors, truncated files, disallowed globals
+        raise UserError(f"cannot load checkpoint {path}: {str(err).splitlines()[0][:200]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not a litevae checkpoint (no format={CHECKPOINT_FORMAT!r} key)")
+    return ckpt
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The run's newest checkpoint (checkpoints/last.pt), or None."""
+    last = checkpoint_dir(run_dir) / LAST_NAME
+    return last if last.is_file() else None
+
+
+def resolve_model_path(model: str | Path) -> Path:
+    """A checkpoint file, an exported model, or a run directory (-> its last checkpoint)."""
+    path = Path(model)
+    if path.is_dir():
+        last = latest_checkpoint(path)
+        if last is None:
+            raise UserError(f"run directory {path} has no checkpoint ({path / 'checkpoints' / LAST_NAME} is missing)")
+        return last
+    if not path.exists():
+        raise UserError(f"model not found: {path} (give a checkpoint .pt, an exported .safetensors or a run directory)")
+    return path
+
+
+@dataclass
+class LoadedModel:
+    """An autoencoder ready for inference, and where its weights came from."""
+
+    model: Autoencoder
+    spec: AutoencoderSpec
+    path: Path
+    used_ema: bool
+    step: int | None
+    config: dict | None
+
+    def describe(self) -> str:
+        weights = "EMA weights" if self.used_ema else "raw (non-EMA) weights"
+        step = f", step {self.step}" if self.step is not None else ""
+        return f"{self.spec.encoder} + {self.spec.decoder} (nz={self.spec.nz}) from {self.path}{step}, {weights}"
+
+
+def _build(spec_dict: dict, state_dict: dict, path: Path) -> tuple[Autoencoder, AutoencoderSpec]:
+    try:
+        spec = AutoencoderSpec.from_dict(spec_dict)
+        model = build_autoencoder(spec.encoder, spec.decoder, spec.nz, spec.encoder_kwargs, spec.decoder_kwargs)
+        model.load_state_dict(state_dict)
+    except (KeyError, TypeError, RuntimeError, ValueError) as err:
+        raise UserError(f"cannot build the model stored in {path}: {str(err).splitlines()[0][:200]}") from None
+    return model, spec
+
+
+def load_autoencoder(model: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu") -> LoadedModel:
+    """Load MODEL for inference (eval mode), preferring EMA weights when present and `use_ema`."""
+    path = resolve_model_path(model)
+    if path.suffix == ".safetensors":
+        return _load_export(path, map_location)
+    ckpt = load_checkpoint(path, map_location)
+    used_ema = bool(use_ema and ckpt.get("ema"))
+    net, spec = _build(ckpt["model_spec"], ckpt["ema"] if used_ema else ckpt["model"], path)
+    return LoadedModel(net.eval(), spec, path, used_ema, ckpt.get("step"), ckpt.get("config"))
+
+
+def export_model(checkpoint: str | Path, out: str | Path, use_ema: bool = True) -> Path:
+    """Write the inference weights of a checkpoint (EMA when present) as one .safetensors file."""
+    from safetensors.torch import save_file
+
+    loaded = load_autoencoder(checkpoint, use_ema=use_ema)
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise UserError(f"export path must end in .safetensors, got {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in loaded.model.state_dict().items()}
+    meta = {"format": EXPORT_FORMAT, "model_spec": json.dumps(loaded.spec.to_dict()),
+            "step": str(loaded.step if loaded.step is not None else ""), "ema": str(loaded.used_ema)}
+    save_file(state, str(out), metadata=meta)
+    return out
+
+
+def _load_export(path: Path, map_location) -> LoadedModel:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path), device=str(map_location))
+    except Exception as err:
+        raise UserError(f"cannot load exported model {path}: {str(err).splitlines()[0][:200]}") from None
+    if meta.get("format") != EXPORT_FORMAT:
+        raise UserError(f"{path} is not a litevae export (metadata format != {EXPORT_FORMAT!r})")
+    net, spec = _build(json.loads(meta["model_spec"]), state, path)
+    step = int(meta["step"]) if meta.get("step") else None
+    return LoadedModel(net.eval(), spec, path, meta.get("ema") == "True", step, None)
