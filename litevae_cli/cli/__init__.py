@@ -36,6 +36,7 @@ def _root(
     """LiteVAE toolkit."""
 
 
+# One line per subcommand (keep the order: train, use, evaluate, inspect).
 app.command("models")(models)
 
 
