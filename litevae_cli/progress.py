@@ -7,7 +7,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 
 
 def make_progress(enabled: bool = True) -> Progress:
-    """A Progress with description, bar, done/total, elapsed, ETA and an optional `{task.fields[info]}` text.
+    """A Progress with description, bar, done/total, elapsed, ETA and a free `info` text field.
 
     Use as `with make_progress(rt.is_main) as p: task = p.add_task("encode", total=n, info="")`.
     """
