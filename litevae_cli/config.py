@@ -1,0 +1,403 @@
+"""The one training-config schema: preset lookup, YAML loading, `--set` overrides, validation, dump.
+
+A preset is plain data (a YAML file) describing one training phase of LiteVAE (Sadat et al. 2024):
+which registered encoder/decoder/discriminator, the data resolution, Adam settings, loss weights and
+the loop's lengths. Everything a run uses is in `Config`; the loop writes it next to the run.
+
+Rules (style: "one config schema; unknown keys are errors"):
+- The schema is the dataclasses below. A preset may omit any key that has a default here; `name`
+  defaults to the preset file's stem.
+- Validation is table-driven: types come from the dataclass annotations (`_check_type`), value
+  constraints from `_ENUMS`, `_MINIMA`, `_LENGTHS` and `_REGISTRY_KINDS`. Every problem is a
+  `UserError` naming the dotted key and where it came from, e.g.
+  "unknown config key 'train.stepz' (in --set)".
+- Overrides are "key.sub=value" strings; the value is parsed with `yaml.safe_load`, so
+  `optim.betas=[0.9,0.99]`, `train.ema_decay=null` and `log.tensorboard=false` work.
+- This module does not import torch at import time (so `--help` stays fast): the model registry is
+  imported only when a config is validated.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib.resources
+import inspect
+import math
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
+
+import yaml
+
+from litevae_cli.errors import UserError
+
+# The repo's top-level presets/ folder: the fallback when the package resource is unavailable
+# (e.g. running from a source checkout without an install).
+_REPO_PRESETS = Path(__file__).resolve().parent.parent / "presets"
+
+
+# --------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelCfg:
+    encoder: str  # registry name of an encoder, e.g. litevae-b
+    decoder: str  # registry name of a decoder, e.g. smc-decoder
+    nz: int = 12  # latent channels (P: 4, 12 or 16; 12 is the main recipe)
+    encoder_kwargs: dict = field(default_factory=dict)  # overrides passed to the encoder builder
+    decoder_kwargs: dict = field(default_factory=dict)  # overrides passed to the decoder builder
+
+
+@dataclass
+class DiscriminatorCfg:
+    name: Optional[str] = None  # registry name; None = no discriminator (phase A)
+    kwargs: dict = field(default_factory=dict)  # overrides passed to the discriminator builder
+    loss: str = "hinge"  # hinge (P Table 16 baseline) | non-saturating
+    start_step: int = 0  # the adversarial term is on from this step
+
+
+@dataclass
+class DataCfg:
+    resolution: int = 128  # square crop side in pixels
+    rescale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # OL stochastic rescale range
+    workers: int = 4  # DataLoader worker processes per rank
+
+
+@dataclass
+class OptimCfg:
+    lr: float = 1e-4  # Adam (P App. F; OL)
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
+    weight_decay: float = 0.0
+    disc_lr: float = 1e-4  # the discriminator uses the same settings (P App. F)
+    disc_betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
+
+
+@dataclass
+class LossCfg:
+    # Every term is a mean (reconstruction terms per pixel, KL per latent element): spec "Losses".
+    l1: float = 1.0
+    lpips: float = 1.0
+    lpips_net: str = "alex"  # alex | vgg (the lpips package's backbones)
+    kl: float = 0.01  # OL B runs
+    wavelet: float = 1.0  # OL B runs
+    gaussian: float = 0.5  # OL B runs
+    adversarial: float = 0.1  # constant (P: no adaptive weight); P/OL do not publish it
+
+
+@dataclass
+class TrainCfg:
+    steps: int  # optimizer steps of this phase
+    batch_size: int = 16  # global batch (P: 16; OL: 32)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    precision: str = "bf16"  # fp32 | bf16 | fp16 (autocast dtype)
+    ema_decay: Optional[float] = None  # EMA of the autoencoder weights; None = off (OL default)
+    ema_warmup: bool = True  # ramp the EMA decay up at the start (OL)
+    seed: int = 0
+    max_nonfinite: int = 20  # consecutive non-finite steps before stopping
+    init_from_required: bool = False  # finetune presets: --from CKPT is required
+
+
+@dataclass
+class LogCfg:
+    every: int = 100  # steps between status lines / scalars
+    sample_every: int = 1000  # steps between reconstruction grids
+    checkpoint_every: int = 2000  # steps between checkpoints
+    tensorboard: bool = True
+
+
+@dataclass
+class Config:
+    name: str
+    phase: str  # pretrain | finetune
+    model: ModelCfg
+    discriminator: DiscriminatorCfg
+    data: DataCfg
+    optim: OptimCfg
+    loss: LossCfg
+    train: TrainCfg
+    log: LogCfg
+
+
+# --------------------------------------------------------------------------------------------
+# Constraint tables (dotted key -> rule)
+# --------------------------------------------------------------------------------------------
+
+_ENUMS: dict[str, tuple] = {
+    "phase": ("pretrain", "finetune"),
+    "discriminator.loss": ("hinge", "non-saturating"),
+    "loss.lpips_net": ("alex", "vgg"),
+    "train.precision": ("fp32", "bf16", "fp16"),
+}
+# Inclusive lower bounds; for lists, every element.
+_MINIMA: dict[str, float] = {
+    "model.nz": 1, "discriminator.start_step": 0,
+    "data.resolution": 8, "data.rescale": 1e-6, "data.workers": 0,
+    "optim.lr": 0.0, "optim.betas": 0.0, "optim.weight_decay": 0.0, "optim.disc_lr": 0.0, "optim.disc_betas": 0.0,
+    "loss.l1": 0.0, "loss.lpips": 0.0, "loss.kl": 0.0, "loss.wavelet": 0.0, "loss.gaussian": 0.0,
+    "loss.adversarial": 0.0,
+    "train.steps": 1, "train.batch_size": 1, "train.grad_accum": 1, "train.ema_decay": 0.0,
+    "train.max_nonfinite": 1, "log.every": 1, "log.sample_every": 1, "log.checkpoint_every": 1,
+}
+# Exclusive upper bounds.
+_MAXIMA_EXCL: dict[str, float] = {"optim.betas": 1.0, "optim.disc_betas": 1.0, "train.ema_decay": 1.0}
+_LENGTHS: dict[str, int] = {"data.rescale": 2, "optim.betas": 2, "optim.disc_betas": 2}
+# Registry-name keys -> (the kind they must be, the dotted key of their builder kwargs).
+_REGISTRY_KINDS: dict[str, tuple[str, str]] = {
+    "model.encoder": ("encoder", "model.encoder_kwargs"),
+    "model.decoder": ("decoder", "model.decoder_kwargs"),
+    "discriminator.name": ("discriminator", "discriminator.kwargs"),
+}
+# Builder arguments set elsewhere in the schema, so a kwargs dict must not repeat them.
+_RESERVED_KWARGS: dict[str, str] = {"nz": "model.nz"}
+
+
+# --------------------------------------------------------------------------------------------
+# Dict -> dataclass with type checks
+# --------------------------------------------------------------------------------------------
+
+
+_SCI_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _where(source: str) -> str:
+    return f" (in {source})" if source else ""
+
+
+def _check_type(value: Any, tp: Any, key: str, source: str) -> Any:
+    """`value` checked against annotation `tp` (and lightly coerced: int -> float); else UserError."""
+    origin = typing.get_origin(tp)
+    if origin is Union:  # Optional[X]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _check_type(value, args[0], key, source)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key, source)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise UserError(f"config key '{key}' must be a finite number, got {value!r}{_where(source)}")
+        return float(value)
+    if tp is float and isinstance(value, str) and _SCI_FLOAT.fullmatch(value.strip()):
+        # YAML 1.1 (PyYAML) reads `1e-4` (no dot) as a string; accept it as the number it means.
+        return float(value)
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    if (origin is list or tp is list) and isinstance(value, (list, tuple)):
+        (elem,) = typing.get_args(tp) or (Any,)
+        return [v if elem is Any else _check_type(v, elem, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if (origin is dict or tp is dict) and isinstance(value, dict):
+        bad = [k for k in value if not isinstance(k, str)]
+        if bad:
+            raise UserError(f"config key '{key}' needs string keys, got {bad[0]!r}{_where(source)}")
+        return copy.deepcopy(value)
+    name = getattr(tp, "__name__", str(tp))
+    if origin is not None:
+        name = str(tp)
+    raise UserError(f"config key '{key}' must be {name}, got {type(value).__name__} {value!r}{_where(source)}")
+
+
+def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
+    """Instantiate dataclass `cls` from a dict: unknown keys, missing required keys and wrong types are errors."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        what = f"config section '{prefix}'" if prefix else "a config"
+        raise UserError(f"{what} must be a mapping, got {type(data).__name__}{_where(source)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in fields:
+            dotted = f"{prefix}.{k}" if prefix else str(k)
+            raise UserError(f"unknown config key '{dotted}'{_where(source)}; known keys here: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        dotted = f"{prefix}.{name}" if prefix else name
+        if name in data:
+            kwargs[name] = _check_type(data[name], hints[name], dotted, source)
+        elif dataclasses.is_dataclass(hints[name]):
+            kwargs[name] = _build(hints[name], {}, dotted, source)  # a missing section takes its defaults
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise UserError(f"missing config key '{dotted}'{_where(source)}")
+    return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Value checks
+# --------------------------------------------------------------------------------------------
+
+
+def _get(cfg: Config, dotted: str) -> Any:
+    obj: Any = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _validate(cfg: Config, source: str) -> Config:
+    w = _where(source)
+    for key, allowed in _ENUMS.items():
+        if _get(cfg, key) not in allowed:
+            raise UserError(f"config key '{key}' must be one of {', '.join(allowed)}, got {_get(cfg, key)!r}{w}")
+    for key, length in _LENGTHS.items():
+        if len(_get(cfg, key)) != length:
+            raise UserError(f"config key '{key}' needs {length} values, got {_get(cfg, key)!r}{w}")
+    for key, lo in _MINIMA.items():
+        value = _get(cfg, key)
+        for v in value if isinstance(value, list) else [value]:
+            if v is not None and v < lo:
+                raise UserError(f"config key '{key}' must be >= {lo}, got {value!r}{w}")
+    for key, hi in _MAXIMA_EXCL.items():
+        value = _get(cfg, key)
+        for v in value if isinstance(value, list) else [value]:
+            if v is not None and v >= hi:
+                raise UserError(f"config key '{key}' must be < {hi}, got {value!r}{w}")
+    lo, hi = cfg.data.rescale
+    if lo > hi:
+        raise UserError(f"config key 'data.rescale' must be [low, high] with low <= high, got {cfg.data.rescale}{w}")
+    # The LiteVAE encoder runs a 3-level DWT and the decoders upsample x8: sides are multiples of 8.
+    if cfg.data.resolution % 8:
+        raise UserError(f"config key 'data.resolution' must be a multiple of 8, got {cfg.data.resolution}{w}")
+    for key, (kind, kwargs_key) in _REGISTRY_KINDS.items():
+        name = _get(cfg, key)
+        if name is not None:
+            _check_registry(name, kind, key, _get(cfg, kwargs_key), kwargs_key, w)
+    return cfg
+
+
+def _check_registry(name: str, kind: str, key: str, kwargs: dict, kwargs_key: str, w: str) -> None:
+    """`name` is a registered `kind` and `kwargs` are arguments its builder accepts."""
+    from litevae_cli.models import get_entry, list_models  # lazy: importing the registry imports torch
+
+    try:
+        entry = get_entry(name)
+    except KeyError:
+        known = ", ".join(list_models(kind))
+        raise UserError(f"config key '{key}': unknown {kind} {name!r}{w}; registered {kind}s: {known}") from None
+    if entry.kind != kind:
+        raise UserError(f"config key '{key}': {name!r} is a registered {entry.kind}, not a {kind}{w}")
+    params = inspect.signature(entry.builder).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    for arg in kwargs:
+        if arg in _RESERVED_KWARGS and arg in params:
+            raise UserError(f"config key '{kwargs_key}.{arg}' is not allowed{w}; set {_RESERVED_KWARGS[arg]} instead")
+        if not takes_any and arg not in params:
+            accepted = ", ".join(p for p in params if p not in _RESERVED_KWARGS) or "none"
+            raise UserError(f"unknown config key '{kwargs_key}.{arg}'{w}; {name} accepts: {accepted}")
+
+
+# --------------------------------------------------------------------------------------------
+# Presets, overrides, loading, dumping
+# --------------------------------------------------------------------------------------------
+
+
+def _preset_dirs() -> list[Path]:
+    dirs = []
+    try:
+        dirs.append(Path(str(importlib.resources.files("litevae_cli.presets"))))
+    except (ModuleNotFoundError, TypeError):
+        pass
+    if _REPO_PRESETS not in dirs:
+        dirs.append(_REPO_PRESETS)
+    return [d for d in dirs if d.is_dir()]
+
+
+def list_presets() -> list[str]:
+    """Names of the shipped presets (YAML stems), sorted."""
+    return sorted({p.stem for d in _preset_dirs() for p in d.glob("*.yaml")})
+
+
+def _resolve_preset(preset: str) -> Path:
+    path = Path(preset).expanduser()
+    looks_like_path = path.suffix in (".yaml", ".yml") or "/" in preset or "\\" in preset
+    if looks_like_path:
+        if not path.is_file():
+            raise UserError(f"preset file not found: {preset}")
+        return path
+    for d in _preset_dirs():
+        if (d / f"{preset}.yaml").is_file():
+            return d / f"{preset}.yaml"
+    raise UserError(f"unknown preset {preset!r}; shipped presets: {', '.join(list_presets()) or 'none'} "
+                    "(or give a path to a .yaml file)")
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise UserError(f"--set expects key.sub=value, got {item!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise UserError(f"--set {key}: cannot parse value {raw!r} as YAML ({exc.__class__.__name__})") from None
+    return key.split("."), value
+
+
+def _set_path(data: dict, parts: list[str], value: Any) -> None:
+    """Set data[p0][p1]... = value, creating intermediate mappings (the schema check comes after)."""
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise UserError(f"--set {'.'.join(parts)}: config key '{'.'.join(parts[:i + 1])}' is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def config_from_dict(data: dict, source: str = "") -> Config:
+    """Build and validate a Config from a plain mapping (the inverse of `config_to_dict`)."""
+    return _validate(_build(Config, data, "", source), source)
+
+
+def load_config(preset: str, overrides: Iterable[str] = ()) -> Config:
+    """Load a shipped preset by name or a YAML file by path, apply `--set` overrides, validate."""
+    path = _resolve_preset(str(preset))
+    source = f"preset {path}"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"cannot parse preset {path}: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"preset {path} must be a YAML mapping, got {type(data).__name__}")
+    data.setdefault("name", path.stem)
+    # Validate the file alone first, so an error is blamed on the file or on --set, not both.
+    cfg = config_from_dict(data, source)
+    overrides = list(overrides)
+    if not overrides:
+        return cfg
+    merged = config_to_dict(cfg)
+    for item in overrides:
+        parts, value = _parse_override(item)
+        _set_path(merged, parts, value)
+    return config_from_dict(merged, "--set")
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """A plain, YAML-safe nested dict of `cfg` (lists, not tuples)."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Config, path: str | Path) -> None:
+    """Write `cfg` as YAML (key order as in the schema); `load_config(path)` reads it back."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None))
+
+
+def apply_cli_overrides(cfg: Config, *, steps: int | None = None, batch_size: int | None = None,
+                        precision: str | None = None) -> Config:
+    """A copy of `cfg` with the CLI flags that were given (not None) applied, validated."""
+    flags = {"train.steps": steps, "train.batch_size": batch_size, "train.precision": precision}
+    given = {k: v for k, v in flags.items() if v is not None}
+    if not given:
+        return cfg
+    data = config_to_dict(cfg)
+    for key, value in given.items():
+        _set_path(data, key.split("."), value)
+    return config_from_dict(data, "command-line flags")
