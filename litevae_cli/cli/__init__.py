@@ -10,6 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from litevae_cli import __version__
+from litevae_cli.cli.eval_cmd import eval_command
+from litevae_cli.cli.inspect_cmd import inspect_latents_command
 from litevae_cli.cli.models_cmd import models
 
 app = typer.Typer(
@@ -38,6 +40,8 @@ def _root(
 
 # One line per subcommand (keep the order: train, use, evaluate, inspect).
 app.command("models")(models)
+app.command("eval")(eval_command)
+app.command("inspect-latents")(inspect_latents_command)
 
 
 def main() -> None:

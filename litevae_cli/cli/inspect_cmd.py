@@ -1,0 +1,122 @@
+"""`litevae inspect-latents`: posterior statistics, MMD to N(0, I), scale/shift and plots of a latent space.
+
+Two sources: MODEL encoding `--data` images at `--resolution`, or `--latents` pointing at the shards
+written by `litevae encode-dataset` (no model needed). One call to `inspect_latents.inspect`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from litevae_cli.cli.common import BatchSizeOpt, DeviceOpt, JsonOutOpt, OutDirOpt, PrecisionOpt, user_errors
+
+
+@user_errors
+def inspect_latents_command(
+    out: OutDirOpt,
+    model: Annotated[Optional[str], typer.Argument(help="Checkpoint .pt, exported .safetensors or run "
+                                                  "directory (leave out with --latents).")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Images to encode: folder, .tar shards, "
+                                                "sample or sample-holdout.")] = None,
+    latents: Annotated[Optional[str], typer.Option("--latents", help="Instead of MODEL + --data: an "
+                                                   "encode-dataset output directory (latents-*.tar) or a "
+                                                   "brace pattern of its shards.")] = None,
+    resolution: Annotated[int, typer.Option("--resolution", min=8, help="Encode at this resolution "
+                                            "(shorter side + center crop).")] = 256,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N images.")] = None,
+    mmd_samples: Annotated[int, typer.Option("--mmd-samples", min=2, help="Images used for the MMD and the "
+                                             "histograms (the first N).")] = 1000,
+    examples: Annotated[int, typer.Option("--examples", min=1, help="Images shown in latent_channels.png.")] = 4,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the N(0, I) samples of the MMD.")] = 0,
+    batch_size: BatchSizeOpt = None,
+    json_out: JsonOutOpt = None,
+    no_ema: Annotated[bool, typer.Option("--no-ema", help="Use the raw weights even if EMA weights exist.")] = False,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+) -> None:
+    """Statistics of the posterior (per-channel mean/std/min/max/kurtosis of the mean, average std, KL per
+    element), unbiased MMD^2 to N(0, I) with Gaussian kernels sigma = 25..500 on flattened latents
+    (P Table 6), the recommended scaling_factor / shift_factor, and PNG plots in --out:
+    latent_histograms.png, latent_histograms_normalised.png, latent_channels.png.
+
+    Examples:\n
+      litevae inspect-latents runs/b12 --data sample-holdout --out inspect/\n
+      litevae inspect-latents --latents latents/ --out inspect/ --json inspect/latents.json
+    """
+    from litevae_cli.errors import UserError
+
+    if latents is not None and (model is not None or data is not None):
+        raise UserError("give either --latents, or MODEL with --data, not both")
+    if latents is None and (model is None or data is None):
+        raise UserError("give MODEL and --data (images to encode), or --latents DIR (encode-dataset shards)")
+    if resolution % 8:
+        raise UserError(f"--resolution must be a multiple of 8, got {resolution}")
+
+    from litevae_cli import inspect_latents as il
+    from litevae_cli.progress import make_progress
+
+    bs = batch_size or 16
+    if latents is not None:
+        title, meta = Path(latents).name or str(latents), {"latents": str(latents)}
+        with make_progress() as progress:
+            batches = il.read_shards(latents, bs, limit, examples)
+            report = il.inspect(batches, out, title, mmd_samples, examples, seed, progress)
+    else:
+        from litevae_cli.checkpoint import load_autoencoder
+        from litevae_cli.data import resolve_source
+        from litevae_cli.runtime import setup_runtime
+
+        source = resolve_source(data)
+        rt = setup_runtime(device, precision or "fp32", init_distributed=False)
+        loaded = load_autoencoder(model, use_ema=not no_ema)
+        net = loaded.model.to(rt.device).eval()
+        total = min(len(source), limit or len(source)) if source.indexable else None
+        title = f"{loaded.spec.encoder} nz={loaded.spec.nz} @{resolution}"
+        meta = {"model": {"name": f"{loaded.spec.encoder} + {loaded.spec.decoder} (nz={loaded.spec.nz})",
+                          "path": str(loaded.path), "step": loaded.step, "ema": loaded.used_ema},
+                "data": str(data), "resolution": resolution}
+        typer.echo(f"model: {loaded.describe()}")
+        with make_progress() as progress:
+            batches = il.encode_images(net, source, resolution, bs, rt, limit)
+            report = il.inspect(batches, out, title, mmd_samples, examples, seed, progress, total)
+    report = {**meta, **report}
+    print_report(report)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2) + "\n")
+        typer.echo(f"wrote {json_out}")
+
+
+def print_report(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"posterior mean per channel ({r['images']} images, latent {'x'.join(map(str, r['latent_shape']))})")
+    for col in ("ch", "mean", "std", "min", "max", "kurtosis (excess)", "avg posterior std", "KL/elem"):
+        table.add_column(col, justify="right")
+    pm = r["posterior_mean"]["per_channel"]
+    for c, row in enumerate(pm):
+        table.add_row(str(c), *(f"{row[k]:.4f}" for k in ("mean", "std", "min", "max", "kurtosis")),
+                      f"{r['posterior_std']['per_channel'][c]:.4f}", f"{r['kl_per_element']['per_channel'][c]:.4f}")
+    console.print(table)
+    console.print(f"average posterior std {r['posterior_std']['mean']:.4f}   KL per element "
+                  f"{r['kl_per_element']['mean']:.4f} nats")
+    mmd = r["mmd2_to_standard_normal"]
+    if "raw" in mmd:
+        sig = ", ".join(f"{k}: {v:.3g}" for k, v in mmd["raw"].items())
+        nrm = ", ".join(f"{k}: {v:.3g}" for k, v in mmd["normalised"].items())
+        console.print(f"MMD^2 to N(0,I) ({mmd['samples']} images, d={mmd['dim']}, seed {mmd['seed']})")
+        console.print(f"  raw        {sig}\n  normalised {nrm}")
+    else:
+        console.print(f"MMD^2: {mmd.get('note')}")
+    console.print(f"  estimator: {mmd['estimator']}")
+    rec = r["recommended"]
+    console.print(f"recommended scaling_factor {rec['scaling_factor']:.6g}  shift_factor {rec['shift_factor']:.6g}  "
+                  f"({rec['convention']})")
+    for name, path in r["plots"].items():
+        console.print(f"plot {name}: {path}")

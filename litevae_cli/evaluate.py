@@ -1,0 +1,248 @@
+"""Reconstruction evaluation: the field's protocol (rFID, LPIPS, PSNR, SSIM) and the eval loop.
+
+Owns `litevae eval`'s work: option parsing/validation, the up-front weight check, the protocol text,
+and one pass over the data per resolution. The protocol (the one the field uses, e.g. P Table 1):
+1. Originals: resize the shorter side to R (PIL bicubic), center crop RxR (`--crop center`, or
+   guided-diffusion's `adm` crop), quantised to uint8 as loaded.
+2. Reconstruction = decode(posterior mean), clamped to [-1, 1] and quantised to uint8 BEFORE any metric
+   (`image_metrics.to_uint8`); every metric sees the same two uint8 images.
+3. PSNR per image on uint8, peak 255, then averaged over images (`image_metrics.psnr_uint8`; an image
+   reconstructed exactly has an infinite PSNR, reported as the documented cap).
+4. SSIM on [0,1] (uint8 / 255), data_range 1, scikit-image's Gaussian-weighted SSIM (sigma 1.5,
+   use_sample_covariance=False) in torch, validated against skimage (`image_metrics.ssim`), per image,
+   averaged; colour channels averaged.
+5. LPIPS (the `lpips` package, v0.1, AlexNet by default; the output names the net) on the uint8 images
+   mapped back to [-1, 1], per image, averaged.
+6. rFID (`fid.py`): clean-fid clean mode between the cropped originals and their reconstructions.
+Several resolutions give one row each (P's resolution-robustness experiment). Weights needed by the
+asked metrics are all located before anything is loaded or run; PSNR and SSIM need none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from litevae_cli.errors import UserError
+
+METRICS = ("rfid", "lpips", "psnr", "ssim")
+LATENT_DOWNSAMPLE = 8  # every registered encoder maps H -> H/8
+
+
+@dataclass
+class EvalOptions:
+    metrics: list[str]
+    resolutions: list[int] = field(default_factory=lambda: [256])
+    batch_size: int = 16
+    limit: Optional[int] = None
+    crop: str = "center"  # center | adm
+    lpips_net: str = "alex"  # alex | vgg
+    weights_dir: Optional[Path] = None
+    use_ema: bool = True
+    workers: int = 0
+
+
+def parse_metrics(text: str) -> list[str]:
+    """'rfid,lpips' -> ['rfid', 'lpips'] in the canonical order; unknown names are a UserError."""
+    names = [t.strip().lower() for t in str(text).split(",") if t.strip()]
+    unknown = [n for n in names if n not in METRICS]
+    if unknown or not names:
+        raise UserError(f"--metrics: unknown {', '.join(unknown) or '(empty)'}; choose from {','.join(METRICS)}")
+    return [m for m in METRICS if m in names]
+
+
+def parse_resolutions(text: str) -> list[int]:
+    """'256,512' -> [256, 512]; each a positive multiple of 8 (the latent downsampling)."""
+    try:
+        res = [int(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--resolution must be integers separated by commas, got {text!r}") from None
+    bad = [r for r in res if r <= 0 or r % LATENT_DOWNSAMPLE]
+    if bad or not res:
+        raise UserError(f"--resolution: {bad or text} not a positive multiple of {LATENT_DOWNSAMPLE}")
+    return list(dict.fromkeys(res))
+
+
+def check_options(opts: EvalOptions) -> None:
+    if opts.crop not in ("center", "adm"):
+        raise UserError(f"--crop must be center or adm, got {opts.crop!r}")
+    if opts.lpips_net not in ("alex", "vgg"):
+        raise UserError(f"--lpips-net must be alex or vgg, got {opts.lpips_net!r}")
+
+
+def required_weights(metrics: list[str], lpips_net: str = "alex") -> list[str]:
+    """weights.WEIGHTS keys the asked metrics need (PSNR and SSIM need none)."""
+    return [key for metric, key in (("lpips", lpips_net), ("rfid", "inception")) if metric in metrics]
+
+
+def locate_weights(keys: list[str], weights_dir=None) -> dict[str, Path]:
+    """Every needed file, or ONE UserError listing each missing file (name, URL, where to put it)."""
+    from litevae_cli.weights import find_weight
+
+    found, missing = {}, []
+    for key in keys:
+        try:
+            found[key] = find_weight(key, weights_dir)
+        except UserError as err:
+            missing.append(str(err))
+    if missing:
+        raise UserError("; ".join(missing) + " (no work was done; PSNR and SSIM need no weights)")
+    return found
+
+
+def protocol(opts: EvalOptions) -> dict:
+    """The protocol as data (JSON) and as the lines the table prints."""
+    from litevae_cli import image_metrics
+
+    crop = ("resize shorter side to R (PIL bicubic), center crop RxR" if opts.crop == "center"
+            else "guided-diffusion (ADM) center_crop_arr: box-halve while >= 2R, bicubic resize, center crop")
+    p = {
+        "crop": crop,
+        "reconstruction": "decode(posterior mean), clamp to [-1,1], quantise to uint8 before any metric",
+        "psnr": f"per image on uint8, peak 255, averaged; exact reconstructions capped at "
+                f"{image_metrics.PSNR_CAP_DB:g} dB",
+        "ssim": "per image on [0,1], data_range 1, Gaussian-weighted (sigma 1.5) as skimage, averaged",
+        "lpips": f"lpips package v0.1, net={opts.lpips_net}, on the uint8 images mapped to [-1,1], averaged",
+        "rfid": "clean-fid clean mode (PIL bicubic to 299, TorchScript Inception pool3), originals vs "
+                "reconstructions with the same crop",
+        "weights": "EMA weights when the checkpoint has them" if opts.use_ema else "raw (non-EMA) weights (--no-ema)",
+    }
+    return {k: v for k, v in p.items() if k not in METRICS or k in opts.metrics}
+
+
+class MetricAccumulator:
+    """Sums of per-image PSNR/SSIM/LPIPS (float64) and the rFID feature statistics for one resolution."""
+
+    def __init__(self, metrics: list[str], lpips_model=None, rfid_factory: Optional[Callable] = None):
+        self.metrics = metrics
+        self.lpips_model = lpips_model
+        self.rfid = rfid_factory() if "rfid" in metrics else None
+        self.sums = {m: torch.zeros((), dtype=torch.float64) for m in metrics if m != "rfid"}
+        self.count = torch.zeros((), dtype=torch.float64)
+        self.psnr_capped = torch.zeros((), dtype=torch.float64)  # images reconstructed exactly
+
+    @torch.no_grad()
+    def update(self, real_u8: torch.Tensor, recon_u8: torch.Tensor) -> None:
+        from litevae_cli import image_metrics
+
+        self.count += real_u8.shape[0]
+        if "psnr" in self.sums:
+            psnr = image_metrics.psnr_uint8(real_u8, recon_u8).double().cpu()
+            self.sums["psnr"] += psnr.sum()
+            self.psnr_capped += (psnr >= image_metrics.PSNR_CAP_DB).sum()
+        if "ssim" in self.sums:
+            a, b = real_u8.float() / 255.0, recon_u8.float() / 255.0
+            self.sums["ssim"] += image_metrics.ssim(a, b).double().sum().cpu()
+        if "lpips" in self.sums:
+            a, b = real_u8.float() / 127.5 - 1.0, recon_u8.float() / 127.5 - 1.0
+            self.sums["lpips"] += self.lpips_model(a, b).double().sum().cpu()
+        if self.rfid is not None:
+            self.rfid.update(real_u8.cpu(), recon_u8.cpu())
+
+    def compute(self, all_reduce_sum=lambda t: t) -> dict:
+        n = float(all_reduce_sum(self.count))
+        out = {m: float(all_reduce_sum(s)) / n if n else float("nan") for m, s in self.sums.items()}
+        if "psnr" in out:
+            out["psnr_capped_images"] = int(all_reduce_sum(self.psnr_capped))
+        if self.rfid is not None:
+            try:
+                out["rfid"] = self.rfid.compute(all_reduce_sum)
+            except ValueError as err:  # fewer than 2 images, or a complex sqrtm on a degenerate set
+                out["rfid"] = float("nan")
+                out["rfid_note"] = str(err).splitlines()[0]
+        return {"images": int(n), **out}
+
+
+@torch.no_grad()
+def reconstruct_uint8(model, images: torch.Tensor, rt) -> tuple[torch.Tensor, torch.Tensor]:
+    """(originals uint8, reconstructions uint8) for a batch in [-1, 1]; recon = decode(posterior mean)."""
+    from litevae_cli import image_metrics
+
+    x = images.to(rt.device, non_blocking=True)
+    with rt.autocast():
+        rec = model.decode(model.encode(x).mode())
+    if rec.shape != x.shape:
+        raise UserError(f"the model maps {tuple(x.shape[1:])} to {tuple(rec.shape[1:])}; "
+                        f"choose a resolution it reconstructs at the same size")
+    return image_metrics.to_uint8(x.float()), image_metrics.to_uint8(rec.float())
+
+
+def evaluate_resolution(model, source, resolution: int, opts: EvalOptions, rt, acc: MetricAccumulator,
+                        progress=None) -> dict:
+    """One pass over `source` at `resolution`; returns the row (metrics averaged over all ranks)."""
+    from litevae_cli.data import make_eval_loader
+    from litevae_cli.runtime import all_reduce_sum
+
+    loader = make_eval_loader(source, resolution, opts.batch_size, workers=opts.workers, crop=opts.crop,
+                              rank=rt.rank, world_size=rt.world_size, limit=opts.limit)
+    total = None
+    if source.indexable:
+        n = len(source) if opts.limit is None else min(opts.limit, len(source))
+        total = len(range(rt.rank, n, rt.world_size))
+    task = progress.add_task(f"eval @{resolution}", total=total, info="") if progress is not None else None
+    skipped = []
+    for batch in loader:
+        skipped += batch["skipped"]
+        if batch["images"].shape[0]:
+            acc.update(*reconstruct_uint8(model, batch["images"], rt))
+        if progress is not None:
+            progress.update(task, advance=batch["images"].shape[0] + len(batch["skipped"]),
+                            info=f"{int(acc.count)} images")
+
+    def reduce(t: torch.Tensor) -> torch.Tensor:
+        return all_reduce_sum(rt, t.to(rt.device)).cpu() if rt.distributed else t  # mps has no float64
+
+    row = {"resolution": resolution, **acc.compute(reduce)}
+    row["skipped"] = int(reduce(torch.tensor(float(len(skipped)), dtype=torch.float64)))
+    row["skipped_examples"] = [f"{k}: {r}" for k, r in skipped[:5]]
+    return row
+
+
+def run_eval(model_arg, data: str, opts: EvalOptions, rt, *, lpips_model=None, feature_fn=None,
+             feature_dim: int = 2048, resize=None, progress_enabled: bool = True) -> dict:
+    """Check options and weights, THEN load the model and evaluate each resolution; returns the report.
+
+    lpips_model / feature_fn (+ feature_dim, resize) are injection points for tests: when given, the
+    corresponding weight file is not looked up.
+    """
+    from litevae_cli.checkpoint import load_autoencoder
+    from litevae_cli.data import resolve_source
+    from litevae_cli.fid import RFID, load_inception
+    from litevae_cli.progress import make_progress
+    from litevae_cli.weights import build_lpips
+
+    check_options(opts)
+    needed = [m for m in opts.metrics if not ((m == "lpips" and lpips_model is not None)
+                                              or (m == "rfid" and feature_fn is not None))]
+    paths = locate_weights(required_weights(needed, opts.lpips_net), opts.weights_dir)  # before any work
+    source = resolve_source(data)
+    loaded = load_autoencoder(model_arg, use_ema=opts.use_ema, map_location="cpu")
+    model = loaded.model.to(rt.device).eval()
+    if "lpips" in opts.metrics and lpips_model is None:
+        lpips_model = build_lpips(opts.lpips_net, opts.weights_dir)
+    if lpips_model is not None:
+        lpips_model = lpips_model.to(rt.device).eval()
+    if "rfid" in opts.metrics and feature_fn is None:
+        feature_fn = load_inception(paths["inception"], rt.device)
+
+    def rfid_factory():
+        return RFID(feature_fn, feature_dim, resize)
+
+    rows = []
+    with make_progress(rt.is_main and progress_enabled) as progress:
+        for res in opts.resolutions:
+            acc = MetricAccumulator(opts.metrics, lpips_model, rfid_factory)
+            rows.append(evaluate_resolution(model, source, res, opts, rt, acc, progress))
+    return {
+        "model": {"name": f"{loaded.spec.encoder} + {loaded.spec.decoder} (nz={loaded.spec.nz})",
+                  "spec": loaded.spec.to_dict(), "path": str(loaded.path), "step": loaded.step,
+                  "ema": loaded.used_ema, "described": loaded.describe()},
+        "data": {"spec": str(data), "limit": opts.limit, "crop": opts.crop},
+        "metrics": opts.metrics,
+        "protocol": protocol(opts),
+        "runtime": {"device": str(rt.device), "precision": rt.precision, "world_size": rt.world_size},
+        "results": rows,
+    }
