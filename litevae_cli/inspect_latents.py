@@ -194,13 +194,14 @@ class LatentInspector:
         kept = torch.cat(self.kept).double()
         factors = self.stats.to_dict()
         chans = [kept[:, c].flatten().numpy() for c in range(kept.shape[1])]
-        norm = [(v - factors["shift_factor"]) * factors["scaling_factor"] for v in chans]
+        shift = factors["shift_factor"]
+        norm = [(v - shift) * factors["scaling_factor"] for v in chans]
         paths = {
             "histograms": histogram_grid(chans, out / "latent_histograms.png",
                                          f"{title}: posterior mean per channel vs N(0,1), {kept.shape[0]} images"),
             "histograms_normalised": histogram_grid(
                 norm, out / "latent_histograms_normalised.png",
-                f"{title}: (z - {factors['shift_factor']:.3g}) * {factors['scaling_factor']:.3g} vs N(0,1)"),
+                f"{title}: (z {'-' if shift >= 0 else '+'} {abs(shift):.3g}) * {factors['scaling_factor']:.3g} vs N(0,1)"),
         }
         mean, std = self.moments.mean.tolist(), self.moments.std.tolist()
         ranges = [(m - 3 * s, m + 3 * s) for m, s in zip(mean, std)]
