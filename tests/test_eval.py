@@ -35,7 +35,8 @@ def no_weights(tmp_path, monkeypatch):
     monkeypatch.setattr(weights, "search_dirs", lambda key, weights_dir=None: [tmp_path / "no-weights"])
 
 
-def _lpips_random():
+@pytest.fixture(scope="module")
+def lpips_random():
     return weights.build_lpips("alex", random_backbone=True)
 
 
@@ -81,7 +82,7 @@ def _direct_reference(ckpt, resolution):
     return torch.cat(reals), torch.cat(recons)
 
 
-def test_eval_metrics_match_skimage_lpips_and_direct_fid(ckpt, no_weights):
+def test_eval_metrics_match_skimage_lpips_and_direct_fid(ckpt, no_weights, lpips_random):
     # Real images (the held-out sample photos); rfid and lpips through their injection points.
     torch.manual_seed(0)
     proj = torch.randn(3 * 4 * 4, 5, dtype=torch.float64)
@@ -89,7 +90,7 @@ def test_eval_metrics_match_skimage_lpips_and_direct_fid(ckpt, no_weights):
     def features(x):  # clean-resized [N,3,299,299] -> 5-d
         return torch.nn.functional.adaptive_avg_pool2d(x.double(), 4).flatten(1) @ proj
 
-    lp = _lpips_random()
+    lp = lpips_random
     opts = evaluate.EvalOptions(metrics=["rfid", "lpips", "psnr", "ssim"], resolutions=[32], batch_size=2)
     rep = evaluate.run_eval(ckpt, "sample-holdout", opts, setup_runtime("cpu"), lpips_model=lp, feature_fn=features,
                             feature_dim=5, progress_enabled=False)
@@ -118,10 +119,10 @@ def test_eval_metrics_match_skimage_lpips_and_direct_fid(ckpt, no_weights):
     assert "net=alex" in rep["protocol"]["lpips"] and "clean" in rep["protocol"]["rfid"]
 
 
-def test_identical_images_psnr_capped_ssim_one():
+def test_identical_images_psnr_capped_ssim_one(lpips_random):
     from litevae_cli.image_metrics import PSNR_CAP_DB
 
-    acc = evaluate.MetricAccumulator(["lpips", "psnr", "ssim"], _lpips_random())
+    acc = evaluate.MetricAccumulator(["lpips", "psnr", "ssim"], lpips_random)
     x = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
     acc.update(x, x.clone())
     out = acc.compute()
