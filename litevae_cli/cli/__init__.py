@@ -10,9 +10,11 @@ from typing import Annotated, Optional
 import typer
 
 from litevae_cli import __version__
+from litevae_cli.cli.encode_cmd import encode_dataset
 from litevae_cli.cli.eval_cmd import eval_command
 from litevae_cli.cli.inspect_cmd import inspect_latents_command
 from litevae_cli.cli.models_cmd import models
+from litevae_cli.cli.reconstruct_cmd import reconstruct
 
 app = typer.Typer(
     name="litevae",
@@ -39,6 +41,8 @@ def _root(
 
 
 # One line per subcommand (keep the order: train, use, evaluate, inspect).
+app.command("encode-dataset")(encode_dataset)
+app.command("reconstruct")(reconstruct)
 app.command("models")(models)
 app.command("eval")(eval_command)
 app.command("inspect-latents")(inspect_latents_command)

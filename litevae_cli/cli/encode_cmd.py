@@ -1,0 +1,50 @@
+"""`litevae encode-dataset`: validate the options, call `litevae_cli.encode.encode_dataset`, print a summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from litevae_cli.cli.common import BatchSizeOpt, DeviceOpt, OutDirOpt, PrecisionOpt, user_errors
+
+
+@user_errors
+def encode_dataset(
+    model: Annotated[str, typer.Argument(help="Checkpoint .pt, run directory (its last checkpoint) or exported .safetensors.")],
+    data: Annotated[str, typer.Option("--data", help="Image folder, WebDataset shards (dir/x-{000000..000009}.tar) or sample/sample-holdout/sample-all.")],
+    out: OutDirOpt,
+    resolution: Annotated[int, typer.Option("--resolution", min=8, help="Square crop size in pixels (multiple of 8).")] = 256,
+    batch_size: BatchSizeOpt = 32,
+    shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Samples per tar shard.")] = 1000,
+    flip: Annotated[bool, typer.Option("--flip", help="Also store moments of the horizontally flipped image.")] = False,
+    dtype: Annotated[str, typer.Option("--dtype", help="Storage dtype of the moments: fp16, bf16 (uint16 bits) or fp32.")] = "fp16",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete a previous encoding in --out and start over (default: resume it).")] = False,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Data-loading worker processes.")] = 4,
+    crop: Annotated[str, typer.Option("--crop", help="center (resize short side + center crop) or adm.")] = "center",
+    limit: Annotated[Optional[int], typer.Option("--limit", min=0, help="Only the first N images of the source.")] = None,
+) -> None:
+    """Encode a dataset into latent WebDataset shards (moments.npy per image) plus stats.json.
+
+    Rerunning the same command after an interruption resumes it (no duplicate, no missing sample).
+
+    Examples:\n
+      litevae encode-dataset runs/b12 --data /data/imagenet/train --out latents/in256 --flip\n
+      torchrun --nproc_per_node 8 -m litevae_cli encode-dataset model.safetensors --data 'shards/{000000..000999}.tar' --out latents/
+    """
+    from litevae_cli.encode import encode_dataset as run
+    from litevae_cli.latent_reader import STATS_NAME
+
+    result = run(model, data, Path(out), resolution=resolution, batch_size=batch_size or 32, shard_size=shard_size,
+                 flip=flip, dtype=dtype, overwrite=overwrite, device=device, precision=precision or "fp32",
+                 workers=workers, crop=crop, limit=limit)
+    if "scaling_factor" not in result:  # not rank 0 under torchrun
+        return
+    rate = result["encoded_now"] / result["seconds"] if result["seconds"] > 0 else float("nan")
+    typer.echo(f"encoded {result['encoded_now']} images now ({rate:.1f} img/s); {result['count']} in total in "
+               f"{len(result['shards'])} shards, {result['skipped']} skipped")
+    typer.echo(f"scaling_factor {result['scaling_factor']:.6g}, shift_factor {result['shift_factor']:.6g} "
+               f"(global std of the latent mean {result['global_std']:.6g}) -> {Path(out) / STATS_NAME}")

@@ -1,0 +1,385 @@
+"""The encode-dataset engine: images -> posterior moments in WebDataset shards, stats.json, resumable.
+
+Owns the loop and the on-disk bookkeeping; the shard format itself is defined in `latent_reader`.
+DIR after a run:
+  latents-%06d.tar          (latents-r{rank}-%06d.tar under torchrun), written with ShardWriter
+  progress-r{rank}.jsonl    append-only journal: a header line (the settings), then one line per
+                            CLOSED shard: its name, sample count, every source key it accounts for
+                            (written and skipped) and the cumulative float64 stats sums
+  stats.json, skipped.txt   written by rank 0 at the end (from all ranks)
+
+Resume (rerun the same command): a shard is committed only when ShardWriter has closed it, it has
+been fsynced, and its journal line has been appended and fsynced. On restart each rank reads its
+journal (ignoring a torn last line), deletes its shard files that the journal does not list (the
+partial shard of the kill), restores the stats sums, and hands every committed key to the loader's
+`skip_keys`; new shards continue the numbering. So no sample is written twice or lost and the counts
+are exact. The settings (model sha256, data, resolution, crop, dtype, flip, precision, world size)
+must match the journal header, else a one-line error asks for --overwrite. `--overwrite` deletes only
+these files. DIR must be one directory visible to all ranks.
+
+Throughput: the loader (workers, prefetch, pinned memory on CUDA) decodes while the model encodes,
+and a writer thread serialises and writes shards while the next batch is encoded; on CUDA the
+device-to-host copy is asynchronous into pinned memory and the writer waits on a CUDA event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from litevae_cli.checkpoint import load_autoencoder, resolve_model_path
+from litevae_cli import sample_images
+from litevae_cli.data import make_eval_loader, resolve_source
+from litevae_cli.errors import UserError
+from litevae_cli.latent_reader import (DTYPES, FORMAT, FORMAT_VERSION, SKIPPED_NAME, STATS_NAME, TORCH_DTYPES,
+                                       encode_key, list_shards, moments_to_npy, shard_pattern, shard_regex)
+from litevae_cli.latent_stats import RunningChannelStats
+from litevae_cli.progress import make_progress
+from litevae_cli.runtime import Runtime, all_reduce_sum, barrier, setup_runtime, use_channels_last
+
+CROP_RECIPES = {
+    "center": "resize the shorter side to R (PIL bicubic, antialiased), center crop RxR",
+    "adm": "ADM center_crop_arr: halve with BOX while short side >= 2R, bicubic to short side R, center crop",
+}
+WRITER_QUEUE_BATCHES = 4  # batches in flight between the encoder and the writer thread
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------- journal
+class Journal:
+    """One rank's append-only progress file (see the module docstring)."""
+
+    def __init__(self, out: Path, rank: int):
+        self.path = out / f"progress-r{rank}.jsonl"
+        self.header: Optional[dict] = None
+        self.shards: list[dict] = []
+
+    def load(self) -> None:
+        if not self.path.is_file():
+            return
+        lines = self.path.read_text().splitlines()
+        records = []
+        for i, line in enumerate(lines):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if i == len(lines) - 1:
+                    break  # torn last line of a kill: that shard was never committed
+                raise UserError(f"{self.path} is corrupt at line {i + 1}; rerun with --overwrite") from None
+        if records and "header" in records[0]:
+            self.header = records[0]["header"]
+            self.shards = records[1:]
+        if len(records) != len(lines):  # rewrite without the torn line so appends stay parseable
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    def _append(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def start(self, header: dict) -> None:
+        self.header = header
+        self._append({"header": header})
+
+    def commit(self, record: dict) -> None:
+        self._append(record)
+        self.shards.append(record)
+
+    def done_keys(self) -> set[str]:
+        return {k for r in self.shards for k in r["keys"]}
+
+    def count(self) -> int:
+        return sum(r["count"] for r in self.shards)
+
+    def skipped(self) -> list[list[str]]:
+        return [s for r in self.shards for s in r["skipped"]]
+
+
+# ----------------------------------------------------------------------------- writer thread
+@dataclass
+class _Batch:
+    moments: torch.Tensor  # [B, 2nz, h, w] on the host, in the storage dtype
+    flipped: Optional[torch.Tensor]
+    meta: list
+    skipped: list
+    ready: Optional[torch.cuda.Event]  # set when the D2H copy is still in flight
+
+
+class ShardSink:
+    """Writes batches on a background thread; commits each shard to the journal when it closes."""
+
+    def __init__(self, out: Path, pattern: str, start_shard: int, shard_size: int, dtype: str,
+                 stats: RunningChannelStats, journal: Journal, resolution: int, crop: str):
+        self.out, self.pattern, self.start_shard, self.shard_size = out, pattern, start_shard, shard_size
+        self.dtype, self.stats, self.journal, self.resolution, self.crop = dtype, stats, journal, resolution, crop
+        self.writer = None
+        self.pending_keys: list[str] = []
+        self.pending_skipped: list[list[str]] = []
+        self.count_in_shard = 0
+        self.written = 0  # samples written this session
+        self.error: Optional[BaseException] = None
+        self._q: queue.Queue = queue.Queue(maxsize=WRITER_QUEUE_BATCHES)
+        self._abort = False
+        self._thread = threading.Thread(target=self._run, name="litevae-shard-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, batch: _Batch) -> None:
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self._q.put(batch, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Flush, close and commit the last shard (and any trailing skipped keys)."""
+        self._q.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abort(self) -> None:
+        """Write what is queued (cheap; shards that fill up are committed) but leave the open shard
+        uncommitted: it is discarded on resume, exactly as after a kill."""
+        self._abort = True
+        if self._thread.is_alive():
+            self._q.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while (batch := self._q.get()) is not None:
+                self._write(batch)
+            if self._abort:
+                if self.writer is not None and self.writer.tarstream is not None:
+                    self.writer.tarstream.close()  # leave the partial file; never commit it
+                return
+            if self.writer is not None:
+                self.writer.close()  # -> _on_close for the last shard
+            elif self.pending_skipped:
+                self._commit(None)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the main thread by put()/close()
+            self.error = err
+
+    def _write(self, b: _Batch) -> None:
+        import webdataset as wds
+
+        if b.ready is not None:
+            b.ready.synchronize()
+        nz = b.moments.shape[1] // 2
+        for i, meta in enumerate(b.meta):
+            if self.writer is None:
+                self.writer = wds.ShardWriter(str(self.out / self.pattern), maxcount=self.shard_size,
+                                              start_shard=self.start_shard, post=self._on_close, verbose=0,
+                                              encoder=False, mtime=0.0)
+            record = dict(meta, resolution=self.resolution, crop=self.crop, moments_dtype=self.dtype)
+            sample = {"__key__": encode_key(meta["key"]), "moments.npy": moments_to_npy(b.moments[i], self.dtype),
+                      "json": json.dumps(record).encode()}
+            if b.flipped is not None:
+                sample["moments_flip.npy"] = moments_to_npy(b.flipped[i], self.dtype)
+            if meta.get("cls") is not None:
+                sample["cls"] = str(int(meta["cls"])).encode()
+            self.writer.write(sample)  # may close the previous shard first (-> _on_close)
+            # Stats of the stored mean, so stats.json describes exactly what the shards hold.
+            self.stats.update(b.moments[i:i + 1, :nz])
+            self.pending_keys.append(meta["key"])
+            self.count_in_shard += 1
+            self.written += 1
+        for key, reason in b.skipped:
+            self.pending_keys.append(key)
+            self.pending_skipped.append([key, reason])
+
+    def _on_close(self, fname: str) -> None:
+        _fsync_path(fname)
+        self._commit(os.path.basename(fname))
+
+    def _commit(self, shard: Optional[str]) -> None:
+        state = {k: v.tolist() for k, v in self.stats.state().items()}
+        self.journal.commit({"shard": shard, "count": self.count_in_shard, "keys": self.pending_keys,
+                             "skipped": self.pending_skipped, "stats": state})
+        self.pending_keys, self.pending_skipped, self.count_in_shard = [], [], 0
+
+
+# ----------------------------------------------------------------------------- engine
+def _to_host(t: torch.Tensor, rt: Runtime):
+    """Copy to the host; on CUDA asynchronously into pinned memory, returning the event to wait on."""
+    if rt.device.type != "cuda":
+        return t.cpu(), None
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    host.copy_(t, non_blocking=True)
+    ev = torch.cuda.Event()
+    ev.record()
+    return host, ev
+
+
+def encode_batch(encoder: torch.nn.Module, x: torch.Tensor, flip: bool, rt: Runtime, store: torch.dtype):
+    """Moments (mean, clamped logvar) in `store` dtype: [B, 2nz, h, w], or [2B, ...] with flip (the
+    flipped images second: one forward pass of twice the batch keeps the device busy)."""
+    inp = torch.cat([x, x.flip(-1)]) if flip else x
+    with rt.autocast():
+        post = encoder(inp)
+    return torch.cat([post.mean, post.logvar], dim=1).to(store)
+
+
+def _prepare_out(out: Path, rt: Runtime, overwrite: bool, log: Callable) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    ours = list_shards(str(out)) + [str(p) for p in out.glob("progress-r*.jsonl")]
+    ours += [str(out / n) for n in (STATS_NAME, SKIPPED_NAME) if (out / n).exists()]
+    if overwrite and rt.is_main and ours:
+        for p in ours:
+            os.remove(p)
+        log(f"--overwrite: removed {len(ours)} previous output files from {out}")
+    barrier(rt)
+
+
+def _resume(journal: Journal, header: dict, out: Path, rt: Runtime, log: Callable) -> None:
+    journal.load()
+    mine = shard_regex(rt.rank, rt.world_size)
+    on_disk = sorted(p.name for p in out.iterdir() if mine.fullmatch(p.name))
+    if journal.header is None:
+        if on_disk:
+            raise UserError(f"{out} holds latent shards but no progress journal ({journal.path.name}); "
+                            "use --overwrite or another --out")
+        journal.start(header)
+        return
+    diff = [k for k in header if journal.header.get(k) != header[k]]
+    if diff:
+        k = diff[0]
+        raise UserError(f"{out} holds an encoding made with different settings ({k}: {journal.header.get(k)!r} "
+                        f"there, {header[k]!r} now); use --overwrite or another --out")
+    committed = {r["shard"] for r in journal.shards if r["shard"]}
+    missing = sorted(committed - set(on_disk))
+    if missing:
+        raise UserError(f"committed shard {missing[0]} is missing from {out}; use --overwrite to start over")
+    for name in on_disk:
+        if name not in committed:
+            os.remove(out / name)
+            log(f"rank {rt.rank}: discarded partial shard {name}")
+    log(f"resuming: rank {rt.rank} has {journal.count()} samples in {len(committed)} committed shards "
+        f"(+{len(journal.skipped())} skipped); continuing")
+
+
+def _finish(out: Path, rt: Runtime, stats: RunningChannelStats, journal: Journal, info: dict) -> dict:
+    """Reduce over ranks; rank 0 writes stats.json and skipped.txt from every rank's journal."""
+    totals = all_reduce_sum(rt, torch.tensor([journal.count(), len(journal.skipped())], dtype=torch.float64))
+    stats.reduce_across_ranks(partial(all_reduce_sum, rt))
+    barrier(rt)  # every journal is final before rank 0 reads them
+    result = {"count": int(totals[0]), "skipped": int(totals[1])}
+    if not rt.is_main:
+        return result
+    skipped = []
+    for p in sorted(out.glob("progress-r*.jsonl")):
+        j = Journal(out, int(p.stem.split("-r")[1]))
+        j.load()
+        skipped += j.skipped()
+    with open(out / SKIPPED_NAME, "w") as f:
+        f.writelines(f"{k}\t{reason}\n" for k, reason in skipped)
+    if result["count"] == 0:
+        raise UserError(f"no image could be encoded ({result['skipped']} skipped, see {out / SKIPPED_NAME})")
+    doc = {"format": FORMAT, "version": FORMAT_VERSION, **info, **result,
+           "shards": [os.path.basename(s) for s in list_shards(str(out))],
+           "stats_of": "posterior mean (moments[:nz]) as stored (after the dtype cast), non-flipped images; "
+                       "float64 streaming sums; std is the population std",
+           **stats.to_dict()}
+    tmp = out / f".{STATS_NAME}.tmp"
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, out / STATS_NAME)
+    return dict(doc)
+
+
+def encode_dataset(model: str, data: str, out: str | Path, *, resolution: int = 256, batch_size: int = 32,
+                   shard_size: int = 1000, flip: bool = False, dtype: str = "fp16", overwrite: bool = False,
+                   device: Optional[str] = None, precision: str = "fp32", workers: int = 4, crop: str = "center",
+                   limit: Optional[int] = None, log: Callable = print) -> dict:
+    """Encode `data` with MODEL's encoder into shards in `out` (module docstring); returns stats.json's dict
+    plus `encoded_now` (this session) and `seconds`."""
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if crop not in CROP_RECIPES:
+        raise UserError(f"--crop must be center or adm, got {crop!r}")
+    if resolution % 8:
+        raise UserError(f"--resolution must be a multiple of 8 (the encoder downsamples by 8), got {resolution}")
+    rt = setup_runtime(device, precision)
+    path = resolve_model_path(model)
+    loaded = load_autoencoder(path)
+    src = resolve_source(data)
+    rt.print(f"model: {loaded.describe()}")
+    model_sha = sha256_file(path)
+    out = Path(out)
+    data_id = data if data in sample_images.SPLITS else os.path.abspath(os.path.expanduser(data))
+    header = {"model_sha256": model_sha, "data": data_id, "resolution": resolution, "crop": crop, "dtype": dtype,
+              "flip": flip, "precision": precision, "world_size": rt.world_size, "nz": loaded.spec.nz}
+    _prepare_out(out, rt, overwrite, rt.print)
+    journal = Journal(out, rt.rank)
+    _resume(journal, header, out, rt, rt.print)
+
+    stats = RunningChannelStats(loaded.spec.nz)
+    if journal.shards:
+        stats.load_state({k: torch.tensor(v, dtype=torch.float64) for k, v in journal.shards[-1]["stats"].items()})
+    loader = make_eval_loader(src, resolution, batch_size, workers=workers, crop=crop, rank=rt.rank,
+                              world_size=rt.world_size, limit=limit, skip_keys=journal.done_keys())
+    encoder = loaded.model.encoder.to(rt.device).eval()
+    channels_last = use_channels_last(rt)
+    if channels_last:
+        encoder = encoder.to(memory_format=torch.channels_last)
+    n_shards = sum(1 for r in journal.shards if r["shard"])
+    sink = ShardSink(out, shard_pattern(rt.rank, rt.world_size), n_shards, shard_size, dtype, stats, journal,
+                     resolution, crop)
+    total = len(loader.dataset) if src.indexable else None
+    t0, store, n_skipped = time.perf_counter(), TORCH_DTYPES[dtype], len(journal.skipped())
+    try:
+        with torch.inference_mode(), make_progress(rt.is_main) as progress:
+            task = progress.add_task("encode", total=total, info="")
+            for batch in loader:
+                x, mom, flipped, ev = batch["images"], torch.empty(0), None, None  # all-skipped batch
+                if len(x):
+                    x = x.to(rt.device, non_blocking=True)
+                    if channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    mom, ev = _to_host(encode_batch(encoder, x, flip, rt, store), rt)
+                    mom, flipped = (mom[: len(x)], mom[len(x):]) if flip else (mom, None)
+                sink.put(_Batch(mom, flipped, batch["meta"], batch["skipped"], ev))
+                n_skipped += len(batch["skipped"])
+                progress.update(task, advance=len(batch["meta"]) + len(batch["skipped"]), info=f"skipped {n_skipped}")
+        sink.close()
+    except BaseException:
+        sink.abort()
+        raise
+    seconds = time.perf_counter() - t0
+    info = {"model": {"encoder": loaded.spec.encoder, "decoder": loaded.spec.decoder, "nz": loaded.spec.nz,
+                      "path": str(path), "sha256": model_sha, "step": loaded.step, "ema": loaded.used_ema},
+            "nz": loaded.spec.nz, "resolution": resolution, "latent_size": [resolution // 8, resolution // 8],
+            "crop": crop, "crop_recipe": CROP_RECIPES[crop], "dtype": dtype,
+            "dtype_note": "bf16 is stored as its uint16 bit pattern" if dtype == "bf16" else "",
+            "flip": flip, "precision": precision, "data": data_id, "world_size": rt.world_size}
+    result = _finish(out, rt, stats, journal, info)
+    result.update(encoded_now=sink.written, seconds=seconds)
+    return result
