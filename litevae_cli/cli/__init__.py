@@ -15,6 +15,7 @@ from litevae_cli.cli.eval_cmd import eval_command
 from litevae_cli.cli.inspect_cmd import inspect_latents_command
 from litevae_cli.cli.models_cmd import models
 from litevae_cli.cli.reconstruct_cmd import reconstruct
+from litevae_cli.cli.train_cmd import finetune, pretrain
 
 app = typer.Typer(
     name="litevae",
@@ -41,6 +42,8 @@ def _root(
 
 
 # One line per subcommand (keep the order: train, use, evaluate, inspect).
+app.command("pretrain")(pretrain)
+app.command("finetune")(finetune)
 app.command("encode-dataset")(encode_dataset)
 app.command("reconstruct")(reconstruct)
 app.command("models")(models)

@@ -1,0 +1,361 @@
+"""The training loop of both LiteVAE phases: `litevae pretrain` (phase A) and `litevae finetune` (phase B).
+
+Three layers, as in litgpt: `train()` resolves the config (and `--dry-run`) and the runtime; `main()`
+builds the data, the state and the loss, and resumes a run or starts a finetune from `--from`; `fit()`
+is the loop, one readable `while` in the manner of edm2 (status, samples, checkpoint, then the step),
+and `train_step()` is one optimizer step. Recipe (spec "Training recipe"; P App. F): Adam for the
+autoencoder and, when a discriminator is configured, a second Adam for it from
+`discriminator.start_step` on; the adversarial term has the constant weight `loss.adversarial`
+(no adaptive weight: P reports it unstable in mixed precision); EMA of the autoencoder.
+
+Batches: `train.batch_size` is the GLOBAL batch of one optimizer step; each rank reads
+batch_size / (world_size x grad_accum) images per micro-batch, from its own part of the data.
+Resume: rerunning with the same `--out` continues from OUT/checkpoints/last.pt with the weights,
+both optimizers, scaler, step, every rank's RNG states and the data position; on CPU with the same
+world size and workers the result is bit-identical to an uninterrupted run.
+Non-finite losses: the step is skipped (no optimizer step) on every rank and counted; after
+`train.max_nonfinite` in a row the run stops with a UserError and last.pt is left as it was.
+SIGTERM / SIGINT: the current step finishes, last.pt is written, and the process exits 128+signal.
+Test hook: with LITEVAE_TEST_RANK_DUMP=DIR every rank saves its final weights to DIR/rank<r>.pt
+(the DDP test compares them); nothing else reads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from litevae_cli.checkpoint import LAST_NAME, checkpoint_dir, latest_checkpoint, load_checkpoint, save_atomic
+from litevae_cli.config import Config, apply_cli_overrides, config_to_dict, dump_config, load_config
+from litevae_cli.data import make_train_loader, resolve_source
+from litevae_cli.errors import UserError
+from litevae_cli.losses import GeneratorLoss, discriminator_loss
+from litevae_cli.progress import make_progress
+from litevae_cli.runtime import (Runtime, all_reduce_sum, barrier, seed_everything, setup_runtime,
+                                 teardown_runtime, use_channels_last)
+from litevae_cli.train_log import LossMeter, RunLog, save_reconstructions
+from litevae_cli.train_state import (TrainState, all_finite, build_train_state, check_resumable, gather_rng,
+                                     load_init_weights, load_resume, make_checkpoint, restore_rng, update_ema)
+
+COMMANDS = ("pretrain", "finetune")
+SAMPLE_IMAGES = 8  # images in each reconstruction grid
+
+
+def resolve_config(preset: str, overrides=(), *, steps=None, batch_size=None, precision=None,
+                   workers=None) -> Config:
+    """The preset plus `--set` overrides, then the dedicated flags (which win)."""
+    overrides = list(overrides or ())
+    if workers is not None:
+        overrides.append(f"data.workers={workers}")
+    cfg = load_config(preset, overrides)
+    return apply_cli_overrides(cfg, steps=steps, batch_size=batch_size, precision=precision)
+
+
+def train(command: str, preset: str, data: str, out: str | Path, *, init_from: str | Path | None = None,
+          steps: int | None = None, batch_size: int | None = None, device: str | None = None,
+          precision: str | None = None, overrides=(), dry_run: bool = False, workers: int | None = None,
+          weights_dir: str | Path | None = None) -> int:
+    """Set-up layer: config, dry-run, runtime. Returns the process exit code."""
+    if command not in COMMANDS:
+        raise ValueError(f"command must be one of {COMMANDS}")
+    cfg = resolve_config(preset, overrides, steps=steps, batch_size=batch_size, precision=precision,
+                         workers=workers)
+    if dry_run:  # print the resolved config; touch nothing
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None), end="")
+        return 0
+    if command == "pretrain" and cfg.train.init_from_required:
+        raise UserError(f"preset {cfg.name!r} starts from a trained model: use `litevae finetune --from CKPT`")
+    rt = setup_runtime(device, cfg.train.precision)
+    try:
+        return main(rt, cfg, command, data, Path(out), init_from, weights_dir)
+    finally:
+        teardown_runtime(rt)
+
+
+def micro_batch_size(rt: Runtime, cfg: Config) -> int:
+    per_step = rt.world_size * cfg.train.grad_accum
+    if cfg.train.batch_size % per_step:
+        raise UserError(f"train.batch_size={cfg.train.batch_size} must be divisible by world size x grad_accum "
+                        f"= {rt.world_size} x {cfg.train.grad_accum}")
+    return cfg.train.batch_size // per_step
+
+
+def main(rt: Runtime, cfg: Config, command: str, data: str, out: Path, init_from, weights_dir) -> int:
+    """Build data, loss and state; resume from OUT or initialise from --from; then fit()."""
+    source = resolve_source(data)
+    micro = micro_batch_size(rt, cfg)
+    resume_path = latest_checkpoint(out)
+    if resume_path is None and init_from is None and (command == "finetune" or cfg.train.init_from_required):
+        raise UserError(f"`litevae {command}` with preset {cfg.name!r} needs --from CKPT "
+                        f"(a phase-A checkpoint), and {out} holds no run to resume")
+    # Built before seeding: LPIPS construction must not shift the training RNG streams.
+    loss_fn = GeneratorLoss(cfg.loss, cfg.discriminator.loss, weights_dir=weights_dir).to(rt.device)
+    seed_everything(cfg.train.seed)  # identical initial weights on every rank
+    state = build_train_state(rt, cfg)
+    rng = None
+    if resume_path is not None:
+        ckpt = load_checkpoint(resume_path, map_location=rt.device)
+        changed = check_resumable(ckpt, cfg, resume_path)
+        rng = load_resume(rt, state, ckpt)
+        del ckpt
+        rt.print(f"resuming {out} from {resume_path} at step {state.step} of {cfg.train.steps}"
+                 + (f" (changed since: {', '.join(changed)})" if changed else "")
+                 + ("; --from is ignored when resuming" if init_from is not None else "")
+                 + ("" if rng is not None or state.step == 0 else "; world size changed: RNG streams restart"))
+    elif init_from is not None:
+        used_ema = load_init_weights(state, cfg, init_from)
+        rt.print(f"initialised from {init_from} ({'EMA' if used_ema else 'raw'} weights); "
+                 "discriminator, optimizers and step start fresh")
+    seed_everything(cfg.train.seed + rt.rank)  # distinct posterior-noise streams per rank
+    loader = make_train_loader(source, cfg.data.resolution, micro, workers=cfg.data.workers, seed=cfg.train.seed,
+                               rank=rt.rank, world_size=rt.world_size, start_sample=state.data_position,
+                               rescale=tuple(cfg.data.rescale))
+    batches = iter(loader)  # creating the iterator draws from the torch RNG: do it before restoring
+    if rng is not None:
+        restore_rng(rng)
+    if rt.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out / "config.yaml")
+    m = cfg.model
+    rt.print(f"{command} {cfg.name}: {m.encoder} + {m.decoder} (nz={m.nz}), disc {cfg.discriminator.name}, "
+             f"{cfg.data.resolution}px, batch {cfg.train.batch_size} = {micro} x {cfg.train.grad_accum} accum "
+             f"x {rt.world_size} ranks, {cfg.train.steps} steps, {rt.device} {rt.precision}, data {source.spec}, "
+             f"out {out}")
+    return fit(rt, cfg, state, batches, loss_fn, out, resumed=resume_path is not None)
+
+
+class StopSignal:
+    """SIGTERM/SIGINT set a flag the loop checks after each step; a second SIGINT interrupts at once."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old = {}
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self):
+        if hasattr(signal, "SIGTERM") and _in_main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+@dataclass
+class StepResult:
+    g_terms: list[dict]  # per micro-batch generator terms
+    d_terms: list[dict]  # per micro-batch discriminator terms (empty when the discriminator is off)
+    images: int  # images this rank trained on
+    nonfinite: bool  # the step was skipped on every rank
+    stop: bool  # some rank received SIGTERM/SIGINT
+
+
+def _prepare(rt: Runtime, images: torch.Tensor, resolution: int) -> tuple[torch.Tensor, float]:
+    """To device; an all-skipped micro-batch becomes one zero image with weight 0, so every rank
+    still runs the same forward/backward (DDP collectives) without learning from it."""
+    weight = 1.0
+    if images.shape[0] == 0:
+        images, weight = torch.zeros(1, 3, resolution, resolution), 0.0
+    fmt = torch.channels_last if use_channels_last(rt) else torch.contiguous_format
+    return images.to(rt.device, non_blocking=True, memory_format=fmt), weight
+
+
+def _maybe_no_sync(rt: Runtime, module, last: bool):
+    """Gradient accumulation under DDP: all-reduce only on the last micro-batch."""
+    return contextlib.nullcontext() if (last or not rt.distributed) else module.no_sync()
+
+
+def _any_rank(rt: Runtime, *flags: bool) -> list[bool]:
+    summed = all_reduce_sum(rt, torch.tensor([float(f) for f in flags], device=rt.device))
+    return [bool(v > 0) for v in summed.tolist()]
+
+
+def train_step(rt: Runtime, cfg: Config, state: TrainState, loss_fn, micro_images: list[torch.Tensor],
+               stop_requested: bool = False) -> StepResult:
+    """One optimizer step: generator over the micro-batches, then the discriminator on the same
+    (detached) reconstructions; then the EMA. Skipped everywhere when a loss is non-finite on any rank."""
+    k = len(micro_images)
+    adv_on = state.disc is not None and state.step >= cfg.discriminator.start_step
+    g_terms, pairs, seen, bad = [], [], 0, False
+    if state.disc is not None:
+        state.disc.requires_grad_(False)  # the generator's adversarial term must not train D
+    for i, raw in enumerate(micro_images):
+        x, weight = _prepare(rt, raw, cfg.data.resolution)
+        seen += raw.shape[0]
+        with _maybe_no_sync(rt, state.model_ddp, i == k - 1):
+            with rt.autocast():
+                x_hat, posterior = state.model_ddp(x)
+                # Plain module, frozen: D gets no gradient and no DDP sync from the generator's step.
+                fake_logits = state.disc(x_hat) if adv_on and cfg.loss.adversarial > 0 else None
+            total, terms = loss_fn(x, x_hat, posterior, fake_logits=fake_logits)  # fp32 inside
+            state.scaler.scale(total * (weight / k)).backward()
+        bad |= not bool(torch.isfinite(total.detach()))
+        g_terms.append({"total": total.detach(), **terms})
+        pairs.append((x, x_hat.detach(), weight))
+    bad, stop = _any_rank(rt, bad, stop_requested)
+    if bad:
+        state.opt_g.zero_grad(set_to_none=True)
+        return StepResult(g_terms, [], seen, True, stop)
+    state.scaler.step(state.opt_g)
+    state.opt_g.zero_grad(set_to_none=True)
+
+    d_terms = []
+    if adv_on:
+        state.disc.requires_grad_(True)
+        d_bad = False
+        for i, (x, x_fake, weight) in enumerate(pairs):
+            with _maybe_no_sync(rt, state.disc_ddp, i == k - 1):
+                with rt.autocast():
+                    real_logits, fake_logits = state.disc_ddp(x), state.disc_ddp(x_fake)
+                loss_d, terms = discriminator_loss(real_logits, fake_logits, cfg.discriminator.loss)
+                state.scaler.scale(loss_d * (weight / k)).backward()
+            d_bad |= not bool(torch.isfinite(loss_d.detach()))
+            d_terms.append({"total": loss_d.detach(), **terms})
+        (d_bad,) = _any_rank(rt, d_bad)
+        if not d_bad:
+            state.scaler.step(state.opt_d)
+        state.opt_d.zero_grad(set_to_none=True)
+        bad = d_bad  # the generator stepped; the skipped discriminator step still counts as non-finite
+    state.scaler.update()
+    if state.ema is not None:
+        update_ema(state.ema, state.model, cfg.train.ema_decay, state.step, cfg.train.ema_warmup)
+    state.step += 1
+    return StepResult(g_terms, d_terms, seen, bad, stop)
+
+
+def save_checkpoint(rt: Runtime, cfg: Config, state: TrainState, out: Path, numbered: bool) -> Path:
+    """last.pt (atomic) and, when `numbered`, step-XXXXXXX.pt as a hard link of the same file.
+    Collective (gathers every rank's RNG); only rank 0 writes."""
+    if not all_finite(state.model):  # identical weights on every rank, so every rank raises together
+        raise UserError(f"step {state.step}: the autoencoder weights are not finite; "
+                        "the last good checkpoint is left as it was")
+    rng = gather_rng(rt)
+    ckpt_dir = checkpoint_dir(out)
+    last = ckpt_dir / LAST_NAME
+    if rt.is_main:
+        ckpt = make_checkpoint(rt, cfg, state, rng)
+        if not numbered:
+            save_atomic(ckpt, last)
+        else:
+            path = save_atomic(ckpt, ckpt_dir / f"step-{state.step:07d}.pt")
+            tmp = ckpt_dir / f".{LAST_NAME}.{os.getpid()}.link"
+            try:  # a new name for the same bytes, then an atomic rename over last.pt
+                tmp.unlink(missing_ok=True)
+                os.link(path, tmp)
+                os.replace(tmp, last)
+            except OSError:
+                save_atomic(ckpt, last)
+    barrier(rt)
+    return last
+
+
+def _format_terms(metrics: dict) -> str:
+    return " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith(("g/", "d/")))
+
+
+def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path, resumed: bool = False) -> int:
+    """The loop. Returns 0 when `train.steps` are done, 128+signal after SIGTERM/SIGINT."""
+    total_steps, accum = cfg.train.steps, cfg.train.grad_accum
+    start_step = state.step
+    log = RunLog(rt, out, cfg.log.tensorboard, start_step if resumed else None)
+    if log.note:
+        rt.print(log.note)
+    meter = LossMeter()
+    samples = None  # a fixed batch for the reconstruction grids (first images this process sees)
+    tick_time, tick_images, tick_skipped = time.perf_counter(), 0, 0
+    stop = False
+    last = None
+    if start_step >= total_steps:
+        rt.print(f"already at step {start_step} of {total_steps}: nothing to do (raise --steps to continue)")
+    with StopSignal() as signals, make_progress(rt.is_main) as progress:
+        task = progress.add_task(f"{cfg.phase} {cfg.name}", total=total_steps, completed=start_step, info="")
+        while True:
+            done = state.step >= total_steps or stop
+            progressed = state.step > start_step
+
+            # Status: metrics.jsonl, TensorBoard, progress text (collective: every rank, same steps).
+            if progressed and (state.step % cfg.log.every == 0 or done):
+                now = time.perf_counter()
+                counts = all_reduce_sum(rt, torch.tensor([float(tick_images), float(tick_skipped)], device=rt.device))
+                record = {"step": state.step, **meter.means(rt),
+                          "img_per_s": counts[0].item() / max(now - tick_time, 1e-9),
+                          "skipped_images": int(counts[1].item()), "nonfinite_steps": state.nonfinite_total,
+                          "lr": state.opt_g.param_groups[0]["lr"]}
+                if state.opt_d is not None:
+                    record["disc_lr"] = state.opt_d.param_groups[0]["lr"]
+                log.write(record)
+                info = f"{record['img_per_s']:.1f} img/s {_format_terms(record)}"
+                progress.update(task, info=info)
+                if not progress.console.is_terminal:  # logs / batch jobs: one plain line per status
+                    rt.print(f"step {state.step}/{total_steps} {info}")
+                meter.reset()
+                tick_time, tick_images, tick_skipped = now, 0, 0
+
+            # Reconstruction grid (rank 0; EMA weights when kept, never the DDP wrapper: no collectives).
+            if progressed and rt.is_main and samples is not None and (state.step % cfg.log.sample_every == 0 or done):
+                net = state.ema if state.ema is not None else state.model
+                save_reconstructions(net, samples, out / "samples" / f"step-{state.step:07d}.png", rt.autocast)
+
+            # Checkpoint: step-XXXXXXX.pt every checkpoint_every, last.pt always the newest.
+            if progressed and (state.step % cfg.log.checkpoint_every == 0 or done):
+                last = save_checkpoint(rt, cfg, state, out, numbered=state.step % cfg.log.checkpoint_every == 0)
+
+            if done:
+                break
+
+            # One optimizer step over grad_accum micro-batches.
+            micro = [next(batches) for _ in range(accum)]
+            if samples is None:
+                samples = micro[0]["images"][:SAMPLE_IMAGES].to(rt.device)
+            result = train_step(rt, cfg, state, loss_fn, [b["images"] for b in micro], signals.signum is not None)
+            state.data_position += sum(b["images"].shape[0] + b["skipped"] for b in micro)
+            tick_images += result.images
+            tick_skipped += sum(b["skipped"] for b in micro)
+            stop = result.stop
+            if result.nonfinite:
+                state.nonfinite_total += 1
+                state.nonfinite_run += 1
+                if state.nonfinite_run >= cfg.train.max_nonfinite:
+                    where = latest_checkpoint(out)
+                    raise UserError(f"stopped at step {state.step}: {state.nonfinite_run} consecutive steps had a "
+                                    f"non-finite loss (train.max_nonfinite={cfg.train.max_nonfinite}); last good "
+                                    f"checkpoint: {where or 'none written yet'}; try a lower optim.lr or fp32")
+                continue
+            state.nonfinite_run = 0
+            for terms in result.g_terms:
+                meter.add("g", terms)
+            for terms in result.d_terms:
+                meter.add("d", terms)
+            progress.update(task, completed=state.step)
+    log.close()
+
+    if os.environ.get("LITEVAE_TEST_RANK_DUMP"):
+        dump = Path(os.environ["LITEVAE_TEST_RANK_DUMP"])
+        dump.mkdir(parents=True, exist_ok=True)
+        torch.save(state.model.state_dict(), dump / f"rank{rt.rank}.pt")
+    if stop:
+        name = signal.Signals(signals.signum).name if signals.signum else "a stop signal"
+        rt.print(f"{name} received: stopped after step {state.step}, wrote {last}; "
+                 "rerun the same command to resume")
+        return 128 + (signals.signum or signal.SIGTERM)
+    rt.print(f"done: step {state.step} of {total_steps}; checkpoint {last or latest_checkpoint(out)}")
+    return 0

@@ -1,0 +1,113 @@
+"""What a training run writes besides checkpoints: metrics.jsonl, TensorBoard scalars, sample PNGs.
+
+Owns (all on rank 0 only; the loop decides when):
+- `OUT/metrics.jsonl`: one JSON object per `log.every` steps with `step`, every generator loss term
+  as `g/<term>` and every discriminator term as `d/<term>` (means over the steps since the previous
+  line and over ranks), `img_per_s` (all ranks), `skipped_images`, `nonfinite_steps`, `lr`, `disc_lr`.
+- `OUT/tb/`: the same scalars, when `log.tensorboard` is set and tensorboard is importable.
+- `OUT/samples/step-XXXXXXX.png`: input row over reconstruction row (posterior mean, no noise, so
+  writing samples never draws from the training RNG and cannot change a resumed run).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from litevae_cli.runtime import Runtime, all_reduce_sum
+
+
+class LossMeter:
+    """Sums of loss terms over steps, reduced over ranks when read (collective: call on all ranks)."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, prefix: str, terms: dict) -> None:
+        for k, v in terms.items():
+            key = f"{prefix}/{k}"
+            v = torch.as_tensor(v).detach().float().reshape(())
+            self.sums[key] = self.sums[key] + v if key in self.sums else v.clone()
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def means(self, rt: Runtime) -> dict[str, float]:
+        if not self.sums:
+            return {}
+        keys = sorted(self.sums)
+        total = torch.stack([self.sums[k].to(rt.device) for k in keys])
+        counts = torch.tensor([float(self.counts[k]) for k in keys], device=rt.device)
+        both = all_reduce_sum(rt, torch.cat([total, counts]))
+        return {k: float(s / c) for k, s, c in zip(keys, both[:len(keys)].tolist(), both[len(keys):].tolist())}
+
+    def reset(self) -> None:
+        self.sums.clear()
+        self.counts.clear()
+
+
+class RunLog:
+    """metrics.jsonl (+ TensorBoard) writer; inert off rank 0."""
+
+    def __init__(self, rt: Runtime, out: Path, tensorboard: bool, resume_step: int | None):
+        self.enabled = rt.is_main
+        self.path = out / "metrics.jsonl"
+        self.writer = None
+        self.note = None
+        if not self.enabled:
+            return
+        if resume_step is not None:
+            self._truncate_after(resume_step)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                self.note = "log.tensorboard is on but tensorboard is not installed; metrics go to metrics.jsonl only"
+            else:
+                self.writer = SummaryWriter(str(out / "tb"), purge_step=resume_step)
+
+    def _truncate_after(self, step: int) -> None:
+        """A run killed after its last checkpoint logged steps it will now redo: drop those lines."""
+        if not self.path.is_file():
+            return
+        keep = [line for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        self.path.write_text("".join(line + "\n" for line in keep))
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for k, v in record.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.writer.add_scalar(k, v, record["step"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    """[N,3,H,W] in [-1,1] -> one row [H, N*W, 3] uint8."""
+    x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return torch.cat(list(x), dim=2).permute(1, 2, 0).contiguous().numpy()
+
+
+@torch.no_grad()
+def save_reconstructions(model: torch.nn.Module, images: torch.Tensor, path: Path, autocast) -> Path:
+    """PNG grid: inputs on the top row, reconstructions (posterior mean) below."""
+    was_training = model.training
+    model.eval()
+    with autocast():
+        x_hat, _ = model(images, sample_posterior=False)
+    model.train(was_training)
+    grid = np.concatenate([_to_uint8(images), _to_uint8(x_hat)], axis=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(path)
+    return path

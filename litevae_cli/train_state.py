@@ -1,0 +1,241 @@
+"""The training state and everything that moves it in or out of a checkpoint.
+
+Owns: the `TrainState` of one run (autoencoder, its DDP wrapper, EMA copy, discriminator, the two
+Adam optimizers, the GradScaler, step and data position), its construction from a `Config`, the EMA
+update, RNG capture/restore in a `weights_only=True`-loadable form, the checkpoint dict (layout in
+`litevae_cli.checkpoint`'s docstring), resuming a run and initialising a finetune from `--from`.
+The loop itself is in `litevae_cli.train`.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from litevae_cli.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from litevae_cli.config import Config, config_to_dict
+from litevae_cli.errors import UserError
+from litevae_cli.models import Autoencoder, build_autoencoder, create_model
+from litevae_cli.runtime import Runtime, use_channels_last
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class TrainState:
+    """Everything the loop mutates. `model`/`disc` are the plain modules (what checkpoints hold);
+    `model_ddp`/`disc_ddp` are what the step calls (the same objects in a single process)."""
+
+    model: Autoencoder
+    model_ddp: nn.Module
+    ema: Optional[Autoencoder]
+    disc: Optional[nn.Module]
+    disc_ddp: Optional[nn.Module]
+    opt_g: torch.optim.Optimizer
+    opt_d: Optional[torch.optim.Optimizer]
+    scaler: torch.amp.GradScaler
+    step: int = 0  # optimizer steps done in this phase
+    data_position: int = 0  # samples this rank has consumed (the loader's start_sample on resume)
+    nonfinite_total: int = 0  # skipped (non-finite) steps so far in this process
+    nonfinite_run: int = 0  # consecutive non-finite steps
+
+
+def _wrap_ddp(rt: Runtime, module: nn.Module) -> nn.Module:
+    if not rt.distributed:
+        return module
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [rt.device.index] if rt.device.type == "cuda" else None
+    # Every parameter of the autoencoder and of the discriminators takes part in each loss, so
+    # find_unused_parameters (an extra graph traversal per step) is not needed.
+    return DDP(module, device_ids=ids, find_unused_parameters=False)
+
+
+def build_train_state(rt: Runtime, cfg: Config) -> TrainState:
+    """Fresh models (seeded identically on every rank), EMA, discriminator, Adam x2 (P App. F), scaler."""
+    m = cfg.model
+    model = build_autoencoder(m.encoder, m.decoder, m.nz, m.encoder_kwargs, m.decoder_kwargs).to(rt.device)
+    disc = None
+    if cfg.discriminator.name is not None:
+        disc = create_model(cfg.discriminator.name, **cfg.discriminator.kwargs).to(rt.device)
+        side = getattr(disc, "downscale", 1)  # the UNet discriminator pools its input down to 4x4
+        if cfg.data.resolution % side:
+            raise UserError(f"discriminator {cfg.discriminator.name} needs data.resolution to be a multiple of "
+                            f"{side}, got {cfg.data.resolution}")
+    if use_channels_last(rt):
+        model = model.to(memory_format=torch.channels_last)
+        disc = disc.to(memory_format=torch.channels_last) if disc is not None else None
+    ema = None
+    if cfg.train.ema_decay is not None:
+        ema = copy.deepcopy(model).eval().requires_grad_(False)
+    o = cfg.optim
+    opt_g = torch.optim.Adam(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    opt_d = None
+    if disc is not None:  # P App. F: the discriminator uses the same Adam settings (its own lr/betas keys)
+        opt_d = torch.optim.Adam(disc.parameters(), lr=o.disc_lr, betas=tuple(o.disc_betas),
+                                 weight_decay=o.weight_decay)
+    # Loss scaling only for fp16; bf16 has fp32's exponent range and needs none.
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16")
+    return TrainState(model, _wrap_ddp(rt, model), ema, disc, _wrap_ddp(rt, disc) if disc is not None else None,
+                      opt_g, opt_d, scaler)
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float, step: int, warmup: bool) -> float:
+    """ema <- decay * ema + (1 - decay) * model; with warm-up the decay is min(decay, (1+t)/(10+t))
+    (the ramp of open-LiteVAE / the classic TF ExponentialMovingAverage with num_updates)."""
+    if warmup:
+        decay = min(decay, (1.0 + step) / (10.0 + step))
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+    return decay
+
+
+# ----------------------------------------------------------------------------- RNG
+def capture_rng() -> dict:
+    """This process's RNG states as tensors / lists / ints / strings only (weights_only-loadable)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [str(np_state[0]), torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                  int(np_state[3]), float(np_state[4])],
+        "python": [int(py_state[0]), torch.tensor(py_state[1], dtype=torch.int64),
+                   None if py_state[2] is None else float(py_state[2])],
+    }
+
+
+def restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(int(v) for v in internal.tolist()), gauss_next))
+
+
+def gather_rng(rt: Runtime) -> list[dict]:
+    """Every rank's RNG states (rank order), so a DDP resume restores each rank exactly. Collective."""
+    mine = capture_rng()
+    if not rt.distributed:
+        return [mine]
+    out: list = [None] * rt.world_size
+    dist.all_gather_object(out, mine)
+    return out
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _model_section(cfg_dict: dict) -> dict:
+    return cfg_dict["model"]
+
+
+def all_finite(module: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
+
+
+def make_checkpoint(rt: Runtime, cfg: Config, state: TrainState, rng: list[dict]) -> dict:
+    """The checkpoint dict (format in litevae_cli.checkpoint). Refuses non-finite weights, so
+    last.pt is never overwritten by a diverged model."""
+    if not all_finite(state.model):
+        raise UserError(f"step {state.step}: the autoencoder weights are not finite; "
+                        "not overwriting the last good checkpoint")
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "model_spec": state.model.spec.to_dict(),
+        "model": state.model.state_dict(),
+        "ema": state.ema.state_dict() if state.ema is not None else None,
+        "discriminator_name": cfg.discriminator.name if state.disc is not None else None,
+        "discriminator": state.disc.state_dict() if state.disc is not None else None,
+        "optimizer_g": state.opt_g.state_dict(),
+        "optimizer_d": state.opt_d.state_dict() if state.opt_d is not None else None,
+        "scaler": state.scaler.state_dict(),
+        "step": state.step,
+        "rng": {"world_size": rt.world_size, "ranks": rng},
+        # Samples consumed per rank; the global stream position is data_position * world_size.
+        "data_position": {"per_rank": state.data_position, "world_size": rt.world_size},
+        "config": config_to_dict(cfg),
+    }
+
+
+def check_resumable(ckpt: dict, cfg: Config, path: Path) -> list[str]:
+    """Refuse a resume whose model, phase or discriminator differ; return the other keys that differ."""
+    old, new = ckpt.get("config") or {}, config_to_dict(cfg)
+    for key in ("phase",):
+        if old.get(key) != new[key]:
+            raise UserError(f"{path} is a {old.get(key)!r} run but the config says {key}={new[key]!r}; "
+                            "use a new --out directory")
+    if old.get("model") != new["model"] or ckpt.get("model_spec") != _spec_dict(cfg):
+        raise UserError(f"the model in {path} ({_describe(old.get('model'))}) differs from the config's "
+                        f"({_describe(new['model'])}); use a new --out directory")
+    if (old.get("discriminator") or {}).get("name") != new["discriminator"]["name"] or \
+            (old.get("discriminator") or {}).get("kwargs") != new["discriminator"]["kwargs"]:
+        raise UserError(f"the discriminator in {path} differs from the config's "
+                        f"({new['discriminator']['name']}); use a new --out directory")
+    return [f"{s}.{k}" for s in new if isinstance(new[s], dict) and isinstance(old.get(s), dict)
+            for k in new[s] if old[s].get(k) != new[s][k]]
+
+
+def _spec_dict(cfg: Config) -> dict:
+    m = cfg.model
+    return {"encoder": m.encoder, "decoder": m.decoder, "nz": m.nz, "encoder_kwargs": dict(m.encoder_kwargs),
+            "decoder_kwargs": dict(m.decoder_kwargs)}
+
+
+def _describe(model: dict | None) -> str:
+    if not model:
+        return "unknown"
+    extra = {k: v for k, v in model.items() if k.endswith("_kwargs") and v}
+    return f"{model.get('encoder')} + {model.get('decoder')}, nz={model.get('nz')}" + (f", {extra}" if extra else "")
+
+
+def load_resume(rt: Runtime, state: TrainState, ckpt: dict) -> Optional[dict]:
+    """Put a checkpoint's weights, optimizer/scaler state, step and data position into `state`.
+    Returns this rank's RNG states to restore (None when the world size changed: then the data
+    position is re-split over ranks and RNG streams restart from the seed, so the resume is approximate)."""
+    state.model.load_state_dict(ckpt["model"])
+    if state.ema is not None:
+        state.ema.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])
+    if state.disc is not None:
+        state.disc.load_state_dict(ckpt["discriminator"])
+        state.opt_d.load_state_dict(ckpt["optimizer_d"])
+    state.opt_g.load_state_dict(ckpt["optimizer_g"])
+    state.scaler.load_state_dict(ckpt["scaler"])
+    state.step = int(ckpt["step"])
+    pos = ckpt["data_position"]
+    state.data_position = int(pos["per_rank"]) * int(pos["world_size"]) // rt.world_size
+    rng = ckpt.get("rng") or {}
+    if rng.get("world_size") == rt.world_size:
+        return rng["ranks"][rt.rank]
+    return None
+
+
+def load_init_weights(state: TrainState, cfg: Config, path: str | Path) -> bool:
+    """finetune --from: the checkpoint's EMA weights when present (else its raw weights) into the
+    autoencoder and the EMA copy; the discriminator, optimizers and step stay fresh. Returns used_ema."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"--from expects a checkpoint file, got the directory {path} (try {path}/checkpoints/last.pt)")
+    ckpt = load_checkpoint(path, map_location="cpu")
+    if ckpt.get("model_spec") != _spec_dict(cfg):
+        theirs = ckpt.get("model_spec") or {}
+        raise UserError(f"--from {path} holds {_describe(theirs)} but the preset wants "
+                        f"{_describe(_spec_dict(cfg))}")
+    used_ema = ckpt.get("ema") is not None
+    weights = ckpt["ema"] if used_ema else ckpt["model"]
+    state.model.load_state_dict(weights)
+    if state.ema is not None:
+        state.ema.load_state_dict(weights)
+    return used_ema
