@@ -16,7 +16,8 @@ world size and workers the result is bit-identical to an uninterrupted run.
 Non-finite losses: the step is skipped (no optimizer step) on every rank and counted; after
 `train.max_nonfinite` in a row the run stops with a UserError and last.pt is left as it was.
 SIGTERM / SIGINT: the current step finishes, last.pt is written, and the process exits 128+signal.
-Test hook: with LITEVAE_TEST_RANK_DUMP=DIR every rank saves its final weights to DIR/rank<r>.pt
+Test hook: with LITEVAE_TEST_RANK_DUMP=DIR every rank saves its final autoencoder and discriminator
+parameters to DIR/rank<r>.pt
 (the DDP test compares them); nothing else reads it.
 """
 
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from rich.console import Console
 
 from litevae_cli.checkpoint import LAST_NAME, checkpoint_dir, latest_checkpoint, load_checkpoint, save_atomic
 from litevae_cli.config import Config, apply_cli_overrides, config_to_dict, dump_config, load_config
@@ -95,13 +97,15 @@ def main(rt: Runtime, cfg: Config, command: str, data: str, out: Path, init_from
     if resume_path is None and init_from is None and (command == "finetune" or cfg.train.init_from_required):
         raise UserError(f"`litevae {command}` with preset {cfg.name!r} needs --from CKPT "
                         f"(a phase-A checkpoint), and {out} holds no run to resume")
+    if resume_path is None and init_from is not None and not Path(init_from).exists():
+        raise UserError(f"--from checkpoint not found: {init_from}")
     # Built before seeding: LPIPS construction must not shift the training RNG streams.
     loss_fn = GeneratorLoss(cfg.loss, cfg.discriminator.loss, weights_dir=weights_dir).to(rt.device)
     seed_everything(cfg.train.seed)  # identical initial weights on every rank
     state = build_train_state(rt, cfg)
     rng = None
     if resume_path is not None:
-        ckpt = load_checkpoint(resume_path, map_location=rt.device)
+        ckpt = load_checkpoint(resume_path, map_location="cpu")  # RNG states must stay CPU tensors
         changed = check_resumable(ckpt, cfg, resume_path)
         rng = load_resume(rt, state, ckpt)
         del ckpt
@@ -123,6 +127,8 @@ def main(rt: Runtime, cfg: Config, command: str, data: str, out: Path, init_from
     if rt.is_main:
         out.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, out / "config.yaml")
+        for stale in checkpoint_dir(out).glob(".*.pt.*"):  # temp files of a save cut short by kill -9
+            stale.unlink(missing_ok=True)
     m = cfg.model
     rt.print(f"{command} {cfg.name}: {m.encoder} + {m.decoder} (nz={m.nz}), disc {cfg.discriminator.name}, "
              f"{cfg.data.resolution}px, batch {cfg.train.batch_size} = {micro} x {cfg.train.grad_accum} accum "
@@ -286,7 +292,9 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
     last = None
     if start_step >= total_steps:
         rt.print(f"already at step {start_step} of {total_steps}: nothing to do (raise --steps to continue)")
-    with StopSignal() as signals, make_progress(rt.is_main) as progress:
+    # A live bar on a terminal; in logs and batch jobs a plain status line per log step instead.
+    interactive = Console().is_terminal
+    with StopSignal() as signals, make_progress(rt.is_main and interactive) as progress:
         task = progress.add_task(f"{cfg.phase} {cfg.name}", total=total_steps, completed=start_step, info="")
         while True:
             done = state.step >= total_steps or stop
@@ -305,7 +313,7 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
                 log.write(record)
                 info = f"{record['img_per_s']:.1f} img/s {_format_terms(record)}"
                 progress.update(task, info=info)
-                if not progress.console.is_terminal:  # logs / batch jobs: one plain line per status
+                if not interactive:
                     rt.print(f"step {state.step}/{total_steps} {info}")
                 meter.reset()
                 tick_time, tick_images, tick_skipped = now, 0, 0
@@ -351,7 +359,9 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
     if os.environ.get("LITEVAE_TEST_RANK_DUMP"):
         dump = Path(os.environ["LITEVAE_TEST_RANK_DUMP"])
         dump.mkdir(parents=True, exist_ok=True)
-        torch.save(state.model.state_dict(), dump / f"rank{rt.rank}.pt")
+        # Discriminator: parameters only (BatchNorm running stats are per rank between DDP's broadcasts).
+        disc = {n: p.detach() for n, p in state.disc.named_parameters()} if state.disc is not None else None
+        torch.save({"model": state.model.state_dict(), "discriminator": disc}, dump / f"rank{rt.rank}.pt")
     if stop:
         name = signal.Signals(signals.signum).name if signals.signum else "a stop signal"
         rt.print(f"{name} received: stopped after step {state.step}, wrote {last}; "

@@ -73,8 +73,13 @@ class RunLog:
         """A run killed after its last checkpoint logged steps it will now redo: drop those lines."""
         if not self.path.is_file():
             return
-        keep = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
+        keep = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    keep.append(line)
+            except ValueError:  # a line cut short by kill -9
+                pass
         self.path.write_text("".join(line + "\n" for line in keep))
 
     def write(self, record: dict) -> None:

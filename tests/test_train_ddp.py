@@ -1,7 +1,7 @@
 """A real 2-process torchrun run (gloo on CPU): both ranks end with identical weights, only rank 0 writes.
 
 The discriminator is on, so its DDP wrapper and the frozen-D generator step are exercised too.
-Each rank dumps its final weights through the loop's LITEVAE_TEST_RANK_DUMP hook (outside the run dir).
+Each rank dumps its final weights (discriminator: parameters) through the loop's LITEVAE_TEST_RANK_DUMP hook (outside the run dir).
 """
 
 import json
@@ -46,9 +46,11 @@ def test_torchrun_two_ranks_end_identical_and_only_rank0_writes(tmp_path):
 
     r0 = torch.load(dump / "rank0.pt", weights_only=True)
     r1 = torch.load(dump / "rank1.pt", weights_only=True)
-    assert all(torch.equal(r0[k], r1[k]) for k in r0)
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["step"] == 3 and all(torch.equal(r0[k], ckpt["model"][k]) for k in r0)
+    assert ckpt["step"] == 3
+    for part in ("model", "discriminator"):
+        assert all(torch.equal(r0[part][k], r1[part][k]) for k in r0[part]), part
+        assert all(torch.equal(r0[part][k], ckpt[part][k]) for k in r0[part]), part
     # Every rank's RNG is in the checkpoint; each rank read 3 steps x 2 images of its own share.
     assert ckpt["rng"]["world_size"] == 2 and len(ckpt["rng"]["ranks"]) == 2
     assert ckpt["data_position"] == {"per_rank": 6, "world_size": 2}
