@@ -31,18 +31,17 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 
-from litevae_cli.checkpoint import load_autoencoder, resolve_model_path
 from litevae_cli import sample_images
+from litevae_cli.checkpoint import load_autoencoder, resolve_model_path
 from litevae_cli.data import make_eval_loader, resolve_source
 from litevae_cli.errors import UserError
 from litevae_cli.latent_reader import (DTYPES, FORMAT, FORMAT_VERSION, SKIPPED_NAME, STATS_NAME, TORCH_DTYPES,
-                                       encode_key, list_shards, moments_to_npy, shard_pattern, shard_regex)
+                                       encode_key, list_shards, moments_numpy, npy_bytes, shard_pattern, shard_regex)
 from litevae_cli.latent_stats import RunningChannelStats
 from litevae_cli.progress import make_progress
 from litevae_cli.runtime import Runtime, all_reduce_sum, barrier, setup_runtime, use_channels_last
@@ -143,6 +142,8 @@ class ShardSink:
         self.pending_skipped: list[list[str]] = []
         self.count_in_shard = 0
         self.written = 0  # samples written this session
+        self._means: Optional[torch.Tensor] = None  # latent means of the batch being written
+        self._done = self._statted = 0  # its rows written / already added to the stats
         self.error: Optional[BaseException] = None
         self._q: queue.Queue = queue.Queue(maxsize=WRITER_QUEUE_BATCHES)
         self._abort = False
@@ -194,25 +195,28 @@ class ShardSink:
 
         if b.ready is not None:
             b.ready.synchronize()
-        nz = b.moments.shape[1] // 2
+        arr = moments_numpy(b.moments, self.dtype) if len(b.meta) else None
+        arr_flip = moments_numpy(b.flipped, self.dtype) if b.flipped is not None and len(b.meta) else None
+        # Stats of the stored mean, so stats.json describes exactly what the shards hold.
+        self._means, self._done, self._statted = b.moments[:, : b.moments.shape[1] // 2], 0, 0
         for i, meta in enumerate(b.meta):
             if self.writer is None:
                 self.writer = wds.ShardWriter(str(self.out / self.pattern), maxcount=self.shard_size,
                                               start_shard=self.start_shard, post=self._on_close, verbose=0,
                                               encoder=False, mtime=0.0)
             record = dict(meta, resolution=self.resolution, crop=self.crop, moments_dtype=self.dtype)
-            sample = {"__key__": encode_key(meta["key"]), "moments.npy": moments_to_npy(b.moments[i], self.dtype),
+            sample = {"__key__": encode_key(meta["key"]), "moments.npy": npy_bytes(arr[i]),
                       "json": json.dumps(record).encode()}
-            if b.flipped is not None:
-                sample["moments_flip.npy"] = moments_to_npy(b.flipped[i], self.dtype)
+            if arr_flip is not None:
+                sample["moments_flip.npy"] = npy_bytes(arr_flip[i])
             if meta.get("cls") is not None:
                 sample["cls"] = str(int(meta["cls"])).encode()
             self.writer.write(sample)  # may close the previous shard first (-> _on_close)
-            # Stats of the stored mean, so stats.json describes exactly what the shards hold.
-            self.stats.update(b.moments[i:i + 1, :nz])
+            self._done += 1
             self.pending_keys.append(meta["key"])
             self.count_in_shard += 1
             self.written += 1
+        self._flush_stats()
         for key, reason in b.skipped:
             self.pending_keys.append(key)
             self.pending_skipped.append([key, reason])
@@ -221,7 +225,14 @@ class ShardSink:
         _fsync_path(fname)
         self._commit(os.path.basename(fname))
 
+    def _flush_stats(self) -> None:
+        """Add the rows written since the last flush (one update per batch or per shard boundary)."""
+        if self._means is not None and self._done > self._statted:
+            self.stats.update(self._means[self._statted:self._done])
+            self._statted = self._done
+
     def _commit(self, shard: Optional[str]) -> None:
+        self._flush_stats()
         state = {k: v.tolist() for k, v in self.stats.state().items()}
         self.journal.commit({"shard": shard, "count": self.count_in_shard, "keys": self.pending_keys,
                              "skipped": self.pending_skipped, "stats": state})
@@ -287,14 +298,17 @@ def _resume(journal: Journal, header: dict, out: Path, rt: Runtime, log: Callabl
         f"(+{len(journal.skipped())} skipped); continuing")
 
 
-def _finish(out: Path, rt: Runtime, stats: RunningChannelStats, journal: Journal, info: dict) -> dict:
+def _finish(out: Path, rt: Runtime, stats: RunningChannelStats, journal: Journal, info: dict, written: int) -> dict:
     """Reduce over ranks; rank 0 writes stats.json and skipped.txt from every rank's journal."""
-    totals = all_reduce_sum(rt, torch.tensor([journal.count(), len(journal.skipped())], dtype=torch.float64))
-    stats.reduce_across_ranks(partial(all_reduce_sum, rt))
+    # NCCL reduces device tensors only (hence the moves); the stats sums live on the host in float64.
+    totals = torch.tensor([journal.count(), len(journal.skipped()), written], dtype=torch.float64, device=rt.device)
+    totals = all_reduce_sum(rt, totals).cpu()
+    stats.reduce_across_ranks(lambda t: all_reduce_sum(rt, t.to(rt.device)).cpu())
     barrier(rt)  # every journal is final before rank 0 reads them
     result = {"count": int(totals[0]), "skipped": int(totals[1])}
+    session = {"encoded_now": int(totals[2])}  # returned, not written: this session's count over all ranks
     if not rt.is_main:
-        return result
+        return {**result, **session}
     skipped = []
     for p in sorted(out.glob("progress-r*.jsonl")):
         j = Journal(out, int(p.stem.split("-r")[1]))
@@ -312,15 +326,16 @@ def _finish(out: Path, rt: Runtime, stats: RunningChannelStats, journal: Journal
     tmp = out / f".{STATS_NAME}.tmp"
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     os.replace(tmp, out / STATS_NAME)
-    return dict(doc)
+    return {**doc, **session}
 
 
 def encode_dataset(model: str, data: str, out: str | Path, *, resolution: int = 256, batch_size: int = 32,
                    shard_size: int = 1000, flip: bool = False, dtype: str = "fp16", overwrite: bool = False,
                    device: Optional[str] = None, precision: str = "fp32", workers: int = 4, crop: str = "center",
-                   limit: Optional[int] = None, log: Callable = print) -> dict:
+                   limit: Optional[int] = None, log: Callable = print, progress_bar: bool = True) -> dict:
     """Encode `data` with MODEL's encoder into shards in `out` (module docstring); returns stats.json's dict
-    plus `encoded_now` (this session) and `seconds`."""
+    plus `encoded_now` (this session) and `seconds` (the encoding loop's wall time). `log` prints; resume
+    notes come from every rank, the rest from rank 0 only."""
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if crop not in CROP_RECIPES:
@@ -331,15 +346,16 @@ def encode_dataset(model: str, data: str, out: str | Path, *, resolution: int = 
     path = resolve_model_path(model)
     loaded = load_autoencoder(path)
     src = resolve_source(data)
-    rt.print(f"model: {loaded.describe()}")
+    say = log if rt.is_main else (lambda *a, **k: None)
+    say(f"model: {loaded.describe()}")
     model_sha = sha256_file(path)
     out = Path(out)
     data_id = data if data in sample_images.SPLITS else os.path.abspath(os.path.expanduser(data))
     header = {"model_sha256": model_sha, "data": data_id, "resolution": resolution, "crop": crop, "dtype": dtype,
               "flip": flip, "precision": precision, "world_size": rt.world_size, "nz": loaded.spec.nz}
-    _prepare_out(out, rt, overwrite, rt.print)
+    _prepare_out(out, rt, overwrite, say)
     journal = Journal(out, rt.rank)
-    _resume(journal, header, out, rt, rt.print)
+    _resume(journal, header, out, rt, log)
 
     stats = RunningChannelStats(loaded.spec.nz)
     if journal.shards:
@@ -356,7 +372,7 @@ def encode_dataset(model: str, data: str, out: str | Path, *, resolution: int = 
     total = len(loader.dataset) if src.indexable else None
     t0, store, n_skipped = time.perf_counter(), TORCH_DTYPES[dtype], len(journal.skipped())
     try:
-        with torch.inference_mode(), make_progress(rt.is_main) as progress:
+        with torch.inference_mode(), make_progress(rt.is_main and progress_bar) as progress:
             task = progress.add_task("encode", total=total, info="")
             for batch in loader:
                 x, mom, flipped, ev = batch["images"], torch.empty(0), None, None  # all-skipped batch
@@ -380,6 +396,6 @@ def encode_dataset(model: str, data: str, out: str | Path, *, resolution: int = 
             "crop": crop, "crop_recipe": CROP_RECIPES[crop], "dtype": dtype,
             "dtype_note": "bf16 is stored as its uint16 bit pattern" if dtype == "bf16" else "",
             "flip": flip, "precision": precision, "data": data_id, "world_size": rt.world_size}
-    result = _finish(out, rt, stats, journal, info)
-    result.update(encoded_now=sink.written, seconds=seconds)
+    result = _finish(out, rt, stats, journal, info, sink.written)
+    result["seconds"] = seconds
     return result

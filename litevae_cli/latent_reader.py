@@ -70,10 +70,13 @@ def decode_key(key: str) -> str:
     return key.replace("%2E", ".").replace("%25", "%")
 
 
-def moments_to_npy(moments: torch.Tensor, dtype: str) -> bytes:
-    """One sample's moments [2nz,h,w] (already in the storage dtype) -> .npy bytes."""
+def moments_numpy(moments: torch.Tensor, dtype: str) -> np.ndarray:
+    """Host moments already in the storage dtype -> the numpy array stored (bf16 -> its uint16 bits)."""
     t = moments.detach().cpu().contiguous()
-    arr = t.view(torch.int16).numpy().view(np.uint16) if dtype == "bf16" else t.numpy()
+    return t.view(torch.int16).numpy().view(np.uint16) if dtype == "bf16" else t.numpy()
+
+
+def npy_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=False)
     return buf.getvalue()

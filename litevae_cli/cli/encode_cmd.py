@@ -12,20 +12,26 @@ from litevae_cli.cli.common import BatchSizeOpt, DeviceOpt, OutDirOpt, Precision
 
 @user_errors
 def encode_dataset(
-    model: Annotated[str, typer.Argument(help="Checkpoint .pt, run directory (its last checkpoint) or exported .safetensors.")],
-    data: Annotated[str, typer.Option("--data", help="Image folder, WebDataset shards (dir/x-{000000..000009}.tar) or sample/sample-holdout/sample-all.")],
+    model: Annotated[str, typer.Argument(
+        help="Checkpoint .pt, run directory (its last checkpoint) or exported .safetensors.")],
+    data: Annotated[str, typer.Option("--data",
+        help="Image folder, WebDataset shards (dir/x-{000000..000009}.tar) or sample/sample-holdout/sample-all.")],
     out: OutDirOpt,
-    resolution: Annotated[int, typer.Option("--resolution", min=8, help="Square crop size in pixels (multiple of 8).")] = 256,
+    resolution: Annotated[int, typer.Option("--resolution", min=8,
+        help="Square crop size in pixels (multiple of 8).")] = 256,
     batch_size: BatchSizeOpt = 32,
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Samples per tar shard.")] = 1000,
     flip: Annotated[bool, typer.Option("--flip", help="Also store moments of the horizontally flipped image.")] = False,
-    dtype: Annotated[str, typer.Option("--dtype", help="Storage dtype of the moments: fp16, bf16 (uint16 bits) or fp32.")] = "fp16",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete a previous encoding in --out and start over (default: resume it).")] = False,
+    dtype: Annotated[str, typer.Option("--dtype",
+        help="Storage dtype of the moments: fp16, bf16 (uint16 bits) or fp32.")] = "fp16",
+    overwrite: Annotated[bool, typer.Option("--overwrite",
+        help="Delete a previous encoding in --out and start over (default: resume it).")] = False,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Data-loading worker processes.")] = 4,
     crop: Annotated[str, typer.Option("--crop", help="center (resize short side + center crop) or adm.")] = "center",
-    limit: Annotated[Optional[int], typer.Option("--limit", min=0, help="Only the first N images of the source.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=0,
+        help="Only the first N images of the source.")] = None,
 ) -> None:
     """Encode a dataset into latent WebDataset shards (moments.npy per image) plus stats.json.
 
@@ -33,7 +39,8 @@ def encode_dataset(
 
     Examples:\n
       litevae encode-dataset runs/b12 --data /data/imagenet/train --out latents/in256 --flip\n
-      torchrun --nproc_per_node 8 -m litevae_cli encode-dataset model.safetensors --data 'shards/{000000..000999}.tar' --out latents/
+      torchrun --nproc_per_node 8 -m litevae_cli encode-dataset model.safetensors \\
+        --data 'shards/{000000..000999}.tar' --out latents/
     """
     from litevae_cli.encode import encode_dataset as run
     from litevae_cli.latent_reader import STATS_NAME

@@ -12,13 +12,18 @@ from litevae_cli.cli.common import DeviceOpt, OutDirOpt, PrecisionOpt, user_erro
 
 @user_errors
 def reconstruct(
-    model: Annotated[str, typer.Argument(help="Checkpoint .pt, run directory (its last checkpoint) or exported .safetensors.")],
+    model: Annotated[str, typer.Argument(
+        help="Checkpoint .pt, run directory (its last checkpoint) or exported .safetensors.")],
     images: Annotated[list[str], typer.Argument(help="Image files or folders.")],
     out: OutDirOpt,
-    resolution: Annotated[Optional[int], typer.Option("--resolution", min=8, help="Resize the shorter side to R and center crop RxR (default 256).")] = None,
-    native: Annotated[bool, typer.Option("--native", help="Keep every image at its own size (no resize or crop).")] = False,
-    tile: Annotated[int, typer.Option("--tile", min=0, help="Process images larger than this in NxN tiles (multiple of 8; 0 = never tile).")] = 512,
-    overlap: Annotated[Optional[int], typer.Option("--overlap", min=0, help="Tile overlap in pixels, blended (multiple of 8; default tile/4).")] = None,
+    resolution: Annotated[Optional[int], typer.Option("--resolution", min=8,
+        help="Resize the shorter side to R and center crop RxR (default 256).")] = None,
+    native: Annotated[bool, typer.Option("--native",
+        help="Keep every image at its own size (no resize or crop).")] = False,
+    tile: Annotated[int, typer.Option("--tile", min=0,
+        help="Process images larger than this in NxN tiles (multiple of 8; 0 = never tile).")] = 512,
+    overlap: Annotated[Optional[int], typer.Option("--overlap", min=0,
+        help="Tile overlap in pixels, blended (multiple of 8; default tile/4).")] = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
 ) -> None:
