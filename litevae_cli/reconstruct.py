@@ -36,6 +36,7 @@ MULTIPLE = 8  # the encoder's 3-level DWT halves the size three times
 DEFAULT_TILE = 512
 ERROR_AMPLIFY = 5.0  # the error map shows min(1, 5 * mean |x - x_hat| / 255) on a black-red-yellow-white scale
 GAP = 4  # white pixels between the panels of the comparison image
+SSIM_MIN_SIZE = 11  # skimage's Gaussian SSIM window (sigma 1.5, truncate 3.5)
 
 
 @dataclass
@@ -124,6 +125,8 @@ def image_metrics(orig_u8: torch.Tensor, recon_u8: torch.Tensor) -> tuple[float,
     (skimage's channel_axis SSIM is the mean of the per-channel values, so this is the same number)."""
     a, b = orig_u8[None], recon_u8[None]
     p = float(psnr_uint8(a, b)[0])
+    if min(a.shape[-2:]) < SSIM_MIN_SIZE:  # the 11-tap Gaussian window does not fit: no SSIM
+        return p, float("nan")
     s = [float(ssim(a[:, c:c + 1].double() / 255, b[:, c:c + 1].double() / 255)[0]) for c in range(a.shape[1])]
     return p, float(np.mean(s))
 

@@ -53,5 +53,11 @@ def reconstruct(
         table.add_row(r.name, f"{r.size[0]}x{r.size[1]}", str(r.tiles), f"{r.psnr:.2f}", f"{r.ssim:.4f}")
     if len(results) > 1:
         table.add_row("mean", "", "", f"{sum(r.psnr for r in results) / len(results):.2f}",
-                      f"{sum(r.ssim for r in results) / len(results):.4f}")
+                      f"{_mean_finite([r.ssim for r in results]):.4f}")
     Console().print(table)
+
+
+def _mean_finite(values: list[float]) -> float:
+    """Mean over the images that have the value (SSIM is NaN for images under 11 px)."""
+    ok = [v for v in values if v == v]
+    return sum(ok) / len(ok) if ok else float("nan")
