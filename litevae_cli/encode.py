@@ -367,14 +367,15 @@ def encode_dataset(model: str, data: str, out: str | Path, *, resolution: int = 
     if channels_last:
         encoder = encoder.to(memory_format=torch.channels_last)
     n_shards = sum(1 for r in journal.shards if r["shard"])
+    t0, store, n_skipped = time.perf_counter(), TORCH_DTYPES[dtype], len(journal.skipped())
+    batches = iter(loader)  # fork the loader's workers before the writer thread exists
     sink = ShardSink(out, shard_pattern(rt.rank, rt.world_size), n_shards, shard_size, dtype, stats, journal,
                      resolution, crop)
     total = len(loader.dataset) if src.indexable else None
-    t0, store, n_skipped = time.perf_counter(), TORCH_DTYPES[dtype], len(journal.skipped())
     try:
         with torch.inference_mode(), make_progress(rt.is_main and progress_bar) as progress:
             task = progress.add_task("encode", total=total, info="")
-            for batch in loader:
+            for batch in batches:
                 x, mom, flipped, ev = batch["images"], torch.empty(0), None, None  # all-skipped batch
                 if len(x):
                     x = x.to(rt.device, non_blocking=True)
