@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -28,7 +30,8 @@ def encode_dataset(
         help="Delete a previous encoding in --out and start over (default: resume it).")] = False,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
-    workers: Annotated[int, typer.Option("--workers", min=0, help="Data-loading worker processes.")] = 4,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=0,
+        help="Data-loading worker processes (default: min(4, CPU cores)).")] = None,
     crop: Annotated[str, typer.Option("--crop", help="center (resize short side + center crop) or adm.")] = "center",
     limit: Annotated[Optional[int], typer.Option("--limit", min=0,
         help="Only the first N images of the source.")] = None,
@@ -47,7 +50,7 @@ def encode_dataset(
 
     result = run(model, data, Path(out), resolution=resolution, batch_size=batch_size or 32, shard_size=shard_size,
                  flip=flip, dtype=dtype, overwrite=overwrite, device=device, precision=precision or "fp32",
-                 workers=workers, crop=crop, limit=limit)
+                 workers=min(4, os.cpu_count() or 1) if workers is None else workers, crop=crop, limit=limit)
     if "scaling_factor" not in result:  # not rank 0 under torchrun
         return
     rate = result["encoded_now"] / result["seconds"] if result["seconds"] > 0 else float("nan")
