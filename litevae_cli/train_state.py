@@ -137,20 +137,13 @@ def gather_rng(rt: Runtime) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def _model_section(cfg_dict: dict) -> dict:
-    return cfg_dict["model"]
-
-
 def all_finite(module: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in module.parameters())
 
 
 def make_checkpoint(rt: Runtime, cfg: Config, state: TrainState, rng: list[dict]) -> dict:
-    """The checkpoint dict (format in litevae_cli.checkpoint). Refuses non-finite weights, so
-    last.pt is never overwritten by a diverged model."""
-    if not all_finite(state.model):
-        raise UserError(f"step {state.step}: the autoencoder weights are not finite; "
-                        "not overwriting the last good checkpoint")
+    """The checkpoint dict (format in litevae_cli.checkpoint). The caller checks `all_finite` first,
+    so last.pt is never overwritten by a diverged model."""
     return {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -173,10 +166,9 @@ def make_checkpoint(rt: Runtime, cfg: Config, state: TrainState, rng: list[dict]
 def check_resumable(ckpt: dict, cfg: Config, path: Path) -> list[str]:
     """Refuse a resume whose model, phase or discriminator differ; return the other keys that differ."""
     old, new = ckpt.get("config") or {}, config_to_dict(cfg)
-    for key in ("phase",):
-        if old.get(key) != new[key]:
-            raise UserError(f"{path} is a {old.get(key)!r} run but the config says {key}={new[key]!r}; "
-                            "use a new --out directory")
+    if old.get("phase") != new["phase"]:
+        raise UserError(f"{path} is a {old.get('phase')!r} run but the config says phase={new['phase']!r}; "
+                        "use a new --out directory")
     if old.get("model") != new["model"] or ckpt.get("model_spec") != _spec_dict(cfg):
         raise UserError(f"the model in {path} ({_describe(old.get('model'))}) differs from the config's "
                         f"({_describe(new['model'])}); use a new --out directory")
