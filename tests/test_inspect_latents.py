@@ -133,7 +133,7 @@ def test_cli_inspect_latents_on_images(ckpt, tmp_path):
 def test_cli_inspect_latents_on_shards(tmp_path):
     import webdataset as wds
 
-    moments_to_npy = pytest.importorskip("litevae_cli.latent_reader").moments_to_npy  # encode-dataset's format
+    from litevae_cli.latent_reader import moments_numpy, npy_bytes  # encode-dataset's format
 
     rng = np.random.default_rng(4)
     moments = torch.from_numpy(rng.normal(size=(5, 8, 4, 4)).astype(np.float32))
@@ -141,7 +141,7 @@ def test_cli_inspect_latents_on_shards(tmp_path):
     with wds.TarWriter(str(tmp_path / "lat" / "latents-000000.tar")) as w:
         for i in range(5):
             meta = {"key": f"img{i}", "source": "nowhere", "resolution": 32, "moments_dtype": "fp32"}
-            w.write({"__key__": f"img{i}", "moments.npy": moments_to_npy(moments[i], "fp32"),
+            w.write({"__key__": f"img{i}", "moments.npy": npy_bytes(moments_numpy(moments[i], "fp32")),
                      "json": json.dumps(meta).encode()})
     out = tmp_path / "out"
     result = runner.invoke(app, ["inspect-latents", "--latents", str(tmp_path / "lat"), "--out", str(out),
