@@ -24,6 +24,15 @@ OutDirOpt = Annotated[Path, typer.Option("--out", help="Output directory.")]
 JsonOutOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON to this file.")]
 
 
+def write_json(path: Path, obj: dict) -> None:
+    """Write a command's `--json` report (parents created) and say where."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+    typer.echo(f"wrote {path}")
+
+
 def fail(message: str) -> None:
     """Print one line to stderr and exit non-zero."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)

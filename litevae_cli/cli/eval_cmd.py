@@ -6,13 +6,12 @@ model is loaded), then makes one call to `evaluate.run_eval` and prints the prot
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from litevae_cli.cli.common import BatchSizeOpt, DeviceOpt, JsonOutOpt, PrecisionOpt, user_errors
+from litevae_cli.cli.common import BatchSizeOpt, DeviceOpt, JsonOutOpt, PrecisionOpt, user_errors, write_json
 
 
 @user_errors
@@ -66,9 +65,7 @@ def eval_command(
         return
     print_report(report)
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2) + "\n")
-        typer.echo(f"wrote {json_out}")
+        write_json(json_out, report)
 
 
 def print_report(report: dict) -> None:

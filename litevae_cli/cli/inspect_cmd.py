@@ -6,13 +6,13 @@ written by `litevae encode-dataset` (no model needed). One call to `inspect_late
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from litevae_cli.cli.common import BatchSizeOpt, DeviceOpt, JsonOutOpt, OutDirOpt, PrecisionOpt, user_errors
+from litevae_cli.cli.common import (BatchSizeOpt, DeviceOpt, JsonOutOpt, OutDirOpt, PrecisionOpt, user_errors,
+                                    write_json)
 
 
 @user_errors
@@ -86,9 +86,7 @@ def inspect_latents_command(
     report = {**meta, **report}
     print_report(report)
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2) + "\n")
-        typer.echo(f"wrote {json_out}")
+        write_json(json_out, report)
 
 
 def print_report(r: dict) -> None:
