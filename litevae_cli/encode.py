@@ -38,7 +38,8 @@ import torch
 
 from litevae_cli import sample_images
 from litevae_cli.checkpoint import load_autoencoder, resolve_model_path
-from litevae_cli.data import make_eval_loader, resolve_source
+from litevae_cli.data import resolve_source
+from litevae_cli.loaders import make_eval_loader
 from litevae_cli.errors import UserError
 from litevae_cli.latent_reader import (DTYPES, FORMAT, FORMAT_VERSION, SKIPPED_NAME, STATS_NAME, TORCH_DTYPES,
                                        encode_key, list_shards, moments_numpy, npy_bytes, shard_pattern, shard_regex)

@@ -173,7 +173,7 @@ def reconstruct_uint8(model, images: torch.Tensor, rt) -> tuple[torch.Tensor, to
 def evaluate_resolution(model, source, resolution: int, opts: EvalOptions, rt, acc: MetricAccumulator,
                         progress=None) -> dict:
     """One pass over `source` at `resolution`; returns the row (metrics averaged over all ranks)."""
-    from litevae_cli.data import make_eval_loader
+    from litevae_cli.loaders import make_eval_loader
     from litevae_cli.runtime import all_reduce_sum
 
     loader = make_eval_loader(source, resolution, opts.batch_size, workers=opts.workers, crop=opts.crop,

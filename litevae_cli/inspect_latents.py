@@ -215,7 +215,7 @@ class LatentInspector:
 def encode_images(model, source, resolution: int, batch_size: int, rt, limit: Optional[int] = None,
                   crop: str = "center", workers: int = 0) -> Iterator[LatentBatch]:
     """Encode `source` (ImageSource) with MODEL at `resolution` (center crop) -> LatentBatches."""
-    from litevae_cli.data import make_eval_loader
+    from litevae_cli.loaders import make_eval_loader
 
     loader = make_eval_loader(source, resolution, batch_size, workers=workers, crop=crop, limit=limit)
     for batch in loader:

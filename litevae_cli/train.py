@@ -36,7 +36,8 @@ from rich.console import Console
 
 from litevae_cli.checkpoint import LAST_NAME, checkpoint_dir, latest_checkpoint, load_checkpoint, save_atomic
 from litevae_cli.config import Config, apply_cli_overrides, config_to_dict, dump_config, load_config
-from litevae_cli.data import make_train_loader, resolve_source
+from litevae_cli.data import resolve_source
+from litevae_cli.loaders import make_train_loader
 from litevae_cli.errors import UserError
 from litevae_cli.losses import GeneratorLoss, discriminator_loss
 from litevae_cli.progress import make_progress

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from litevae_cli import data as D
+from litevae_cli import loaders as L
 from litevae_cli import sample_images
 
 
@@ -121,7 +122,7 @@ def test_shard_source_eval_keys_cls_and_corrupt(tmp_path):
     pattern = _write_shards(tmp_path, corrupt_key="0001")
     src = D.resolve_source(pattern)
     assert src.kind == "shards" and len(src.urls) == 2
-    batches = list(D.make_eval_loader(src, 32, 2))
+    batches = list(L.make_eval_loader(src, 32, 2))
     metas = [m for b in batches for m in b["meta"]]
     skipped = [s for b in batches for s in b["skipped"]]
     assert [m["key"] for m in metas] == ["train-000000/0000", "train-000000/0002",
@@ -131,23 +132,23 @@ def test_shard_source_eval_keys_cls_and_corrupt(tmp_path):
     assert [k for k, _ in skipped] == ["train-000000/0001"] and skipped[0][1]
     assert all(b["images"].shape[1:] == (3, 32, 32) for b in batches)
     # rank split, limit and skip_keys on the ordered list; worker processes keep the order
-    r1 = list(D.make_eval_loader(src, 32, 1, rank=1, world_size=2, limit=5))  # positions 1 and 3
+    r1 = list(L.make_eval_loader(src, 32, 1, rank=1, world_size=2, limit=5))  # positions 1 and 3
     assert [s[0] for b in r1 for s in b["skipped"]] == ["train-000000/0001"]
     assert [m["key"] for b in r1 for m in b["meta"]] == ["train-000001/0000"]
-    keys = [m["key"] for b in D.make_eval_loader(src, 32, 1, workers=2, skip_keys={"train-000000/0000"})
+    keys = [m["key"] for b in L.make_eval_loader(src, 32, 1, workers=2, skip_keys={"train-000000/0000"})
             for m in b["meta"]]
     assert keys == [m["key"] for m in metas][1:]
 
 
 def test_shard_source_train_stream(tmp_path):
     pattern = _write_shards(tmp_path, n_shards=2, per=3)
-    it = iter(D.make_train_loader(pattern, 24, 4, seed=3, shuffle_buffer=4))
+    it = iter(L.make_train_loader(pattern, 24, 4, seed=3, shuffle_buffer=4))
     for _ in range(3):  # more than one pass: the stream repeats
         b = next(it)
         assert b["images"].shape == (4, 3, 24, 24) and b["skipped"] == 0
         assert b["images"].min() >= -1 and b["images"].max() <= 1
     # 2 ranks x 2 workers = 4 consumers > 2 shards: split by sample, still streams forever
-    it = iter(D.make_train_loader(pattern, 24, 2, seed=3, rank=1, world_size=2, workers=2, shuffle_buffer=2))
+    it = iter(L.make_train_loader(pattern, 24, 2, seed=3, rank=1, world_size=2, workers=2, shuffle_buffer=2))
     assert all(next(it)["images"].shape == (2, 3, 24, 24) for _ in range(4))
 
 
@@ -157,45 +158,45 @@ def _take(loader, n):
 
 
 def test_train_crops_shape_range_and_worker_invariance():
-    a = _take(D.make_train_loader("sample", 48, 3, workers=0, seed=7), 3)
-    b = _take(D.make_train_loader("sample", 48, 3, workers=2, seed=7), 3)
+    a = _take(L.make_train_loader("sample", 48, 3, workers=0, seed=7), 3)
+    b = _take(L.make_train_loader("sample", 48, 3, workers=2, seed=7), 3)
     for x, y in zip(a, b):
         assert x["images"].shape == (3, 3, 48, 48) and x["images"].dtype == torch.float32
         assert x["images"].min() >= -1 and x["images"].max() <= 1
         assert torch.equal(x["index"], y["index"]) and torch.equal(x["images"], y["images"])
-    c = _take(D.make_train_loader("sample", 48, 3, seed=8), 1)
+    c = _take(L.make_train_loader("sample", 48, 3, seed=8), 1)
     assert not torch.equal(a[0]["images"], c[0]["images"])
 
 
 def test_train_resume_matches_uninterrupted(class_folder):
-    full = _take(D.make_train_loader(str(class_folder), 16, 2, seed=1), 5)  # crosses epoch boundaries
+    full = _take(L.make_train_loader(str(class_folder), 16, 2, seed=1), 5)  # crosses epoch boundaries
     k = 2
-    resumed = _take(D.make_train_loader(str(class_folder), 16, 2, seed=1,
-                                        start_sample=D.samples_consumed(0, k, 2)), 3)
+    resumed = _take(L.make_train_loader(str(class_folder), 16, 2, seed=1,
+                                        start_sample=L.samples_consumed(0, k, 2)), 3)
     for x, y in zip(full[k:], resumed):
         assert torch.equal(x["index"], y["index"]) and torch.equal(x["images"], y["images"])
 
 
 def test_sampler_ranks_disjoint_and_cover():
     n, w = 10, 2
-    streams = [list(itertools.islice(D.InfiniteShardedSampler(n, 5, r, w), 15)) for r in range(w)]
+    streams = [list(itertools.islice(L.InfiniteShardedSampler(n, 5, r, w), 15)) for r in range(w)]
     assert set(streams[0]).isdisjoint(streams[1])
     epoch0 = [g for s in streams for g in s if g < n]
     assert sorted(epoch0) == list(range(n))  # every item once per epoch across ranks
     epoch1 = [g for s in streams for g in s if n <= g < 2 * n]
     assert sorted(g % n for g in epoch1) == list(range(n))
     # resuming a rank skips exactly
-    assert list(itertools.islice(D.InfiniteShardedSampler(n, 5, 1, w, start_sample=4), 11)) == streams[1][4:]
+    assert list(itertools.islice(L.InfiniteShardedSampler(n, 5, 1, w, start_sample=4), 11)) == streams[1][4:]
 
 
 def test_corrupt_file_skipped_and_counted(class_folder):
     (class_folder / "n01" / "broken.jpg").write_bytes(b"\xff\xd8garbage not a jpeg")
     src = D.resolve_source(str(class_folder))
     assert "n01/broken" in [i.key for i in src.items]
-    batches = _take(D.make_train_loader(src, 16, 4, seed=0), 3)  # 12 draws over 4 items: 3 failures
+    batches = _take(L.make_train_loader(src, 16, 4, seed=0), 3)  # 12 draws over 4 items: 3 failures
     assert sum(b["skipped"] for b in batches) == 3
     assert sum(b["images"].shape[0] for b in batches) == 9
-    ev = list(D.make_eval_loader(src, 16, 3))
+    ev = list(L.make_eval_loader(src, 16, 3))
     assert [s[0] for b in ev for s in b["skipped"]] == ["n01/broken"]
     assert [m["key"] for b in ev for m in b["meta"]] == ["n01/z", "n02/a", "n02/b"]
     assert ev[0]["meta"][0]["class_name"] == "n01" and ev[0]["meta"][0]["cls"] == 0

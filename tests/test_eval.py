@@ -69,7 +69,7 @@ def test_rfid_without_inception_stops_before_any_work(ckpt, no_weights, monkeypa
 def _direct_reference(ckpt, resolution):
     """uint8 originals and reconstructions computed here, independently of the eval loop."""
     from litevae_cli.checkpoint import load_autoencoder
-    from litevae_cli.data import make_eval_loader
+    from litevae_cli.loaders import make_eval_loader
 
     model = load_autoencoder(ckpt).model
     reals, recons = [], []
