@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from litevae_cli.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from litevae_cli.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, resolve_model_path
 from litevae_cli.config import Config, config_to_dict
 from litevae_cli.errors import UserError
 from litevae_cli.models import Autoencoder, build_autoencoder, create_model
@@ -217,9 +217,7 @@ def load_resume(rt: Runtime, state: TrainState, ckpt: dict) -> Optional[dict]:
 def load_init_weights(state: TrainState, cfg: Config, path: str | Path) -> bool:
     """finetune --from: the checkpoint's EMA weights when present (else its raw weights) into the
     autoencoder and the EMA copy; the discriminator, optimizers and step stay fresh. Returns used_ema."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"--from expects a checkpoint file, got the directory {path} (try {path}/checkpoints/last.pt)")
+    path = resolve_model_path(path)  # a checkpoint file, or a run directory -> its last checkpoint
     ckpt = load_checkpoint(path, map_location="cpu")
     if ckpt.get("model_spec") != _spec_dict(cfg):
         theirs = ckpt.get("model_spec") or {}

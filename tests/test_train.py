@@ -189,6 +189,12 @@ def test_finetune_from_loads_ema_weights_and_checks_the_model(tmp_path, capsys):
     b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
     assert b["step"] == 1 and b["discriminator_name"] == "patchgan-tiny" and b["config"]["phase"] == "finetune"
     assert b["optimizer_g"]["state"][0]["step"].item() == 1  # fresh optimizer: one step taken
+    # --from also takes a run directory (its last checkpoint), like every MODEL argument
+    capsys.readouterr()
+    assert train("finetune", ft, data, tmp_path / "d", device="cpu", init_from=tmp_path / "a", steps=1) == 0
+    assert "EMA weights" in capsys.readouterr().out
+    d = load_checkpoint(tmp_path / "d" / "checkpoints" / "last.pt")
+    assert torch.equal(d["model"]["decoder.conv_out.weight"], b["model"]["decoder.conv_out.weight"])  # same start
 
 
 def test_consecutive_nonfinite_losses_stop_the_run_and_keep_last_checkpoint(tmp_path, monkeypatch):
