@@ -42,8 +42,7 @@ def encode_dataset(
 
     Examples:\n
       litevae encode-dataset runs/b12 --data /data/imagenet/train --out latents/in256 --flip\n
-      torchrun --nproc_per_node 8 -m litevae_cli encode-dataset model.safetensors \\
-        --data 'shards/{000000..000999}.tar' --out latents/
+      torchrun --nproc_per_node 8 -m litevae_cli encode-dataset model.safetensors --data 'shards/{000000..000999}.tar' --out latents/
     """
     from litevae_cli.encode import encode_dataset as run
     from litevae_cli.latent_reader import STATS_NAME
