@@ -41,15 +41,14 @@ def _root(
     """LiteVAE toolkit."""
 
 
-# One line per subcommand (keep the order: train, use, evaluate, inspect).
+# One line per subcommand, in workflow order: train, evaluate, use, inspect, registry.
 app.command("pretrain")(pretrain)
 app.command("finetune")(finetune)
+app.command("eval")(eval_command)
 app.command("encode-dataset")(encode_dataset)
 app.command("reconstruct")(reconstruct)
-app.command("models")(models)
-app.command("eval")(eval_command)
 app.command("inspect-latents")(inspect_latents_command)
-
+app.command("models")(models)
 
 def main() -> None:
     app()
