@@ -127,10 +127,10 @@ def export_model(checkpoint: str | Path, out: str | Path, use_ema: bool = True) 
     """Write the inference weights of a checkpoint (EMA when present) as one .safetensors file."""
     from safetensors.torch import save_file
 
-    loaded = load_autoencoder(checkpoint, use_ema=use_ema)
     out = Path(out)
     if out.suffix != ".safetensors":
         raise UserError(f"export path must end in .safetensors, got {out}")
+    loaded = load_autoencoder(checkpoint, use_ema=use_ema)
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in loaded.model.state_dict().items()}
     meta = {"format": EXPORT_FORMAT, "model_spec": json.dumps(loaded.spec.to_dict()),

@@ -70,3 +70,17 @@ def test_atomic_save_leaves_no_temp_files(tmp_path):
     save_atomic({"a": torch.zeros(2)}, tmp_path / "x.pt")
     assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]
     assert torch.equal(torch.load(tmp_path / "x.pt", weights_only=True)["a"], torch.zeros(2))
+
+
+def test_export_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from litevae_cli.cli import app
+
+    _fake_checkpoint(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(app, ["export", str(tmp_path / "run"), str(tmp_path / "m.safetensors")])
+    assert result.exit_code == 0, result.output
+    assert "EMA weights" in result.output and load_autoencoder(tmp_path / "m.safetensors").step == 7
+    bad = runner.invoke(app, ["export", str(tmp_path / "run"), str(tmp_path / "m.bin")])
+    assert bad.exit_code == 2 and "must end in .safetensors" in bad.output and "Traceback" not in bad.output

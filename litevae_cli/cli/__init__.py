@@ -12,6 +12,7 @@ import typer
 from litevae_cli import __version__
 from litevae_cli.cli.encode_cmd import encode_dataset
 from litevae_cli.cli.eval_cmd import eval_command
+from litevae_cli.cli.export_cmd import export
 from litevae_cli.cli.inspect_cmd import inspect_latents_command
 from litevae_cli.cli.models_cmd import models
 from litevae_cli.cli.reconstruct_cmd import reconstruct
@@ -48,6 +49,7 @@ app.command("eval")(eval_command)
 app.command("encode-dataset")(encode_dataset)
 app.command("reconstruct")(reconstruct)
 app.command("inspect-latents")(inspect_latents_command)
+app.command("export")(export)
 app.command("models")(models)
 
 def main() -> None:
