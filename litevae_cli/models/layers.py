@@ -26,6 +26,26 @@ def conv3x3(cin: int, cout: int) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, padding=1)
 
 
+def silu_(h: torch.Tensor) -> torch.Tensor:
+    """SiLU, in place when no gradient flows through h (inference): same values, one allocation less.
+
+    Fresh allocations are what these wide-activation nets pay most for on CPU (page faults on every new
+    large buffer; see BENCHMARKS.md), so the eval path reuses buffers it owns. Only call it on a tensor
+    the caller created (a norm or conv output), never on a block's input.
+    """
+    return F.silu(h, inplace=not h.requires_grad)
+
+
+def residual_add(h: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """skip + h, accumulated into h (which the caller owns) when no gradient flows and dtypes agree.
+
+    IEEE addition is commutative, so the in-place form gives bit-identical values.
+    """
+    if h.requires_grad or skip.requires_grad or torch.result_type(h, skip) != h.dtype or h.shape != skip.shape:
+        return skip + h
+    return h.add_(skip)
+
+
 class ResBlock(nn.Module):
     """ADM / SD-VAE residual block without time embedding (used by the encoders and the SD-VAE decoder)."""
 
@@ -39,9 +59,12 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        return self.skip(x) + h
+        # One step per line so each intermediate is released as soon as the next exists (inference peak).
+        h = silu_(self.norm1(x))
+        h = self.conv1(h)
+        h = silu_(self.norm2(h))
+        h = self.conv2(self.dropout(h))
+        return residual_add(h, self.skip(x))
 
 
 class SMConv2d(nn.Module):
@@ -83,8 +106,8 @@ class SMCResBlock(nn.Module):
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.silu(self.conv2(F.silu(self.conv1(x))))
-        return self.skip(x) + h
+        h = silu_(self.conv2(silu_(self.conv1(x))))
+        return residual_add(h, self.skip(x))
 
 
 class AttnBlock(nn.Module):

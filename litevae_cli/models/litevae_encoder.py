@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from litevae_cli.models.layers import ResBlock, conv3x3, group_norm
+from litevae_cli.models.layers import ResBlock, conv3x3, group_norm, silu_
 from litevae_cli.models.posterior import DiagonalGaussian
 from litevae_cli.models.registry import register_model
 from litevae_cli.models.wavelets import wavedec2
@@ -57,8 +57,9 @@ class ResampleFreeUNet(nn.Module):
             skips.append(h)
         h = self.mid(h)
         for block in self.up:
-            h = block(torch.cat([h, skips.pop()], dim=1))
-        return self.conv_out(F.silu(self.norm_out(h)))
+            h = torch.cat([h, skips.pop()], dim=1)  # rebinding h frees the pre-cat tensor before the block runs
+            h = block(h)
+        return self.conv_out(silu_(self.norm_out(h)))
 
 
 class LiteVAEEncoder(nn.Module):
