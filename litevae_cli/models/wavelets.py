@@ -81,7 +81,7 @@ def _haar_level(x: torch.Tensor) -> torch.Tensor:
         torch.sub(s0, y[:, :, 0], out=y[:, :, 1])
         torch.lerp(d0, d1, 0.5, out=y[:, :, 2])
         torch.sub(d0, y[:, :, 2], out=y[:, :, 3])
-    return y.view(n, 4 * c, h // 2, w // 2)
+    return y.reshape(n, 4 * c, h // 2, w // 2)  # a view, except after stack on strided (channels_last) inputs
 
 
 def _float32_region(device: torch.device):
