@@ -1,0 +1,148 @@
+"""Entry point of `make bench`: every issue-7 measurement, each section in its own process, then the tables.
+
+    .venv/bin/python benchmarks/run.py            # the default suite (~15-20 min on 2 quiet cores)
+    .venv/bin/python benchmarks/run.py --quick    # litevae-b vs SD only, smaller grid (~5 min)
+    .venv/bin/python benchmarks/run.py --full     # adds M/L at batch 16, both layouts everywhere, fp32 THP pair
+
+Sections (scripts beside this one; each writes JSON into --out, and `report.py` renders them):
+  dwt      DWT img/s, ours vs pywt / ptwt / the plain depthwise conv, under THP_MEM_ALLOC_ENABLE=0 and =1
+  encoder  encoder img/s (batch 1 and 16, fp32 and bf16, NCHW and channels_last) + GFLOP/s vs a bf16 conv
+  thp      the batch-16 litevae-b / SD pair again in a process with the other THP setting
+  memory   peak RSS of one batch-16 forward, one process per (model, precision, layout)
+  decoder  smc-decoder vs sd-vae-decoder vs diffusers' decoder
+  train    phase-A training step, litevae-b vs sd-vae-encoder with the same smc-decoder and losses
+This script imports no torch itself: THP_MEM_ALLOC_ENABLE must be set before torch is imported, so
+each child gets it in its environment. --thp (default 1) is the setting of every figure except the
+thp section's and the dwt section's THP=0 half.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+PEER = "sd-vae (diffusers)"
+SECTIONS = ("dwt", "encoder", "thp", "memory", "decoder", "train")
+
+
+def run_child(script: str, args: list[str], thp: int, out: Path, name: str, threads: int) -> dict | None:
+    out_json = out / f"{name}.json"
+    cmd = [sys.executable, str(HERE / script), "--threads", str(threads), "--json", str(out_json), *args]
+    print(f"\n$ THP_MEM_ALLOC_ENABLE={thp} {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
+    env = dict(os.environ, THP_MEM_ALLOC_ENABLE=str(thp))
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=HERE.parent)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0 or not out_json.exists():
+        print(f"!! section {name} failed (exit {proc.returncode})", flush=True)
+        return {"section": name.split("-")[0], "failed": True, "returncode": proc.returncode, "thp": thp,
+                "cmd": cmd, "wall_s": wall}
+    doc = json.loads(out_json.read_text())
+    doc.update(thp=thp, wall_s=wall, cmd=cmd, name=name)
+    return doc
+
+
+def best_layouts(encoder_doc: dict | None, batch: int) -> dict[tuple[str, str], str]:
+    """(model, precision) -> the layout flagged best at `batch` in the encoder section."""
+    out = {}
+    for r in (encoder_doc or {}).get("rows", []):
+        if r.get("batch") == batch and r.get("best_layout"):
+            out[(r["model"], r["precision"])] = r["layout"]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="litevae-b vs SD only, smaller grid")
+    mode.add_argument("--full", action="store_true", help="everything, including M/L at batch 16")
+    mode.add_argument("--smoke", action="store_true", help="plumbing check: tiny models, 1 repeat (figures meaningless)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reps", type=int, default=5, help="timed repeats (>= 5)")
+    p.add_argument("--thp", type=int, choices=[0, 1], default=1, help="THP_MEM_ALLOC_ENABLE of the main figures")
+    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    p.add_argument("--out", type=Path, default=Path("bench-results"))
+    args = p.parse_args()
+    if args.smoke:
+        args.reps = 1
+    if args.reps < 5:
+        print("note: fewer than 5 timed repeats; not a reportable run", flush=True)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    reps = ["--reps", str(args.reps)]
+    t_start = time.perf_counter()
+    docs: list[dict] = []
+
+    def child(script, extra, thp, name):
+        doc = run_child(script, extra, thp, out, name, args.threads)
+        docs.append(doc)
+        return doc
+
+    if "dwt" in args.sections:
+        for thp in (args.thp, 1 - args.thp):
+            child("dwt_bench.py", ["--reps", str(max(20, args.reps)), "--warmup", "10"], thp, f"dwt-thp{thp}")
+
+    enc = None
+    if "encoder" in args.sections:
+        if args.smoke:
+            extra = ["--models", "litevae-tiny", "litevae-s", PEER, "--batches", "1", "2", "--warmup", "0"]
+        elif args.quick:
+            extra = ["--models", "litevae-b", PEER, "--both-layouts-precisions", "none"]
+        elif args.full:
+            extra = []
+        else:  # M/L at batch 16 cost ~7 min each on 2 cores: --full only
+            extra = ["--large-batch-models", "litevae-s", "litevae-b", PEER, "--both-layouts-precisions", "bf16"]
+        enc = child("encoder_bench.py", extra + reps, args.thp, "encoder")
+
+    best16 = best_layouts(enc, 2 if args.smoke else 16)
+    if "thp" in args.sections and not args.quick and best16:
+        precisions = ["fp32", "bf16"] if args.full else ["bf16"]
+        models = ["litevae-s", PEER] if args.smoke else ["litevae-b", PEER]
+        fixed = [f"{m}:{pr}:{best16.get((m, pr), 'CL')}" for m in models for pr in precisions]
+        child("encoder_bench.py", ["--models", *models, "--batches", "2" if args.smoke else "16",
+                                   "--precisions", *precisions,
+                                   "--fixed", *fixed] + reps, 1 - args.thp, f"thp-encoder-thp{1 - args.thp}")
+
+    if "memory" in args.sections:
+        models = ["litevae-s", "litevae-b", "litevae-m", "litevae-l", PEER] if args.full else ["litevae-b", PEER]
+        models = ["litevae-s", PEER] if args.smoke else models
+        precisions = ["bf16"] if args.quick else ["fp32", "bf16"]
+        for m in models:
+            for pr in precisions:
+                layout = best16.get((m, pr), "CL")
+                child("memory_bench.py", ["--model", m, "--precision", pr, "--layout", layout]
+                      + (["--batch", "2"] if args.smoke else []), args.thp,
+                      f"memory-{m.split()[0]}-{pr}-{layout}")
+
+    if "decoder" in args.sections:
+        extra = ["--precisions", "bf16"] if (args.quick or args.smoke) else (["--layouts", "NCHW", "CL"] if args.full else [])
+        extra += ["--warmup", "0"] if args.smoke else []
+        child("decoder_bench.py", extra + reps, args.thp, "decoder")
+
+    if "train" in args.sections:
+        child("train_bench.py", ["--batch", "1" if args.smoke else "2" if args.quick else "4"] + reps, args.thp, "train")
+
+    from report import render
+
+    total = time.perf_counter() - t_start
+    command = " ".join([".venv/bin/python benchmarks/run.py", *sys.argv[1:]])
+    md = render(docs, command=command, total_s=total, main_thp=args.thp)
+    (out / "results.md").write_text(md)
+    (out / "results.json").write_text(json.dumps({"docs": docs, "total_s": total, "command": command},
+                                                 indent=1, default=str))
+    print("\n" + md)
+    print(f"results: {out / 'results.md'} ({total / 60:.1f} min)")
+    if any(d.get("failed") for d in docs):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
