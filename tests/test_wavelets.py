@@ -77,3 +77,25 @@ def test_odd_sizes_are_a_clear_error():
 def test_non_orthogonal_wavelet_rejected():
     with pytest.raises(ValueError, match="not orthogonal"):
         dwt2(torch.randn(1, 1, 8, 8), "bior2.2")
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_haar_fast_path_equals_the_pywt_filter_conv(requires_grad, channels_last):
+    # Haar runs the depthwise stride-2 conv in its separable butterfly form; it must be the same map as
+    # the conv with PyWavelets' filter bank (the generic path every other wavelet takes).
+    import torch.nn.functional as F
+
+    from litevae_cli.models.wavelets import _weight
+
+    x = torch.randn(2, 3, 32, 48, generator=torch.Generator().manual_seed(3))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(requires_grad)
+    weight, _ = _weight("haar", 3, x.device)
+    conv = F.conv2d(x.detach(), weight, stride=2, groups=3)
+    fast = dwt2(x, "haar")
+    assert torch.allclose(fast, conv, atol=1e-6, rtol=0)
+    if requires_grad:
+        fast.square().sum().backward()
+        assert torch.allclose(x.grad, 2 * idwt2(fast.detach(), "haar"), atol=1e-5)
