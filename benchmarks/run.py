@@ -9,11 +9,11 @@ Sections (scripts beside this one; each writes JSON into --out, and `report.py` 
   encoder  encoder img/s (batch 1 and 16, fp32 and bf16, NCHW and channels_last) + GFLOP/s vs a bf16 conv
   thp      the batch-16 litevae-b / SD pair again in a process with the other THP setting
   memory   peak RSS of one batch-16 forward, one process per (model, precision, layout)
-  decoder  smc-decoder vs sd-vae-decoder vs diffusers' decoder
+  decoder  smc-decoder vs sd-vae-decoder vs diffusers' decoder, under both THP settings
   train    phase-A training step, litevae-b vs sd-vae-encoder with the same smc-decoder and losses
 This script imports no torch itself: THP_MEM_ALLOC_ENABLE must be set before torch is imported, so
 each child gets it in its environment. --thp (default 1) is the setting of every figure except the
-thp section's and the dwt section's THP=0 half.
+thp section's and the THP=0 halves of the dwt and decoder sections.
 """
 
 from __future__ import annotations
@@ -124,8 +124,10 @@ def main() -> None:
 
     if "decoder" in args.sections:
         extra = ["--precisions", "bf16"] if (args.quick or args.smoke) else (["--layouts", "NCHW", "CL"] if args.full else [])
-        extra += ["--warmup", "0"] if args.smoke else []
+        extra += ["--warmup", "0"] if args.smoke else ["--warmup", "2"]
         child("decoder_bench.py", extra + reps, args.thp, "decoder")
+        if not (args.quick or args.smoke):  # the SMC / GroupNorm ratio moves with the allocator setting
+            child("decoder_bench.py", extra + reps, 1 - args.thp, f"decoder-thp{1 - args.thp}")
 
     if "train" in args.sections:
         child("train_bench.py", ["--batch", "1" if args.smoke else "2" if args.quick else "4"] + reps, args.thp, "train")
