@@ -25,6 +25,8 @@ from typing import Callable
 
 import torch
 
+_LOAD_AT_IMPORT = os.getloadavg()  # a section imports this module first: its load average at start
+
 
 def base_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
@@ -151,7 +153,7 @@ def machine_info(threads: int) -> dict:
     return {"cpu": cpu, "logical_cpus": os.cpu_count(), "threads": threads, "torch": torch.__version__,
             "python": platform.python_version(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "unset"),
-            "kernel_thp": thp_sys, "loadavg_start": os.getloadavg()}
+            "kernel_thp": thp_sys, "loadavg_start": _LOAD_AT_IMPORT}
 
 
 def write_json(path: Path | None, doc: dict) -> None:
