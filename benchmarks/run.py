@@ -1,6 +1,6 @@
 """Entry point of `make bench`: every issue-7 measurement, each section in its own process, then the tables.
 
-    .venv/bin/python benchmarks/run.py            # the default suite (~15-20 min on 2 quiet cores)
+    .venv/bin/python benchmarks/run.py            # the default suite (13-16 min on this 2-core machine)
     .venv/bin/python benchmarks/run.py --quick    # litevae-b vs SD only, smaller grid (~5 min)
     .venv/bin/python benchmarks/run.py --full     # adds M/L at batch 16, both layouts everywhere, fp32 THP pair
 
