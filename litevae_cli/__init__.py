@@ -4,7 +4,7 @@
 `timm.create_model`. They are imported lazily so that `litevae --help` does not pay for torch.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["__version__", "create_model", "list_models", "build_autoencoder"]
 

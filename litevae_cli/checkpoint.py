@@ -1,13 +1,17 @@
 """Checkpoints: atomic save, safe load (`weights_only=True` / safetensors), latest, export, MODEL resolution.
 
 A training checkpoint is a plain dict (torch.save) with these keys:
-    format="litevae-checkpoint", version=1,
+    format="litevae-checkpoint", version=CHECKPOINT_VERSION (2),
     model_spec   AutoencoderSpec.to_dict(): registry names + overrides, never class paths
     model        autoencoder state_dict          ema   EMA state_dict or None
     discriminator_name, discriminator           registry name and state_dict, or None
     optimizer_g, optimizer_d, scaler, step, rng, data_position, config (the resolved preset)
 An exported model is one `.safetensors` file holding the (EMA when present) autoencoder weights, with
-the spec, step and source in its metadata. Both load without running code from the file.
+the spec, step, source and format version in its metadata. Both load without running code from the file.
+
+Version 2 (litevae 0.2) is the App. G block layout: pre-activation SMC ResBlocks, 2 decoder mid blocks,
+SiLU -> SMC head, bare-conv encoder UNet heads. Version 1 files hold the earlier layout, whose SMC blocks
+have the same parameter names but compute a different function: they are refused, never loaded.
 
 A MODEL argument (encode-dataset, eval, reconstruct, inspect-latents) is a checkpoint file, a run
 directory (its checkpoints/last.pt), or an exported .safetensors model.
@@ -27,6 +31,7 @@ from litevae_cli.errors import UserError
 from litevae_cli.models.autoencoder import Autoencoder, AutoencoderSpec, build_autoencoder
 
 CHECKPOINT_FORMAT = "litevae-checkpoint"
+CHECKPOINT_VERSION = 2  # bump whenever a stored state_dict would mean something else in the current code
 EXPORT_FORMAT = "litevae-export"
 LAST_NAME = "last.pt"
 
@@ -59,7 +64,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise UserError(f"cannot load checkpoint {path}: {str(err).splitlines()[0][:200]}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not a litevae checkpoint (no format={CHECKPOINT_FORMAT!r} key)")
+    check_format_version(ckpt.get("version"), path)
     return ckpt
+
+
+def check_format_version(version, path: Path) -> None:
+    """Refuse a checkpoint or export written for another block layout (see the module docstring)."""
+    if str(version) != str(CHECKPOINT_VERSION):
+        raise UserError(f"{path} has format version {version} but this litevae reads version {CHECKPOINT_VERSION}: "
+                        "version 1 predates the paper's App. G block layout (pre-activation SMC ResBlocks, 2 decoder "
+                        "mid blocks, new heads) and its weights do not fit it; retrain, or use litevae 0.1 to read it")
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -133,7 +147,7 @@ def export_model(checkpoint: str | Path, out: str | Path, use_ema: bool = True) 
     loaded = load_autoencoder(checkpoint, use_ema=use_ema)
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in loaded.model.state_dict().items()}
-    meta = {"format": EXPORT_FORMAT, "model_spec": json.dumps(loaded.spec.to_dict()),
+    meta = {"format": EXPORT_FORMAT, "version": str(CHECKPOINT_VERSION), "model_spec": json.dumps(loaded.spec.to_dict()),
             "step": str(loaded.step if loaded.step is not None else ""), "ema": str(loaded.used_ema)}
     save_file(state, str(out), metadata=meta)
     return out
@@ -151,6 +165,7 @@ def _load_export(path: Path, map_location) -> LoadedModel:
         raise UserError(f"cannot load exported model {path}: {str(err).splitlines()[0][:200]}") from None
     if meta.get("format") != EXPORT_FORMAT:
         raise UserError(f"{path} is not a litevae export (metadata format != {EXPORT_FORMAT!r})")
+    check_format_version(meta.get("version"), path)
     net, spec = _build(json.loads(meta["model_spec"]), state, path)
     step = int(meta["step"]) if meta.get("step") else None
     return LoadedModel(net.eval(), spec, path, meta.get("ema") == "True", step, None)

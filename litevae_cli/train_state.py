@@ -20,13 +20,11 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from litevae_cli.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, resolve_model_path
+from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, resolve_model_path
 from litevae_cli.config import Config, config_to_dict
 from litevae_cli.errors import UserError
 from litevae_cli.models import Autoencoder, build_autoencoder, create_model
 from litevae_cli.runtime import Runtime, use_channels_last
-
-CHECKPOINT_VERSION = 1
 
 
 @dataclass

@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from litevae_cli.checkpoint import (CHECKPOINT_FORMAT, export_model, latest_checkpoint, load_autoencoder,
+from litevae_cli.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, export_model, latest_checkpoint, load_autoencoder,
                                     load_checkpoint, save_atomic)
 from litevae_cli.errors import UserError
 from litevae_cli.models import build_autoencoder
@@ -15,7 +15,7 @@ def _fake_checkpoint(tmp_path, with_ema=True):
     torch.manual_seed(0)
     ae = build_autoencoder("litevae-tiny", "smc-decoder-tiny", nz=4)
     ema = {k: v + 1.0 if v.is_floating_point() else v for k, v in ae.state_dict().items()}
-    ckpt = {"format": CHECKPOINT_FORMAT, "version": 1, "model_spec": ae.spec.to_dict(), "model": ae.state_dict(),
+    ckpt = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model_spec": ae.spec.to_dict(), "model": ae.state_dict(),
             "ema": ema if with_ema else None, "step": 7, "config": {"a": 1}}
     return ae, save_atomic(ckpt, tmp_path / "run" / "checkpoints" / "last.pt")
 
@@ -84,3 +84,31 @@ def test_export_command(tmp_path):
     assert "EMA weights" in result.output and load_autoencoder(tmp_path / "m.safetensors").step == 7
     bad = runner.invoke(app, ["export", str(tmp_path / "run"), str(tmp_path / "m.bin")])
     assert bad.exit_code == 2 and "must end in .safetensors" in bad.output and "Traceback" not in bad.output
+
+
+def test_previous_block_layout_is_refused_with_one_line(tmp_path):
+    """Version-1 files (open-LiteVAE's SMC block layout) would load their same-named SMC weights into the
+    App. G blocks and silently compute something else: checkpoints and exports are refused by version."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    ae, path = _fake_checkpoint(tmp_path)
+    old = tmp_path / "old.pt"
+    save_atomic({**torch.load(path, weights_only=True), "version": 1}, old)
+    with pytest.raises(UserError, match="format version 1 .* reads version 2"):
+        load_autoencoder(old)
+    export = export_model(path, tmp_path / "new.safetensors")
+    old_export = tmp_path / "old.safetensors"
+    from safetensors import safe_open
+    with safe_open(str(export), framework="pt") as f:
+        meta = {k: v for k, v in f.metadata().items() if k != "version"}  # v1 exports had no version
+    save_file({k: v.contiguous() for k, v in ae.state_dict().items()}, str(old_export), metadata=meta)
+    with pytest.raises(UserError, match="format version None"):
+        load_autoencoder(old_export)
+    for bad in (old, old_export):
+        run = subprocess.run([sys.executable, "-m", "litevae_cli", "export", str(bad), str(tmp_path / "x.safetensors")],
+                             capture_output=True, text=True)
+        assert run.returncode == 2, run.stderr
+        assert "Traceback" not in run.stderr + run.stdout and "format version" in run.stderr + run.stdout

@@ -14,7 +14,9 @@ runner = CliRunner()
 
 def test_version():
     result = runner.invoke(app, ["--version"])
-    assert result.exit_code == 0 and "litevae 0.1.0" in result.stdout
+    from importlib.metadata import version
+
+    assert result.exit_code == 0 and result.stdout.strip() == f"litevae {version('litevae')}"
 
 
 def test_models_json_lists_every_required_name_with_counts():

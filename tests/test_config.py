@@ -38,6 +38,15 @@ def test_recipe_numbers():
         assert cfg.loss.lpips == 0.0 and cfg.train.precision == "fp32"
 
 
+def test_b_presets_train_with_vgg_lpips_and_eval_reports_alexnet():
+    from litevae_cli.evaluate import EvalOptions
+
+    for name in ("b-pretrain", "b-finetune"):
+        cfg = load_config(name)
+        assert (cfg.loss.lpips, cfg.loss.lpips_net) == (1.0, "vgg"), name  # P App. D.1: LDM's LPIPS (VGG)
+    assert EvalOptions.__dataclass_fields__["lpips_net"].default == "alex"  # the reporting convention
+
+
 def test_set_overrides_nested_and_lists():
     cfg = load_config("demo", ["train.steps=7", "optim.betas=[0.9, 0.99]", "model.decoder_kwargs.channels=16",
                                "train.ema_decay=0.999", "log.tensorboard=true", "loss.kl=1e-3"])

@@ -17,7 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import litevae_cli.encode as E
-from litevae_cli.checkpoint import CHECKPOINT_FORMAT, save_atomic
+from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
 from litevae_cli.cli import app
 from litevae_cli.data import eval_transform, load_image
 from litevae_cli.latent_reader import LatentShards, encode_key, list_shards, moments_from_npy
@@ -35,7 +35,7 @@ def ckpt(tmp_path_factory):
     torch.manual_seed(0)
     ae = build_autoencoder("litevae-tiny", "smc-decoder-tiny", nz=4)
     ema = {k: v * 1.01 if v.is_floating_point() else v for k, v in ae.state_dict().items()}
-    return str(save_atomic({"format": CHECKPOINT_FORMAT, "version": 1, "model_spec": ae.spec.to_dict(),
+    return str(save_atomic({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model_spec": ae.spec.to_dict(),
                             "model": ae.state_dict(), "ema": ema, "step": 5, "config": {}},
                            tmp_path_factory.mktemp("model") / "tiny.pt"))
 

@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from litevae_cli import inspect_latents as il
-from litevae_cli.checkpoint import CHECKPOINT_FORMAT, save_atomic
+from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
 from litevae_cli.cli import app
 from litevae_cli.models import build_autoencoder
 
@@ -113,7 +113,7 @@ def ckpt(tmp_path_factory):
     torch.manual_seed(0)
     ae = build_autoencoder("litevae-tiny", "smc-decoder-tiny", nz=4)
     path = tmp_path_factory.mktemp("run") / "checkpoints" / "last.pt"
-    return save_atomic({"format": CHECKPOINT_FORMAT, "version": 1, "model_spec": ae.spec.to_dict(),
+    return save_atomic({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model_spec": ae.spec.to_dict(),
                         "model": ae.state_dict(), "ema": None, "step": 3, "config": {}}, path)
 
 

@@ -9,7 +9,7 @@ from PIL import Image
 from skimage import data as skdata
 from typer.testing import CliRunner
 
-from litevae_cli.checkpoint import CHECKPOINT_FORMAT, save_atomic
+from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
 from litevae_cli.cli import app
 from litevae_cli.models import build_autoencoder
 from litevae_cli.models.posterior import DiagonalGaussian
@@ -30,7 +30,7 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def ckpt(tiny, tmp_path_factory):
-    return str(save_atomic({"format": CHECKPOINT_FORMAT, "version": 1, "model_spec": tiny.spec.to_dict(),
+    return str(save_atomic({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model_spec": tiny.spec.to_dict(),
                             "model": tiny.state_dict(), "ema": None, "step": 1, "config": {}},
                            tmp_path_factory.mktemp("m") / "tiny.pt"))
 

@@ -26,7 +26,7 @@ def eval_command(
     weights_dir: Annotated[Optional[Path], typer.Option("--weights-dir", help="Folder searched first for "
                            "inception-2015-12-05.pt and the LPIPS backbone.")] = None,
     crop: Annotated[str, typer.Option("--crop", help="center (resize shorter side + center crop) or adm.")] = "center",
-    lpips_net: Annotated[str, typer.Option("--lpips-net", help="LPIPS backbone: alex or vgg.")] = "alex",
+    lpips_net: Annotated[str, typer.Option("--lpips-net", help="LPIPS backbone: alex (default, the reporting convention) or vgg (what the B presets train with).")] = "alex",
     no_ema: Annotated[bool, typer.Option("--no-ema", help="Use the raw weights even if EMA weights exist.")] = False,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Data loader worker processes.")] = 0,
     device: DeviceOpt = None,

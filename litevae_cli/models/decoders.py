@@ -1,13 +1,14 @@
-"""Decoders: the SMC decoder (LiteVAE's default, as open-LiteVAE builds it) and the SD-VAE decoder.
+"""Decoders: the SMC decoder (P Sec. 4.2 / App. G) and the plain SD-VAE decoder.
 
 Both follow the Stable Diffusion VAE decoder (channels 128, multipliers (1,2,4,4), 3 ResBlocks per up
 level, nearest x2 upsample + 3x3 conv). They differ only in their blocks, so the paper's
-SMC-vs-GroupNorm ablation (Sadat et al. 2024, Sec. 4) is one flag:
-- `smc-decoder`: every GroupNorm+Conv pair becomes a self-modulated conv (P Eq. 3); the mid block has
-  3 ResBlocks and no attention (open-LiteVAE, 53.33 M params); the head is SMC -> SiLU -> conv3.
-  1x1 skip convs, conv_in and upsample convs stay plain.
+SMC-vs-GroupNorm ablation (Sadat et al. 2024, Table 4) is one flag:
+- `smc-decoder`: every GroupNorm+Conv pair becomes a self-modulated conv (P Eq. 3), in App. G's
+  pre-activation `ResBlockWithSMC`; the mid block is App. G's `MidBlock2D` (2 ResBlocks, no attention);
+  the head's GroupNorm -> SiLU -> conv3 becomes SiLU -> SMC(ch -> 3) by the same rule. 1x1 skip convs,
+  conv_in and upsample convs stay plain. 52.19 M params at nz=12 (`litevae models`).
 - `sd-vae-decoder`: GroupNorm ResBlocks, mid ResBlock-attention-ResBlock, GroupNorm -> SiLU -> conv3
-  head (49.49 M params at nz=4).
+  head (49.49 M params at nz=4). App. F: the paper's main results use this decoder.
 """
 
 from __future__ import annotations
@@ -24,39 +25,44 @@ class VAEDecoder(nn.Module):
     """SD-VAE-shaped decoder: latent [N, nz, h, w] -> image [N, 3, 8h, 8w] (for 4 multipliers)."""
 
     def __init__(self, nz: int = 12, channels: int = 128, mults: tuple[int, ...] = (1, 2, 4, 4),
-                 blocks_per_level: int = 3, smc: bool = True, mid_blocks: int = 3, mid_attention: bool = False,
-                 out_channels: int = 3):
+                 blocks_per_level: int = 3, smc: bool = True, mid_blocks: int = 2, mid_attention: bool = False,
+                 out_channels: int = 3, dropout: float = 0.0):
         super().__init__()
         self.nz = nz  # latent channels
         block = SMCResBlock if smc else ResBlock
+
+        def res(cin: int, cout: int) -> nn.Module:
+            return block(cin, cout, dropout)
+
         ch = channels * mults[-1]
         self.conv_in = conv3x3(nz, ch)
         mid: list[nn.Module] = []
         for i in range(mid_blocks):
-            mid.append(block(ch, ch))
+            mid.append(res(ch, ch))
             if mid_attention and i == 0:
                 mid.append(AttnBlock(ch))
         self.mid = nn.Sequential(*mid)
         up: list[nn.Module] = []
         for level, mult in reversed(list(enumerate(mults))):
             for _ in range(blocks_per_level):
-                up.append(block(ch, channels * mult))
+                up.append(res(ch, channels * mult))
                 ch = channels * mult
             if level != 0:
                 up.append(Upsample(ch))
         self.up = nn.Sequential(*up)
-        # The head's GroupNorm+conv pair: an SMC in the SMC decoder, GroupNorm in SD-VAE's.
-        self.norm_out = SMConv2d(ch, ch) if smc else group_norm(ch)
-        self.conv_out = conv3x3(ch, out_channels)
+        # The head's GroupNorm+conv pair: SD-VAE's GroupNorm -> SiLU -> conv3 becomes SiLU -> SMC(ch -> 3).
+        self.norm_out = nn.Identity() if smc else group_norm(ch)
+        self.conv_out = SMConv2d(ch, out_channels) if smc else conv3x3(ch, out_channels)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.up(self.mid(self.conv_in(z)))
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
-@register_model("smc-decoder", "decoder", "SD-VAE decoder with SMC, no attention, 3 mid blocks (open-LiteVAE)")
-def smc_decoder(nz: int = 12, channels: int = 128, mults: tuple[int, ...] = (1, 2, 4, 4)) -> VAEDecoder:
-    return VAEDecoder(nz, channels, tuple(mults), smc=True, mid_blocks=3, mid_attention=False)
+@register_model("smc-decoder", "decoder", "SD-VAE decoder with SMC, no attention, 2 mid blocks (P App. G)")
+def smc_decoder(nz: int = 12, channels: int = 128, mults: tuple[int, ...] = (1, 2, 4, 4),
+                dropout: float = 0.0) -> VAEDecoder:
+    return VAEDecoder(nz, channels, tuple(mults), smc=True, mid_blocks=2, mid_attention=False, dropout=dropout)
 
 
 @register_model("sd-vae-decoder", "decoder", "Stable Diffusion VAE decoder (GroupNorm, mid attention)")
@@ -66,7 +72,7 @@ def sd_vae_decoder(nz: int = 12, channels: int = 128, mults: tuple[int, ...] = (
 
 @register_model("smc-decoder-tiny", "decoder", "tiny SMC decoder for tests", test_variant=True)
 def smc_decoder_tiny(nz: int = 4) -> VAEDecoder:
-    return VAEDecoder(nz, channels=8, mults=(1, 2, 2, 2), blocks_per_level=1, smc=True, mid_blocks=1)
+    return VAEDecoder(nz, channels=8, mults=(1, 2, 2, 2), blocks_per_level=1, smc=True, mid_blocks=2)
 
 
 @register_model("sd-vae-decoder-tiny", "decoder", "tiny SD-VAE decoder for tests", test_variant=True)

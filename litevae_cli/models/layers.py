@@ -4,7 +4,8 @@
   every GroupNorm+Conv pair of the decoder.
 - `ResBlock` is the ADM/SD-VAE residual block (GroupNorm -> SiLU -> conv3 -> GroupNorm -> SiLU ->
   dropout -> conv3, 1x1 skip when channels change).
-- `SMCResBlock` is open-LiteVAE's residual block with SMC: SMC -> SiLU -> SMC -> SiLU, plus the skip.
+- `SMCResBlock` is the paper's `ResBlockWithSMC` (P App. G): pre-activation SiLU -> SMC -> SiLU ->
+  dropout -> SMC, plus the skip, so the residual branch ends in a convolution (not in SiLU).
 """
 
 from __future__ import annotations
@@ -101,16 +102,24 @@ class SMConv2d(nn.Module):
 
 
 class SMCResBlock(nn.Module):
-    """open-LiteVAE's decoder ResBlock: SMC -> SiLU -> SMC -> SiLU, plus a (1x1 conv when needed) skip."""
+    """`ResBlockWithSMC` of P App. G: h = SMC_2(dropout(SiLU(SMC_1(SiLU(x))))), output skip(x) + h.
 
-    def __init__(self, cin: int, cout: int):
+    The GroupNorm ResBlock with each GroupNorm+conv pair replaced by one SMC: pre-activation, so the
+    branch ends in a conv and can add negative values to the residual stream (open-LiteVAE's earlier
+    SMC -> SiLU -> SMC -> SiLU ended in SiLU, whose output is bounded below by -0.278, and the stream
+    drifted positive over the decoder's 15 blocks). 1x1 conv skip when the channel count changes.
+    """
+
+    def __init__(self, cin: int, cout: int, dropout: float = 0.0):
         super().__init__()
         self.conv1 = SMConv2d(cin, cout)
+        self.dropout = nn.Dropout(dropout)
         self.conv2 = SMConv2d(cout, cout)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = silu_(self.conv2(silu_(self.conv1(x))))
+        h = self.conv1(F.silu(x))  # never in place: x is the block's input and feeds the skip
+        h = self.conv2(self.dropout(silu_(h)))
         return residual_add(h, self.skip(x))
 
 

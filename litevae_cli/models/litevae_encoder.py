@@ -7,7 +7,8 @@ same resolution); level-1 features average-pooled x4 and level-2 x2, concatenate
 
 The UNets are "ADM-like UNets without resampling" (P App. G): conv3 in; for each channel multiplier
 `num_res_blocks` ResBlocks; two mid ResBlocks; a mirrored output path of `num_res_blocks` ResBlocks per
-multiplier, each concatenating the output of its mirror-image down block; GroupNorm -> SiLU -> conv3 out.
+multiplier, each concatenating the output of its mirror-image down block; a bare conv3 out (App. G's
+`out_layer`, no GroupNorm or SiLU before it).
 With no resampling there are no ADM downsample skips, so the path is exactly mirrored. With
 num_res_blocks=2 this reproduces P Tables 23/24 within 0.01% at nz=4 (tests/test_models.py); ADM's
 extra up block per level would add ~20%.
@@ -19,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from litevae_cli.models.layers import ResBlock, conv3x3, group_norm, silu_
+from litevae_cli.models.layers import ResBlock, conv3x3
 from litevae_cli.models.posterior import DiagonalGaussian
 from litevae_cli.models.registry import register_model
 from litevae_cli.models.wavelets import wavedec2
@@ -46,8 +47,7 @@ class ResampleFreeUNet(nn.Module):
             for _ in range(num_res_blocks):
                 self.up.append(ResBlock(ch + skip_channels.pop(), base * mult, dropout))
                 ch = base * mult
-        self.norm_out = group_norm(ch)
-        self.conv_out = conv3x3(ch, out_ch)
+        self.conv_out = conv3x3(ch, out_ch)  # App. G `out_layer`: a bare conv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
@@ -59,7 +59,7 @@ class ResampleFreeUNet(nn.Module):
         for block in self.up:
             h = torch.cat([h, skips.pop()], dim=1)  # rebinding h frees the pre-cat tensor before the block runs
             h = block(h)
-        return self.conv_out(silu_(self.norm_out(h)))
+        return self.conv_out(h)
 
 
 class LiteVAEEncoder(nn.Module):
