@@ -21,7 +21,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 
 from litevae_cli.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_weights, resolve_model_path
@@ -29,7 +28,7 @@ from litevae_cli.config import Config, config_to_dict
 from litevae_cli.data import source_id
 from litevae_cli.errors import UserError, as_user_error
 from litevae_cli.models import Autoencoder, build_autoencoder, create_model
-from litevae_cli.runtime import Runtime, use_channels_last
+from litevae_cli.runtime import Runtime, gather_objects, use_channels_last
 
 CHECKPOINT_VERSION = 1
 
@@ -136,12 +135,7 @@ def restore_rng(state: dict) -> None:
 
 def gather_rng(rt: Runtime) -> list[dict]:
     """Every rank's RNG states (rank order), so a DDP resume restores each rank exactly. Collective."""
-    mine = capture_rng()
-    if not rt.distributed:
-        return [mine]
-    out: list = [None] * rt.world_size
-    dist.all_gather_object(out, mine)
-    return out
+    return gather_objects(rt, capture_rng())
 
 
 # ----------------------------------------------------------------------------- checkpoints
