@@ -101,7 +101,9 @@ def _folder_source(spec: str, root: str) -> ImageSource:
             dirnames[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # the first path wins, always the same
+        # Real folders before links to them, so a folder is named by its real path when both lead to it.
+        dirnames[:] = sorted((d for d in dirnames if not d.startswith(".")),
+                             key=lambda d: (os.path.islink(os.path.join(dirpath, d)), d))
         for fn in filenames:
             if not fn.startswith(".") and fn.lower().endswith(IMAGE_EXTS):
                 rels.append(os.path.relpath(os.path.join(dirpath, fn), root).replace(os.sep, "/"))
