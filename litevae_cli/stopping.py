@@ -44,6 +44,7 @@ class StopSignal:
         self.worker_signal: Optional[int] = None  # the signal that killed it, when known
         self._old: dict = {}
         self._workers: tuple[int, ...] = ()
+        self._iterators: list = []  # watched loader iterators, shut down before PyTorch's handler returns
 
     def _handle(self, signum, frame):
         if self.signum is not None and signum == signal.SIGINT:
@@ -57,6 +58,9 @@ class StopSignal:
         return self
 
     def __exit__(self, *exc) -> None:
+        for it in self._iterators:  # its workers end while a dead one is still only recorded, not raised
+            getattr(it, "_shutdown_workers", lambda: None)()
+        self._iterators.clear()
         for s, h in self._old.items():
             signal.signal(s, h)
         self._old.clear()
@@ -83,6 +87,7 @@ class StopSignal:
         if not hasattr(signal, "SIGCHLD") or not _in_main_thread() or "Multi" not in type(iterator).__name__:
             return  # no worker processes (workers=0), or not a platform with SIGCHLD
         self._workers = tuple(w.pid for w in getattr(iterator, "_workers", ()))
+        self._iterators.append(iterator)
         old = signal.signal(signal.SIGCHLD, self._child_exited)
         self._old.setdefault(signal.SIGCHLD, old)
 
