@@ -368,7 +368,7 @@ def encode_dataset(model: str, data: str, out: str | Path, *, resolution: int = 
         if use_channels_last(rt):
             encoder = encoder.to(memory_format=torch.channels_last)
         n_shards = sum(1 for r in journal.shards if r["shard"])
-        t0, skips = time.perf_counter(), SkipLog(None, say)
+        t0, skips, skipped_before = time.perf_counter(), SkipLog(None, say), len(journal.skipped())
         batches = iter(loader)  # fork the loader's workers before the writer thread exists
         sink = ShardSink(out, shard_pattern(rt.rank, rt.world_size), n_shards, shard_size, dtype, stats, journal,
                          resolution, crop)
@@ -380,7 +380,7 @@ def encode_dataset(model: str, data: str, out: str | Path, *, resolution: int = 
                     sink.put(_encode_batch(encoder, batch, flip, rt, TORCH_DTYPES[dtype]))
                     skips.extend(batch["skipped"])
                     progress.update(task, advance=len(batch["meta"]) + len(batch["skipped"]),
-                                    info=f"skipped {len(journal.skipped()) + skips.count}")
+                                    info=f"skipped {skipped_before + skips.count}")
             sink.close()  # on a stop too: the shard in progress is committed, so nothing done is lost
         except BaseException:
             sink.abort()
