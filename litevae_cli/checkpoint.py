@@ -7,7 +7,10 @@ A training checkpoint is a plain dict (torch.save) with these keys:
     discriminator_name, discriminator           registry name and state_dict, or None
     optimizer_g, optimizer_d, scaler, step, rng, data_position, config (the resolved preset)
 An exported model is one `.safetensors` file holding the (EMA when present) autoencoder weights, with
-the spec, step, source and format version in its metadata. Both load without running code from the file.
+the spec, step, source and format version in its metadata. Both load without running code from the file:
+a pickle that would run code is refused with a message that says so (and never suggests
+weights_only=False). A file without its model spec, or with weights that do not fit the spec, is a
+one-line UserError.
 
 Version 2 (litevae 0.2) is the App. G block layout: pre-activation SMC ResBlocks, 2 decoder mid blocks,
 SiLU -> SMC head, bare-conv encoder UNet heads. Version 1 files hold the earlier layout, whose SMC blocks
@@ -21,13 +24,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from litevae_cli.errors import UserError
+from litevae_cli.errors import UserError, as_user_error, one_line
 from litevae_cli.models.autoencoder import Autoencoder, AutoencoderSpec, build_autoencoder
 
 CHECKPOINT_FORMAT = "litevae-checkpoint"
@@ -53,15 +57,26 @@ def save_atomic(obj: dict, path: str | Path) -> Path:
     return path
 
 
+def safe_torch_load(path: Path, map_location="cpu", what: str = "checkpoint"):
+    """torch.load(weights_only=True); any failure is one UserError, and a refused pickle says why."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # pickle errors, truncated files, disallowed globals
+        text = str(err)
+        if "weights_only" not in text and "Weights only" not in text:
+            raise UserError(f"cannot load {what} {path}: {one_line(err, 200)}") from None
+        named = re.search(r"GLOBAL ([\w.]+)", text)
+        raise UserError(f"cannot load {what} {path}: refused, because loading it would run code from the file"
+                        + (f" (it calls {named.group(1)})" if named else "")
+                        + "; only tensors and plain data are loaded") from None
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load a training checkpoint safely (weights_only=True: no code from the file runs)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # pickle errors, truncated files, disallowed globals
-        raise UserError(f"cannot load checkpoint {path}: {str(err).splitlines()[0][:200]}") from None
+    ckpt = safe_torch_load(path, map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not a litevae checkpoint (no format={CHECKPOINT_FORMAT!r} key)")
     check_format_version(ckpt.get("version"), path)
@@ -116,13 +131,29 @@ class LoadedModel:
         return f"{self.spec.encoder} + {self.spec.decoder} (nz={self.spec.nz}) from {self.path}{step}, {weights}"
 
 
-def _build(spec_dict: dict, state_dict: dict, path: Path) -> tuple[Autoencoder, AutoencoderSpec]:
+def load_weights(module: torch.nn.Module, weights, source) -> None:
+    """module.load_state_dict(weights), strict; weights that do not fit are one UserError naming keys."""
+    if not isinstance(weights, dict):
+        raise UserError(f"{source} holds no weights for {type(module).__name__}")
     try:
+        missing, unexpected = module.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # shape mismatches: the useful line is the second
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        raise UserError(f"the weights in {source} do not fit the model: {lines[-1][:200]}") from None
+    if missing or unexpected:
+        raise UserError(f"the weights in {source} do not fit the model: "
+                        + "; ".join(f"{n} {len(k)} tensor(s), e.g. {k[0]}"
+                                    for n, k in (("missing", missing), ("unexpected", unexpected)) if k))
+
+
+def _build(spec_dict, state_dict, path: Path) -> tuple[Autoencoder, AutoencoderSpec]:
+    if not isinstance(spec_dict, dict):
+        raise UserError(f"{path} does not say which model it holds (no model_spec); it is not a complete "
+                        "litevae checkpoint or export")
+    with as_user_error(f"cannot build the model stored in {path}"):
         spec = AutoencoderSpec.from_dict(spec_dict)
         model = build_autoencoder(spec.encoder, spec.decoder, spec.nz, spec.encoder_kwargs, spec.decoder_kwargs)
-        model.load_state_dict(state_dict)
-    except (KeyError, TypeError, RuntimeError, ValueError) as err:
-        raise UserError(f"cannot build the model stored in {path}: {str(err).splitlines()[0][:200]}") from None
+    load_weights(model, state_dict, path)
     return model, spec
 
 
@@ -133,7 +164,7 @@ def load_autoencoder(model: str | Path, use_ema: bool = True, map_location: str 
         return _load_export(path, map_location)
     ckpt = load_checkpoint(path, map_location)
     used_ema = bool(use_ema and ckpt.get("ema"))
-    net, spec = _build(ckpt["model_spec"], ckpt["ema"] if used_ema else ckpt["model"], path)
+    net, spec = _build(ckpt.get("model_spec"), ckpt["ema"] if used_ema else ckpt.get("model"), path)
     return LoadedModel(net.eval(), spec, path, used_ema, ckpt.get("step"), ckpt.get("config"))
 
 
@@ -166,6 +197,10 @@ def _load_export(path: Path, map_location) -> LoadedModel:
     if meta.get("format") != EXPORT_FORMAT:
         raise UserError(f"{path} is not a litevae export (metadata format != {EXPORT_FORMAT!r})")
     check_format_version(meta.get("version"), path)
-    net, spec = _build(json.loads(meta["model_spec"]), state, path)
-    step = int(meta["step"]) if meta.get("step") else None
+    try:
+        spec_dict = json.loads(meta.get("model_spec") or "null")
+    except ValueError:
+        raise UserError(f"{path}: the model_spec in its metadata is not valid JSON") from None
+    net, spec = _build(spec_dict, state, path)
+    step = int(meta["step"]) if str(meta.get("step", "")).isdigit() else None
     return LoadedModel(net.eval(), spec, path, meta.get("ema") == "True", step, None)

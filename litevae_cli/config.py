@@ -136,7 +136,7 @@ _ENUMS: dict[str, tuple] = {
 # Inclusive lower bounds; for lists, every element.
 _MINIMA: dict[str, float] = {
     "model.nz": 1, "discriminator.start_step": 0,
-    "data.resolution": 8, "data.rescale": 1e-6, "data.workers": 0,
+    "data.rescale": 1e-6, "data.workers": 0, "train.seed": 0,
     "optim.lr": 0.0, "optim.betas": 0.0, "optim.weight_decay": 0.0, "optim.disc_lr": 0.0, "optim.disc_betas": 0.0,
     "loss.l1": 0.0, "loss.lpips": 0.0, "loss.kl": 0.0, "loss.wavelet": 0.0, "loss.gaussian": 0.0,
     "loss.adversarial": 0.0,
@@ -144,7 +144,8 @@ _MINIMA: dict[str, float] = {
     "train.max_nonfinite": 1, "log.every": 1, "log.sample_every": 1, "log.checkpoint_every": 1,
 }
 # Exclusive upper bounds.
-_MAXIMA_EXCL: dict[str, float] = {"optim.betas": 1.0, "optim.disc_betas": 1.0, "train.ema_decay": 1.0}
+_MAXIMA_EXCL: dict[str, float] = {"optim.betas": 1.0, "optim.disc_betas": 1.0, "train.ema_decay": 1.0,
+                                   "train.seed": 2**63}  # torch.manual_seed(seed + rank) takes < 2**64
 _LENGTHS: dict[str, int] = {"data.rescale": 2, "optim.betas": 2, "optim.disc_betas": 2}
 # Registry-name keys -> (the kind they must be, the dotted key of their builder kwargs).
 _REGISTRY_KINDS: dict[str, tuple[str, str]] = {
@@ -259,9 +260,9 @@ def _validate(cfg: Config, source: str) -> Config:
     lo, hi = cfg.data.rescale
     if lo > hi:
         raise UserError(f"config key 'data.rescale' must be [low, high] with low <= high, got {cfg.data.rescale}{w}")
-    # The LiteVAE encoder runs a 3-level DWT and the decoders upsample x8: sides are multiples of 8.
-    if cfg.data.resolution % 8:
-        raise UserError(f"config key 'data.resolution' must be a multiple of 8, got {cfg.data.resolution}{w}")
+    from litevae_cli.data import check_side  # lazy: the data layer imports torch
+
+    check_side(cfg.data.resolution, f"config key 'data.resolution'{w}")
     for key, (kind, kwargs_key) in _REGISTRY_KINDS.items():
         name = _get(cfg, key)
         if name is not None:
@@ -367,6 +368,7 @@ def load_config(preset: str, overrides: Iterable[str] = ()) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise UserError(f"preset {path} must be a YAML mapping, got {type(data).__name__}")
+    data.pop("run", None)  # a run's config.yaml records what produced it under `run:`; not part of a recipe
     data.setdefault("name", path.stem)
     # Validate the file alone first, so an error is blamed on the file or on --set, not both.
     cfg = config_from_dict(data, source)
@@ -385,9 +387,10 @@ def config_to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def dump_config(cfg: Config, path: str | Path) -> None:
-    """Write `cfg` as YAML (key order as in the schema); `load_config(path)` reads it back."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None))
+def dump_config(cfg: Config, path: str | Path, run: dict | None = None) -> None:
+    """Write `cfg` as YAML (key order as in the schema), then `run:` when given; `load_config(path)` reads it back."""
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+    Path(path).write_text(text + (yaml.safe_dump({"run": run}, sort_keys=False) if run else ""))
 
 
 def apply_cli_overrides(cfg: Config, *, steps: int | None = None, batch_size: int | None = None,

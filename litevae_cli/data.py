@@ -11,12 +11,18 @@ Sources (`resolve_source`):
     keys `sample/<name>`.
   * a directory: recursive (jpg/jpeg/png/webp/bmp, any case; hidden names skipped), sorted by relative
     posix path; key = relative path without extension (with it, if two files would share a key).
+    Symlinked folders are followed, each real folder (device, inode) at most once, so a link loop
+    (`loop -> .`) or two links to one folder do not repeat images.
     If every image sits exactly one folder deep, `cls` = index of its folder in the sorted folder list.
   * WebDataset shards (`dir/train-{000000..000009}.tar` or one .tar): image under jpg/jpeg/png/webp,
     optional cls. Key = `<shard stem>/<__key__>`, unique even when shards reuse per-shard counters.
+    For http(s) shards the first URL is tried up front (`URL_TIMEOUT_S`), so an unreachable server
+    is a one-line error at once rather than minutes of download retries.
   The sample names win over a folder of that name (use `./sample`). Bad specs raise `DataError`
   (a UserError, so the CLI prints it as one line) with a message naming the path.
 
+`MIN_SIDE` is the smallest image side every registered model encodes and decodes (at 8 px a
+GroupNorm sees one value per channel); `check_side` is the one check of a resolution option.
 The train and eval loaders built on these live in `litevae_cli.loaders`.
 """
 
@@ -41,6 +47,9 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 SHARD_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 DEFAULT_RESCALE = (0.5, 1.0)
 DEFAULT_SHUFFLE_BUFFER = 1000
+MULTIPLE = 8  # the encoders' 3-level DWT halves the size three times; the decoders upsample x8
+MIN_SIDE = 16  # smallest image side the models take (8 px: the 1x1 latent breaks GroupNorm)
+URL_TIMEOUT_S = 15
 
 
 class DataError(UserError):
@@ -85,9 +94,16 @@ def shard_stem(url: str) -> str:
 
 
 def _folder_source(spec: str, root: str) -> ImageSource:
-    rels = []
+    rels, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:  # reached again through a symlink: a loop or an alias
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        # Real folders before links to them, so a folder is named by its real path when both lead to it.
+        dirnames[:] = sorted((d for d in dirnames if not d.startswith(".")),
+                             key=lambda d: (os.path.islink(os.path.join(dirpath, d)), d))
         for fn in filenames:
             if not fn.startswith(".") and fn.lower().endswith(IMAGE_EXTS):
                 rels.append(os.path.relpath(os.path.join(dirpath, fn), root).replace(os.sep, "/"))
@@ -121,16 +137,52 @@ def resolve_source(spec: str) -> ImageSource:
         import braceexpand
 
         urls = list(braceexpand.braceexpand(path))
-        remote = [u for u in urls if "://" in u or u.startswith("pipe:")]
+        remote = [u for u in urls if _remote(u)]
         missing = [u for u in urls if u not in remote and not os.path.isfile(u)]
         if len(missing) == len(urls):
             raise DataError(f"shard pattern {spec} matches no file")
         if missing:
             raise DataError(f"shard pattern {spec}: {len(missing)} of {len(urls)} shards missing, e.g. {missing[0]}")
+        if remote and remote[0].startswith(("http://", "https://")):
+            _check_reachable(remote[0])
         return ImageSource(spec, "shards", urls=urls)
     if not os.path.exists(path):
         raise DataError(f"data path does not exist: {spec}")
     raise DataError(f"{spec} is not a directory, a .tar shard pattern or one of {', '.join(sample_images.SPLITS)}")
+
+
+def _remote(spec: str) -> bool:
+    return "://" in spec or spec.startswith("pipe:")
+
+
+def _check_reachable(url: str) -> None:
+    """DataError unless the server answers for `url` within URL_TIMEOUT_S (any answer but 404/410)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=URL_TIMEOUT_S).close()
+    except urllib.error.HTTPError as e:
+        if e.code in (404, 410):
+            raise DataError(f"shard {url}: HTTP {e.code} (not found)") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise DataError(f"cannot reach shard {url}: {reason}") from None
+
+
+def source_id(spec: str) -> str:
+    """The `--data` spec as recorded with outputs: sample names and URLs as given, paths made absolute."""
+    spec = str(spec)
+    if spec in sample_images.SPLITS or _remote(spec):
+        return spec
+    return os.path.abspath(os.path.expanduser(spec))
+
+
+def check_side(value: int, what: str) -> int:
+    """`value` as an image side: a multiple of MULTIPLE and at least MIN_SIDE, else a UserError about `what`."""
+    if value % MULTIPLE or value < MIN_SIDE:
+        raise UserError(f"{what} must be a multiple of {MULTIPLE} and at least {MIN_SIDE}, got {value}")
+    return value
 
 
 # ----------------------------------------------------------------------------- decoding

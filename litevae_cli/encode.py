@@ -15,7 +15,9 @@ partial shard of the kill), restores the stats sums, and hands every committed k
 `skip_keys`; new shards continue the numbering. So no sample is written twice or lost and the counts
 are exact. The settings (model sha256, data, resolution, crop, dtype, flip, precision, world size)
 must match the journal header, else a one-line error asks for --overwrite. `--overwrite` deletes only
-these files. DIR must be one directory visible to all ranks.
+these files. DIR must be one directory visible to all ranks; rank 0 locks it for the run, so a second
+encoding into DIR is refused. A stop signal or a dead loader worker ends the loop before the next
+batch and commits the open shard (exit 128+signal); an all-unreadable batch only records its keys.
 
 Throughput: the loader (workers, prefetch, pinned memory on CUDA) decodes while the model encodes,
 and a writer thread serialises and writes shards while the next batch is encoded; on CUDA the
@@ -24,7 +26,6 @@ device-to-host copy is asynchronous into pinned memory and the writer waits on a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import queue
@@ -36,38 +37,24 @@ from typing import Callable, Optional
 
 import torch
 
-from litevae_cli import sample_images
 from litevae_cli.checkpoint import load_autoencoder, resolve_model_path
-from litevae_cli.data import resolve_source
-from litevae_cli.loaders import make_eval_loader
-from litevae_cli.errors import UserError
-from litevae_cli.latent_reader import (DTYPES, FORMAT, FORMAT_VERSION, SKIPPED_NAME, STATS_NAME, TORCH_DTYPES,
-                                       encode_key, list_shards, moments_numpy, npy_bytes, shard_pattern, shard_regex)
+from litevae_cli.data import check_side, resolve_source, source_id
+from litevae_cli.loaders import make_eval_loader, require_readable
+from litevae_cli.errors import Stopped, UserError
+from litevae_cli.latent_reader import (DTYPES, FORMAT, FORMAT_VERSION, STATS_NAME, TORCH_DTYPES, encode_key,
+                                       list_shards, moments_numpy, npy_bytes, shard_pattern, shard_regex)
 from litevae_cli.latent_stats import RunningChannelStats
+from litevae_cli.outputs import (SKIPPED_NAME, SkipLog, check_out_dir, fsync_path, locked, sha256_file,
+                                 skipped_lines, writing)
 from litevae_cli.progress import make_progress
 from litevae_cli.runtime import Runtime, all_reduce_sum, barrier, setup_runtime, use_channels_last
+from litevae_cli.stopping import StopSignal
 
 CROP_RECIPES = {
     "center": "resize the shorter side to R (PIL bicubic, antialiased), center crop RxR",
     "adm": "ADM center_crop_arr: halve with BOX while short side >= 2R, bicubic to short side R, center crop",
 }
 WRITER_QUEUE_BATCHES = 4  # batches in flight between the encoder and the writer thread
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ----------------------------------------------------------------------------- journal
@@ -196,10 +183,11 @@ class ShardSink:
 
         if b.ready is not None:
             b.ready.synchronize()
-        arr = moments_numpy(b.moments, self.dtype) if len(b.meta) else None
-        arr_flip = moments_numpy(b.flipped, self.dtype) if b.flipped is not None and len(b.meta) else None
-        # Stats of the stored mean, so stats.json describes exactly what the shards hold.
-        self._means, self._done, self._statted = b.moments[:, : b.moments.shape[1] // 2], 0, 0
+        if b.meta:  # an all-unreadable batch has no moments: only its keys are accounted for below
+            arr = moments_numpy(b.moments, self.dtype)
+            arr_flip = moments_numpy(b.flipped, self.dtype) if b.flipped is not None else None
+            # Stats of the stored mean, so stats.json describes exactly what the shards hold.
+            self._means, self._done, self._statted = b.moments[:, : b.moments.shape[1] // 2], 0, 0
         for i, meta in enumerate(b.meta):
             if self.writer is None:
                 self.writer = wds.ShardWriter(str(self.out / self.pattern), maxcount=self.shard_size,
@@ -223,7 +211,7 @@ class ShardSink:
             self.pending_skipped.append([key, reason])
 
     def _on_close(self, fname: str) -> None:
-        _fsync_path(fname)
+        fsync_path(fname)
         self._commit(os.path.basename(fname))
 
     def _flush_stats(self) -> None:
@@ -259,6 +247,18 @@ def encode_batch(encoder: torch.nn.Module, x: torch.Tensor, flip: bool, rt: Runt
     with rt.autocast():
         post = encoder(inp)
     return torch.cat([post.mean, post.logvar], dim=1).to(store)
+
+
+def _encode_batch(encoder, batch: dict, flip: bool, rt: Runtime, store: torch.dtype) -> _Batch:
+    """A loader batch -> the writer's _Batch (moments on the host; an all-unreadable batch has none)."""
+    x, mom, flipped, ev = batch["images"], torch.empty(0), None, None
+    if len(x):
+        x = x.to(rt.device, non_blocking=True)
+        if use_channels_last(rt):
+            x = x.contiguous(memory_format=torch.channels_last)
+        mom, ev = _to_host(encode_batch(encoder, x, flip, rt, store), rt)
+        mom, flipped = (mom[: len(x)], mom[len(x):]) if flip else (mom, None)
+    return _Batch(mom, flipped, batch["meta"], batch["skipped"], ev)
 
 
 def _prepare_out(out: Path, rt: Runtime, overwrite: bool, log: Callable) -> None:
@@ -315,8 +315,8 @@ def _finish(out: Path, rt: Runtime, stats: RunningChannelStats, journal: Journal
         j = Journal(out, int(p.stem.split("-r")[1]))
         j.load()
         skipped += j.skipped()
-    with open(out / SKIPPED_NAME, "w") as f:
-        f.writelines(f"{k}\t{reason}\n" for k, reason in skipped)
+    with writing(out / SKIPPED_NAME):
+        (out / SKIPPED_NAME).write_text(skipped_lines(skipped))
     if result["count"] == 0:
         raise UserError(f"no image could be encoded ({result['skipped']} skipped, see {out / SKIPPED_NAME})")
     doc = {"format": FORMAT, "version": FORMAT_VERSION, **info, **result,
@@ -325,8 +325,9 @@ def _finish(out: Path, rt: Runtime, stats: RunningChannelStats, journal: Journal
                        "float64 streaming sums; std is the population std",
            **stats.to_dict()}
     tmp = out / f".{STATS_NAME}.tmp"
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, out / STATS_NAME)
+    with writing(out / STATS_NAME):
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        os.replace(tmp, out / STATS_NAME)
     return {**doc, **session}
 
 
@@ -336,68 +337,64 @@ def encode_dataset(model: str, data: str, out: str | Path, *, resolution: int = 
                    limit: Optional[int] = None, log: Callable = print, progress_bar: bool = True) -> dict:
     """Encode `data` with MODEL's encoder into shards in `out` (module docstring); returns stats.json's dict
     plus `encoded_now` (this session) and `seconds` (the encoding loop's wall time). `log` prints; resume
-    notes come from every rank, the rest from rank 0 only."""
+    notes come from every rank, the rest from rank 0 only. Holds OUT's lock throughout; a stop signal or a
+    dead loader worker commits the shard in progress and raises `Stopped` (rerun to resume)."""
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if crop not in CROP_RECIPES:
         raise UserError(f"--crop must be center or adm, got {crop!r}")
-    if resolution % 8:
-        raise UserError(f"--resolution must be a multiple of 8 (the encoder downsamples by 8), got {resolution}")
+    check_side(resolution, "--resolution")
+    out = check_out_dir(out)
     rt = setup_runtime(device, precision)
     path = resolve_model_path(model)
     loaded = load_autoencoder(path)
     src = resolve_source(data)
+    require_readable(src)
     say = log if rt.is_main else (lambda *a, **k: None)
     say(f"model: {loaded.describe()}")
     model_sha = sha256_file(path)
-    out = Path(out)
-    data_id = data if data in sample_images.SPLITS else os.path.abspath(os.path.expanduser(data))
-    header = {"model_sha256": model_sha, "data": data_id, "resolution": resolution, "crop": crop, "dtype": dtype,
-              "flip": flip, "precision": precision, "world_size": rt.world_size, "nz": loaded.spec.nz}
-    _prepare_out(out, rt, overwrite, say)
-    journal = Journal(out, rt.rank)
-    _resume(journal, header, out, rt, log)
-
-    stats = RunningChannelStats(loaded.spec.nz)
-    if journal.shards:
-        stats.load_state({k: torch.tensor(v, dtype=torch.float64) for k, v in journal.shards[-1]["stats"].items()})
-    loader = make_eval_loader(src, resolution, batch_size, workers=workers, crop=crop, rank=rt.rank,
-                              world_size=rt.world_size, limit=limit, skip_keys=journal.done_keys())
-    encoder = loaded.model.encoder.to(rt.device).eval()
-    channels_last = use_channels_last(rt)
-    if channels_last:
-        encoder = encoder.to(memory_format=torch.channels_last)
-    n_shards = sum(1 for r in journal.shards if r["shard"])
-    t0, store, n_skipped = time.perf_counter(), TORCH_DTYPES[dtype], len(journal.skipped())
-    batches = iter(loader)  # fork the loader's workers before the writer thread exists
-    sink = ShardSink(out, shard_pattern(rt.rank, rt.world_size), n_shards, shard_size, dtype, stats, journal,
-                     resolution, crop)
-    total = len(loader.dataset) if src.indexable else None
-    try:
-        with torch.inference_mode(), make_progress(rt.is_main and progress_bar) as progress:
-            task = progress.add_task("encode", total=total, info="")
-            for batch in batches:
-                x, mom, flipped, ev = batch["images"], torch.empty(0), None, None  # all-skipped batch
-                if len(x):
-                    x = x.to(rt.device, non_blocking=True)
-                    if channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    mom, ev = _to_host(encode_batch(encoder, x, flip, rt, store), rt)
-                    mom, flipped = (mom[: len(x)], mom[len(x):]) if flip else (mom, None)
-                sink.put(_Batch(mom, flipped, batch["meta"], batch["skipped"], ev))
-                n_skipped += len(batch["skipped"])
-                progress.update(task, advance=len(batch["meta"]) + len(batch["skipped"]), info=f"skipped {n_skipped}")
-        sink.close()
-    except BaseException:
-        sink.abort()
-        raise
-    seconds = time.perf_counter() - t0
-    info = {"model": {"encoder": loaded.spec.encoder, "decoder": loaded.spec.decoder, "nz": loaded.spec.nz,
-                      "path": str(path), "sha256": model_sha, "step": loaded.step, "ema": loaded.used_ema},
-            "nz": loaded.spec.nz, "resolution": resolution, "latent_size": [resolution // 8, resolution // 8],
-            "crop": crop, "crop_recipe": CROP_RECIPES[crop], "dtype": dtype,
-            "dtype_note": "bf16 is stored as its uint16 bit pattern" if dtype == "bf16" else "",
-            "flip": flip, "precision": precision, "data": data_id, "world_size": rt.world_size}
-    result = _finish(out, rt, stats, journal, info, sink.written)
+    header = {"model_sha256": model_sha, "data": source_id(data), "resolution": resolution, "crop": crop,
+              "dtype": dtype, "flip": flip, "precision": precision, "world_size": rt.world_size, "nz": loaded.spec.nz}
+    with locked(out, rt), StopSignal() as signals:
+        _prepare_out(out, rt, overwrite, say)
+        journal = Journal(out, rt.rank)
+        _resume(journal, header, out, rt, log)
+        stats = RunningChannelStats(loaded.spec.nz)
+        if journal.shards:
+            stats.load_state({k: torch.tensor(v, dtype=torch.float64) for k, v in journal.shards[-1]["stats"].items()})
+        loader = make_eval_loader(src, resolution, batch_size, workers=workers, crop=crop, rank=rt.rank,
+                                  world_size=rt.world_size, limit=limit, skip_keys=journal.done_keys())
+        encoder = loaded.model.encoder.to(rt.device).eval()
+        if use_channels_last(rt):
+            encoder = encoder.to(memory_format=torch.channels_last)
+        n_shards = sum(1 for r in journal.shards if r["shard"])
+        t0, skips, skipped_before = time.perf_counter(), SkipLog(None, say), len(journal.skipped())
+        batches = iter(loader)  # fork the loader's workers before the writer thread exists
+        sink = ShardSink(out, shard_pattern(rt.rank, rt.world_size), n_shards, shard_size, dtype, stats, journal,
+                         resolution, crop)
+        total = len(loader.dataset) if src.indexable else None
+        try:
+            with torch.inference_mode(), make_progress(rt.is_main and progress_bar) as progress:
+                task = progress.add_task("encode", total=total, info="")
+                for batch in signals.batches(batches):
+                    sink.put(_encode_batch(encoder, batch, flip, rt, TORCH_DTYPES[dtype]))
+                    skips.extend(batch["skipped"])
+                    progress.update(task, advance=len(batch["meta"]) + len(batch["skipped"]),
+                                    info=f"skipped {skipped_before + skips.count}")
+            sink.close()  # on a stop too: the shard in progress is committed, so nothing done is lost
+        except BaseException:
+            sink.abort()
+            raise
+        if signals.requested:
+            raise Stopped(f"{signals.reason}: stopped after {sink.written} images this session, in {out} "
+                          f"({journal.count()} committed); rerun the same command to resume", signals.exit_code)
+        seconds = time.perf_counter() - t0
+        info = {"model": {"encoder": loaded.spec.encoder, "decoder": loaded.spec.decoder, "nz": loaded.spec.nz,
+                          "path": str(path), "sha256": model_sha, "step": loaded.step, "ema": loaded.used_ema},
+                "nz": loaded.spec.nz, "resolution": resolution, "latent_size": [resolution // 8, resolution // 8],
+                "crop": crop, "crop_recipe": CROP_RECIPES[crop], "dtype": dtype,
+                "dtype_note": "bf16 is stored as its uint16 bit pattern" if dtype == "bf16" else "",
+                "flip": flip, "precision": precision, "data": header["data"], "world_size": rt.world_size}
+        result = _finish(out, rt, stats, journal, info, sink.written)
     result["seconds"] = seconds
     return result

@@ -15,7 +15,10 @@ and one pass over the data per resolution. The protocol (the one the field uses,
    mapped back to [-1, 1], per image, averaged.
 6. rFID (`fid.py`): clean-fid clean mode between the cropped originals and their reconstructions.
 Several resolutions give one row each (P's resolution-robustness experiment). Weights needed by the
-asked metrics are all located before anything is loaded or run; PSNR and SSIM need none.
+asked metrics are all located before anything is loaded or run; PSNR and SSIM need none; a source with
+no readable image stops before the model loads, and a pass that read no image is an error, never a
+row of NaN. Unreadable images are skipped and returned by name (`skipped_files`). A stop signal or a
+dead loader worker ends the pass before the next batch with `Stopped` (nothing is reported).
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ from typing import Callable, Optional
 
 import torch
 
-from litevae_cli.errors import UserError
+from litevae_cli.data import check_side
+from litevae_cli.errors import Stopped, UserError
 
 METRICS = ("rfid", "lpips", "psnr", "ssim")
-LATENT_DOWNSAMPLE = 8  # every registered encoder maps H -> H/8
 
 
 @dataclass
@@ -55,15 +58,14 @@ def parse_metrics(text: str) -> list[str]:
 
 
 def parse_resolutions(text: str) -> list[int]:
-    """'256,512' -> [256, 512]; each a positive multiple of 8 (the latent downsampling)."""
+    """'256,512' -> [256, 512]; each a side the models take (`data.check_side`)."""
     try:
         res = [int(t) for t in str(text).split(",") if t.strip()]
     except ValueError:
         raise UserError(f"--resolution must be integers separated by commas, got {text!r}") from None
-    bad = [r for r in res if r <= 0 or r % LATENT_DOWNSAMPLE]
-    if bad or not res:
-        raise UserError(f"--resolution: {bad or text} not a positive multiple of {LATENT_DOWNSAMPLE}")
-    return list(dict.fromkeys(res))
+    if not res:
+        raise UserError(f"--resolution: no resolution in {text!r}")
+    return list(dict.fromkeys(check_side(r, "--resolution") for r in res))
 
 
 def check_options(opts: EvalOptions) -> None:
@@ -171,10 +173,11 @@ def reconstruct_uint8(model, images: torch.Tensor, rt) -> tuple[torch.Tensor, to
 
 
 def evaluate_resolution(model, source, resolution: int, opts: EvalOptions, rt, acc: MetricAccumulator,
-                        progress=None) -> dict:
-    """One pass over `source` at `resolution`; returns the row (metrics averaged over all ranks)."""
+                        progress=None, signals=None) -> dict:
+    """One pass over `source` at `resolution`; returns the row (metrics averaged over all ranks) with
+    every rank's unreadable images under `skipped_files`. `signals`: a StopSignal to obey."""
     from litevae_cli.loaders import make_eval_loader
-    from litevae_cli.runtime import all_reduce_sum
+    from litevae_cli.runtime import all_reduce_sum, gather_objects
 
     loader = make_eval_loader(source, resolution, opts.batch_size, workers=opts.workers, crop=opts.crop,
                               rank=rt.rank, world_size=rt.world_size, limit=opts.limit)
@@ -184,7 +187,7 @@ def evaluate_resolution(model, source, resolution: int, opts: EvalOptions, rt, a
         total = len(range(rt.rank, n, rt.world_size))
     task = progress.add_task(f"eval @{resolution}", total=total, info="") if progress is not None else None
     skipped = []
-    for batch in loader:
+    for batch in signals.batches(loader) if signals is not None else loader:
         skipped += batch["skipped"]
         if batch["images"].shape[0]:
             acc.update(*reconstruct_uint8(model, batch["images"], rt))
@@ -195,9 +198,16 @@ def evaluate_resolution(model, source, resolution: int, opts: EvalOptions, rt, a
     def reduce(t: torch.Tensor) -> torch.Tensor:
         return all_reduce_sum(rt, t.to(rt.device)).cpu() if rt.distributed else t  # mps has no float64
 
+    if signals is not None and signals.requested:
+        raise Stopped(f"{signals.reason}: eval stopped at {resolution} px after {int(acc.count)} images; "
+                      "no result was reported", signals.exit_code)
     row = {"resolution": resolution, **acc.compute(reduce)}
     row["skipped"] = int(reduce(torch.tensor(float(len(skipped)), dtype=torch.float64)))
     row["skipped_examples"] = [f"{k}: {r}" for k, r in skipped[:5]]
+    if row["images"] == 0:
+        raise UserError(f"no image of {source.spec} could be read at {resolution} px ({row['skipped']} skipped"
+                        + (f", e.g. {row['skipped_examples'][0]})" if skipped else ")"))
+    row["skipped_files"] = [pair for rank in gather_objects(rt, skipped) for pair in rank]
     return row
 
 
@@ -211,7 +221,9 @@ def run_eval(model_arg, data: str, opts: EvalOptions, rt, *, lpips_model=None, f
     from litevae_cli.checkpoint import load_autoencoder
     from litevae_cli.data import resolve_source
     from litevae_cli.fid import RFID, load_inception
+    from litevae_cli.loaders import require_readable
     from litevae_cli.progress import make_progress
+    from litevae_cli.stopping import StopSignal
     from litevae_cli.weights import build_lpips
 
     check_options(opts)
@@ -219,6 +231,7 @@ def run_eval(model_arg, data: str, opts: EvalOptions, rt, *, lpips_model=None, f
                                               or (m == "rfid" and feature_fn is not None))]
     paths = locate_weights(required_weights(needed, opts.lpips_net), opts.weights_dir)  # before any work
     source = resolve_source(data)
+    require_readable(source)
     loaded = load_autoencoder(model_arg, use_ema=opts.use_ema, map_location="cpu")
     model = loaded.model.to(rt.device).eval()
     if "lpips" in opts.metrics and lpips_model is None:
@@ -231,11 +244,12 @@ def run_eval(model_arg, data: str, opts: EvalOptions, rt, *, lpips_model=None, f
     def rfid_factory():
         return RFID(feature_fn, feature_dim, resize)
 
-    rows = []
-    with make_progress(rt.is_main and progress_enabled) as progress:
+    rows, skipped = [], {}
+    with StopSignal() as signals, make_progress(rt.is_main and progress_enabled) as progress:
         for res in opts.resolutions:
             acc = MetricAccumulator(opts.metrics, lpips_model, rfid_factory)
-            rows.append(evaluate_resolution(model, source, res, opts, rt, acc, progress))
+            rows.append(evaluate_resolution(model, source, res, opts, rt, acc, progress, signals))
+            skipped.update(rows[-1].pop("skipped_files"))  # the same files at every resolution
     return {
         "model": {"name": f"{loaded.spec.encoder} + {loaded.spec.decoder} (nz={loaded.spec.nz})",
                   "spec": loaded.spec.to_dict(), "path": str(loaded.path), "step": loaded.step,
@@ -245,4 +259,5 @@ def run_eval(model_arg, data: str, opts: EvalOptions, rt, *, lpips_model=None, f
         "protocol": protocol(opts),
         "runtime": {"device": str(rt.device), "precision": rt.precision, "world_size": rt.world_size},
         "results": rows,
+        "skipped_files": sorted(skipped.items()),
     }

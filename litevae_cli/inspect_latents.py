@@ -213,12 +213,15 @@ class LatentInspector:
 # ----------------------------------------------------------------------------- sources
 @torch.no_grad()
 def encode_images(model, source, resolution: int, batch_size: int, rt, limit: Optional[int] = None,
-                  crop: str = "center", workers: int = 0) -> Iterator[LatentBatch]:
-    """Encode `source` (ImageSource) with MODEL at `resolution` (center crop) -> LatentBatches."""
+                  crop: str = "center", workers: int = 0, skips=None) -> Iterator[LatentBatch]:
+    """Encode `source` (ImageSource) with MODEL at `resolution` (center crop) -> LatentBatches.
+    Unreadable images go to `skips` (an outputs.SkipLog) when given."""
     from litevae_cli.loaders import make_eval_loader
 
     loader = make_eval_loader(source, resolution, batch_size, workers=workers, crop=crop, limit=limit)
     for batch in loader:
+        if skips is not None:
+            skips.extend(batch["skipped"])
         if batch["images"].shape[0] == 0:
             continue
         with rt.autocast():

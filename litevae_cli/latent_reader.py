@@ -43,10 +43,11 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from litevae_cli.outputs import SKIPPED_NAME  # noqa: F401 - part of the format (see above)
+
 FORMAT = "litevae-latents"
 FORMAT_VERSION = 1
 STATS_NAME = "stats.json"
-SKIPPED_NAME = "skipped.txt"
 DTYPES = {"fp16": np.float16, "bf16": np.uint16, "fp32": np.float32}  # bf16: bit pattern in uint16
 TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 

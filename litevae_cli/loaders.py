@@ -1,6 +1,7 @@
 """Train and eval DataLoaders over `litevae_cli.data` sources: samplers, datasets, collation.
 
-Train (`make_train_loader`) -> {"images": [B,3,R,R], "skipped": int, "index": LongTensor[B]}:
+Train (`make_train_loader`) -> {"images": [B,3,R,R], "skipped": int, "failed": [(key, reason)],
+"index": LongTensor[B]}:
   stochastic rescale by s ~ U[rescale] (default [0.5, 1.0]) of the source size, raised so the short
   side is >= R (bicubic, antialiased upscale), then a random RxR crop and a random horizontal flip.
   Folders/sample: an infinite sampler over global indices `epoch*n + perm_epoch[i]`, permutation
@@ -19,6 +20,10 @@ Eval (`make_eval_loader`) -> {"images": [B,3,R,R], "meta": [dict], "skipped": [(
   `skip_keys` are dropped. meta = key, source, orig_size [w,h], crop_box [l,t,r,b] (in the resized
   image), plus cls/class_name when known. Shards with workers > 0: every worker scans all shards
   (decoding only its own blocks of batch_size), so the order stays exact.
+
+Workers ignore SIGINT/SIGTERM (`litevae_cli.stopping`: the main process stops the loop) and close
+their copies of output-folder locks (so a lock dies with the main process). `require_readable`
+stops a command up front when its source holds no image that decodes.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from litevae_cli.data import (DEFAULT_RESCALE, DEFAULT_SHUFFLE_BUFFER, SHARD_IMAGE_EXTS, DataError, ImageItem,
                               ImageSource, decode_image_bytes, eval_transform, load_image, resolve_source,
                               shard_stem, train_transform)
+from litevae_cli.errors import one_line
+from litevae_cli.outputs import release_inherited_locks
+from litevae_cli.stopping import ignore_stop_signals
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -45,12 +53,10 @@ class _Failed:
     reason: str
 
 
-def _reason(e: Exception) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0][:300]
-
-
 def _worker_init(_):
     torch.set_num_threads(1)
+    ignore_stop_signals()
+    release_inherited_locks()
 
 
 def _loader_kwargs(workers: int, persistent: bool) -> dict:
@@ -72,7 +78,7 @@ def _iter_shard(url: str) -> Iterator[dict]:
     from webdataset.tariterators import tarfile_samples
 
     def handler(exn):
-        warnings.warn(f"shard {url}: {_reason(exn)}")
+        warnings.warn(f"shard {url}: {one_line(exn)}")
         return False
 
     yield from tarfile_samples([dict(url=url)], handler=handler)
@@ -85,6 +91,33 @@ def _shard_item(sample: dict, url: str):
     raw = next((sample[k] for k in ("cls", "cls.txt", "class", "label") if k in sample), b"")
     text = bytes(raw).decode("utf-8", "replace").strip()
     return ImageItem(key, url, int(text) if re.fullmatch(r"-?\d+", text) else None), data
+
+
+def _candidates(src: ImageSource):
+    """(key, zero-argument loader) of every image of a source, in order."""
+    if src.indexable:
+        for item in src.items:
+            yield item.key, partial(load_image, item.source)
+        return
+    for url in src.urls:
+        for sample in _iter_shard(url):
+            item, data = _shard_item(sample, url)
+            yield item.key, partial(_shard_image, item, data)
+
+
+def require_readable(source) -> None:
+    """DataError unless the source holds an image that decodes; stops at the first that does (the
+    first file, normally), so a command on nothing fails before any work instead of after it."""
+    src = source if isinstance(source, ImageSource) else resolve_source(source)
+    failed, example = 0, ""
+    for key, load in _candidates(src):
+        try:
+            load()
+            return
+        except Exception as e:  # noqa: BLE001 - any bad file counts as unreadable
+            failed, example = failed + 1, example or f"{key}: {one_line(e)}"
+    found = f"{failed} unreadable, e.g. {example}" if failed else "no image in any shard"
+    raise DataError(f"no readable image in {src.spec} ({found})")
 
 
 # ----------------------------------------------------------------------------- train
@@ -135,7 +168,7 @@ def _train_one(resolution, seed, rescale, items, g: int):
     try:
         return train_transform(load_image(item.source), resolution, np.random.default_rng([seed, g]), rescale), g
     except Exception as e:  # noqa: BLE001 - any bad file is skipped and counted
-        return _Failed(item.key, _reason(e))
+        return _Failed(item.key, one_line(e))
 
 
 class _TrainShards(IterableDataset):
@@ -180,16 +213,14 @@ class _TrainShards(IterableDataset):
         try:
             return train_transform(_shard_image(item, data), self.resolution, rng, self.rescale), -1
         except Exception as e:  # noqa: BLE001
-            return _Failed(item.key, _reason(e))
+            return _Failed(item.key, one_line(e))
 
 
 def _train_collate(batch, resolution: int = 0):
     ok = [b for b in batch if not isinstance(b, _Failed)]
-    skipped = len(batch) - len(ok)
-    if not ok:
-        empty = torch.empty(0, 3, resolution, resolution)
-        return {"images": empty, "skipped": skipped, "index": torch.empty(0, dtype=torch.long)}
-    return {"images": torch.stack([t for t, _ in ok]), "skipped": skipped,
+    failed = [(b.key, b.reason) for b in batch if isinstance(b, _Failed)]
+    images = torch.stack([t for t, _ in ok]) if ok else torch.empty(0, 3, resolution, resolution)
+    return {"images": images, "skipped": len(failed), "failed": failed,
             "index": torch.tensor([g for _, g in ok], dtype=torch.long)}
 
 
@@ -225,7 +256,7 @@ def _eval_one(item: ImageItem, resolution: int, crop: str, shard: bool = False, 
         img = _shard_image(item, data) if shard else load_image(item.source)
         x, box, (w, h) = eval_transform(img, resolution, crop)
     except Exception as e:  # noqa: BLE001
-        return _Failed(item.key, _reason(e))
+        return _Failed(item.key, one_line(e))
     meta = {"key": item.key, "source": item.source, "orig_size": [w, h], "crop_box": list(box)}
     meta.update({k: v for k, v in (("cls", item.cls), ("class_name", item.class_name)) if v is not None})
     return x, meta

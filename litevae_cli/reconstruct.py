@@ -2,9 +2,10 @@
 
 Owns `litevae reconstruct`'s work: load the model, prepare each image (`--resolution R`: the eval
 transform, shorter side to R then center crop; `--native`: the image as it is, edge-padded to a
-multiple of 8 and cropped back), encode to the posterior MEAN and decode, write `<name>_recon.png`
-and `<name>_compare.png` (original | reconstruction | error map), and return PSNR / SSIM per image
-(from `image_metrics`, on the uint8 images).
+multiple of 8 and at least `data.MIN_SIDE` and cropped back), encode to the posterior MEAN and
+decode, write `<name>_recon.png` and `<name>_compare.png` (original | reconstruction | error map),
+and return PSNR / SSIM per image (from `image_metrics`, on the uint8 images). An unreadable image is
+skipped, named in OUT/skipped.txt and the command goes on; none readable is a one-line error.
 
 Tiling: an image larger than `tile` on either side is cut into tile x tile crops whose starts are
 `tile - overlap` apart (the last one flush with the edge), each crop is encoded and decoded on its own,
@@ -27,12 +28,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from litevae_cli.checkpoint import load_autoencoder
-from litevae_cli.data import DataError, eval_transform, load_image, pil_to_tensor, resolve_source
+from litevae_cli.data import (MIN_SIDE, MULTIPLE, DataError, check_side, eval_transform, load_image, pil_to_tensor,
+                              resolve_source)
 from litevae_cli.errors import UserError
 from litevae_cli.image_metrics import psnr_uint8, ssim, to_uint8
+from litevae_cli.outputs import SKIPPED_NAME, SkipLog, check_out_dir, writing
 from litevae_cli.runtime import Runtime, setup_runtime
 
-MULTIPLE = 8  # the encoder's 3-level DWT halves the size three times
 DEFAULT_TILE = 512
 ERROR_AMPLIFY = 5.0  # the error map shows min(1, 5 * mean |x - x_hat| / 255) on a black-red-yellow-white scale
 GAP = 4  # white pixels between the panels of the comparison image
@@ -101,9 +103,9 @@ def reconstruct_tensor(model, x: torch.Tensor, rt: Runtime, tile: Optional[int] 
     return acc / wsum, len(boxes)
 
 
-def pad_to_multiple(x: torch.Tensor, m: int = MULTIPLE) -> torch.Tensor:
-    """Edge-pad [N,3,H,W] on the right/bottom to multiples of m (cropped off after decoding)."""
-    ph, pw = -x.shape[-2] % m, -x.shape[-1] % m
+def pad_to_multiple(x: torch.Tensor, m: int = MULTIPLE, least: int = MIN_SIDE) -> torch.Tensor:
+    """Edge-pad [N,3,H,W] on the right/bottom to multiples of m, at least `least` (cropped off after decoding)."""
+    ph, pw = (max(least, n + -n % m) - n for n in x.shape[-2:])
     return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
 
 
@@ -165,31 +167,42 @@ def reconstruct_images(model: str, images: Sequence[str], out: str | Path, *, re
                        tile: Optional[int] = DEFAULT_TILE, overlap: Optional[int] = None, device: Optional[str] = None,
                        precision: str = "fp32", amplify: float = ERROR_AMPLIFY,
                        log: Callable = print) -> list[Reconstruction]:
-    """Write a reconstruction and a comparison PNG per image into `out`; resolution None = native size."""
-    if resolution is not None and resolution % MULTIPLE:
-        raise UserError(f"--resolution must be a multiple of {MULTIPLE}, got {resolution}")
+    """Write a reconstruction and a comparison PNG per image into `out`; resolution None = native size.
+    Unreadable images are skipped and listed in OUT/skipped.txt (`log` prints the first few)."""
+    if resolution is not None:
+        check_side(resolution, "--resolution")
     if tile is not None:
         overlap = tile // 4 if overlap is None else overlap
-        if tile % MULTIPLE or overlap % MULTIPLE or not 0 <= overlap < tile:
+        if tile % MULTIPLE or overlap % MULTIPLE or not 0 <= overlap < tile or tile < MIN_SIDE:
             raise UserError(f"--tile and --overlap must be multiples of {MULTIPLE} with 0 <= overlap < tile "
-                            f"(got {tile}, {overlap})")
+                            f"and tile >= {MIN_SIDE} (got {tile}, {overlap})")
     items = collect_images(images)
+    out = check_out_dir(out)
     rt = setup_runtime(device, precision, init_distributed=False)
     loaded = load_autoencoder(model)
     log(f"model: {loaded.describe()}")
     net = loaded.model.to(rt.device).eval()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = []
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+    results, skips = [], SkipLog(out / SKIPPED_NAME, log)
     for name, src in items:
-        x = prepare(load_image(src), resolution)
+        try:
+            x = prepare(load_image(src), resolution)
+        except DataError as err:
+            skips.add(src, str(err))
+            continue
         h, w = x.shape[-2:]
         rec, n_tiles = reconstruct_tensor(net, pad_to_multiple(x), rt, tile, overlap)
         orig_u8, rec_u8 = to_uint8(x[0]), to_uint8(rec[0, :, :h, :w])
         p, s = image_metrics(orig_u8, rec_u8)
         o_np, r_np = orig_u8.permute(1, 2, 0).numpy(), rec_u8.permute(1, 2, 0).numpy()
         recon_path, compare_path = out / f"{name}_recon.png", out / f"{name}_compare.png"
-        Image.fromarray(r_np).save(recon_path)
-        Image.fromarray(side_by_side(o_np, r_np, amplify)).save(compare_path)
+        with writing(recon_path):
+            Image.fromarray(r_np).save(recon_path)
+            Image.fromarray(side_by_side(o_np, r_np, amplify)).save(compare_path)
         results.append(Reconstruction(name, src, (w, h), n_tiles, p, s, recon_path, compare_path))
+    if not results:
+        raise DataError(f"no image could be read ({skips.summary()})")
+    if skips.count:
+        log(skips.summary())
     return results

@@ -116,6 +116,15 @@ def all_reduce_sum(rt: Runtime, tensor: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def gather_objects(rt: Runtime, obj) -> list:
+    """Every rank's picklable `obj`, in rank order (collective); [obj] in a single process."""
+    if not (rt.distributed and dist.is_initialized()):
+        return [obj]
+    out: list = [None] * rt.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -15,7 +15,12 @@ both optimizers, scaler, step, every rank's RNG states and the data position; on
 world size and workers the result is bit-identical to an uninterrupted run.
 Non-finite losses: the step is skipped (no optimizer step) on every rank and counted; after
 `train.max_nonfinite` in a row the run stops with a UserError and last.pt is left as it was.
-SIGTERM / SIGINT: the current step finishes, last.pt is written, and the process exits 128+signal.
+Stops (`litevae_cli.stopping`): SIGTERM / SIGINT, also sent to the whole process group, and a data-loader
+worker that died are checked before the next batch is fetched; last.pt is written from the last
+completed step and the process exits 128+signal with one line. Before any of that, everything is
+checked (config, data with a readable image, --from, a writable --out) and OUT is locked for the
+run (`litevae_cli.outputs`); unreadable images are skipped, counted in metrics.jsonl and named in
+OUT/skipped.txt. config.yaml and every checkpoint record the run (`train_state.run_record`).
 Test hook: with LITEVAE_TEST_RANK_DUMP=DIR every rank saves its final autoencoder and discriminator
 parameters to DIR/rank<r>.pt
 (the DDP test compares them); nothing else reads it.
@@ -25,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,15 +41,18 @@ from rich.console import Console
 from litevae_cli.checkpoint import LAST_NAME, checkpoint_dir, latest_checkpoint, load_checkpoint, save_atomic
 from litevae_cli.config import Config, apply_cli_overrides, config_to_dict, dump_config, load_config
 from litevae_cli.data import resolve_source
-from litevae_cli.loaders import make_train_loader
+from litevae_cli.loaders import make_train_loader, require_readable
 from litevae_cli.errors import UserError
 from litevae_cli.losses import GeneratorLoss, discriminator_loss
+from litevae_cli.outputs import SKIPPED_NAME, SkipLog, check_out_dir, locked, writing
 from litevae_cli.progress import make_progress
 from litevae_cli.runtime import (Runtime, all_reduce_sum, barrier, seed_everything, setup_runtime,
                                  teardown_runtime, use_channels_last)
+from litevae_cli.stopping import StopSignal
 from litevae_cli.train_log import LossMeter, RunLog, save_reconstructions
 from litevae_cli.train_state import (TrainState, all_finite, build_train_state, check_resumable, gather_rng,
-                                     load_init_weights, load_resume, make_checkpoint, restore_rng, update_ema)
+                                     load_init_weights, load_resume, make_checkpoint, restore_rng, run_record,
+                                     update_ema)
 
 COMMANDS = ("pretrain", "finetune")
 SAMPLE_IMAGES = 8  # images in each reconstruction grid
@@ -91,7 +98,8 @@ def micro_batch_size(rt: Runtime, cfg: Config) -> int:
 
 
 def main(rt: Runtime, cfg: Config, command: str, data: str, out: Path, init_from, weights_dir) -> int:
-    """Build data, loss and state; resume from OUT or initialise from --from; then fit()."""
+    """Check everything, build loss and state, then, holding OUT's lock: resume from OUT or initialise
+    from --from, start the loader and fit()."""
     source = resolve_source(data)
     micro = micro_batch_size(rt, cfg)
     resume_path = latest_checkpoint(out)
@@ -100,71 +108,52 @@ def main(rt: Runtime, cfg: Config, command: str, data: str, out: Path, init_from
                         f"(a phase-A checkpoint), and {out} holds no run to resume")
     if resume_path is None and init_from is not None and not Path(init_from).exists():
         raise UserError(f"--from checkpoint not found: {init_from}")
+    check_out_dir(out)
+    require_readable(source)
     # Built before seeding: LPIPS construction must not shift the training RNG streams.
     loss_fn = GeneratorLoss(cfg.loss, cfg.discriminator.loss, weights_dir=weights_dir).to(rt.device)
     seed_everything(cfg.train.seed)  # identical initial weights on every rank
     state = build_train_state(rt, cfg)
-    rng = None
-    if resume_path is not None:
-        ckpt = load_checkpoint(resume_path, map_location="cpu")  # RNG states must stay CPU tensors
-        changed = check_resumable(ckpt, cfg, resume_path)
-        rng = load_resume(rt, state, ckpt)
-        del ckpt
-        rt.print(f"resuming {out} from {resume_path} at step {state.step} of {cfg.train.steps}"
-                 + (f" (changed since: {', '.join(changed)})" if changed else "")
-                 + ("; --from is ignored when resuming" if init_from is not None else "")
-                 + ("" if rng is not None or state.step == 0 else "; world size changed: RNG streams restart"))
-    elif init_from is not None:
-        used_ema = load_init_weights(state, cfg, init_from)
-        rt.print(f"initialised from {init_from} ({'EMA' if used_ema else 'raw'} weights); "
-                 "discriminator, optimizers and step start fresh")
-    seed_everything(cfg.train.seed + rt.rank)  # distinct posterior-noise streams per rank
-    loader = make_train_loader(source, cfg.data.resolution, micro, workers=cfg.data.workers, seed=cfg.train.seed,
-                               rank=rt.rank, world_size=rt.world_size, start_sample=state.data_position,
-                               rescale=tuple(cfg.data.rescale))
-    batches = iter(loader)  # creating the iterator draws from the torch RNG: do it before restoring
-    if rng is not None:
-        restore_rng(rng)
-    if rt.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out / "config.yaml")
-        for stale in checkpoint_dir(out).glob(".*.pt.*"):  # temp files of a save cut short by kill -9
-            stale.unlink(missing_ok=True)
-    m = cfg.model
-    rt.print(f"{command} {cfg.name}: {m.encoder} + {m.decoder} (nz={m.nz}), disc {cfg.discriminator.name}, "
-             f"{cfg.data.resolution}px, batch {cfg.train.batch_size} = {micro} x {cfg.train.grad_accum} accum "
-             f"x {rt.world_size} ranks, {cfg.train.steps} steps, {rt.device} {rt.precision}, data {source.spec}, "
-             f"out {out}")
-    return fit(rt, cfg, state, batches, loss_fn, out, resumed=resume_path is not None)
-
-
-class StopSignal:
-    """SIGTERM/SIGINT set a flag the loop checks after each step; a second SIGINT interrupts at once."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._old = {}
-
-    def _handle(self, signum, frame):
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __enter__(self):
-        if hasattr(signal, "SIGTERM") and _in_main_thread():
-            for s in (signal.SIGTERM, signal.SIGINT):
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
+    state.run = run_record(data)
+    with locked(out, rt), StopSignal() as signals:
+        resume_path = latest_checkpoint(out)  # again: under the lock, it cannot change any more
+        rng = None
+        if resume_path is not None:
+            ckpt = load_checkpoint(resume_path, map_location="cpu")  # RNG states must stay CPU tensors
+            changed = check_resumable(ckpt, cfg, resume_path)
+            rng = load_resume(rt, state, ckpt, resume_path)
+            old_data = (ckpt.get("run") or {}).get("data")
+            del ckpt
+            rt.print(f"resuming {out} from {resume_path} at step {state.step} of {cfg.train.steps}"
+                     + (f" (changed since: {', '.join(changed)})" if changed else "")
+                     + ("; --from is ignored when resuming" if init_from is not None else "")
+                     + ("" if rng is not None or state.step == 0 else "; world size changed: RNG streams restart"))
+            if old_data is not None and old_data != state.run["data"]:
+                rt.print(f"warning: resuming on different data: {resume_path} was trained on {old_data}, "
+                         f"this run reads {state.run['data']}")
+        elif init_from is not None:
+            used_ema = load_init_weights(state, cfg, init_from)
+            rt.print(f"initialised from {init_from} ({'EMA' if used_ema else 'raw'} weights); "
+                     "discriminator, optimizers and step start fresh")
+        seed_everything(cfg.train.seed + rt.rank)  # distinct posterior-noise streams per rank
+        loader = make_train_loader(source, cfg.data.resolution, micro, workers=cfg.data.workers,
+                                   seed=cfg.train.seed, rank=rt.rank, world_size=rt.world_size,
+                                   start_sample=state.data_position, rescale=tuple(cfg.data.rescale))
+        batches = iter(loader)  # creating the iterator draws from the torch RNG: do it before restoring
+        signals.watch(batches)
+        if rng is not None:
+            restore_rng(rng)
+        if rt.is_main:
+            with writing(out / "config.yaml"):
+                dump_config(cfg, out / "config.yaml", run=state.run)
+            for stale in checkpoint_dir(out).glob(".*.pt.*"):  # temp files of a save cut short by kill -9
+                stale.unlink(missing_ok=True)
+        m = cfg.model
+        rt.print(f"{command} {cfg.name}: {m.encoder} + {m.decoder} (nz={m.nz}), disc {cfg.discriminator.name}, "
+                 f"{cfg.data.resolution}px, batch {cfg.train.batch_size} = {micro} x {cfg.train.grad_accum} accum "
+                 f"x {rt.world_size} ranks, {cfg.train.steps} steps, {rt.device} {rt.precision}, data {source.spec}, "
+                 f"out {out}")
+        return fit(rt, cfg, state, batches, loss_fn, out, signals, resumed=resume_path is not None)
 
 
 @dataclass
@@ -173,7 +162,7 @@ class StepResult:
     d_terms: list[dict]  # per micro-batch discriminator terms (empty when the discriminator is off)
     images: int  # images this rank trained on
     nonfinite: bool  # the step was skipped on every rank
-    stop: bool  # some rank received SIGTERM/SIGINT
+    stop: bool  # some rank lost its data loader: nothing was updated on any rank; stop now
 
 
 def _prepare(rt: Runtime, images: torch.Tensor, resolution: int) -> tuple[torch.Tensor, float]:
@@ -192,14 +181,18 @@ def _maybe_no_sync(rt: Runtime, module, last: bool):
 
 
 def _any_rank(rt: Runtime, *flags: bool) -> list[bool]:
+    if not rt.distributed:
+        return [bool(f) for f in flags]
     summed = all_reduce_sum(rt, torch.tensor([float(f) for f in flags], device=rt.device))
     return [bool(v > 0) for v in summed.tolist()]
 
 
 def train_step(rt: Runtime, cfg: Config, state: TrainState, loss_fn, micro_images: list[torch.Tensor],
-               stop_requested: bool = False) -> StepResult:
+               lost_loader: bool = False) -> StepResult:
     """One optimizer step: generator over the micro-batches, then the discriminator on the same
-    (detached) reconstructions; then the EMA. Skipped everywhere when a loss is non-finite on any rank."""
+    (detached) reconstructions; then the EMA. Skipped everywhere when a loss is non-finite on any rank.
+    `lost_loader`: this rank has no batch (a data-loader worker died; its micro-batches are empty):
+    it still joins the collectives, then no rank updates anything and the result says stop."""
     k = len(micro_images)
     adv_on = state.disc is not None and state.step >= cfg.discriminator.start_step
     g_terms, pairs, seen, bad = [], [], 0, False
@@ -218,10 +211,10 @@ def train_step(rt: Runtime, cfg: Config, state: TrainState, loss_fn, micro_image
         bad |= not bool(torch.isfinite(total.detach()))
         g_terms.append({"total": total.detach(), **terms})
         pairs.append((x, x_hat.detach(), weight))
-    bad, stop = _any_rank(rt, bad, stop_requested)
-    if bad:
+    bad, stop = _any_rank(rt, bad, lost_loader)
+    if bad or stop:
         state.opt_g.zero_grad(set_to_none=True)
-        return StepResult(g_terms, [], seen, True, stop)
+        return StepResult(g_terms, [], seen, bad and not stop, stop)
     state.scaler.step(state.opt_g)
     state.opt_g.zero_grad(set_to_none=True)
 
@@ -246,7 +239,7 @@ def train_step(rt: Runtime, cfg: Config, state: TrainState, loss_fn, micro_image
     if state.ema is not None:
         update_ema(state.ema, state.model, cfg.train.ema_decay, state.step, cfg.train.ema_warmup)
     state.step += 1
-    return StepResult(g_terms, d_terms, seen, bad, stop)
+    return StepResult(g_terms, d_terms, seen, bad, False)
 
 
 def save_checkpoint(rt: Runtime, cfg: Config, state: TrainState, out: Path, numbered: bool) -> Path:
@@ -260,17 +253,18 @@ def save_checkpoint(rt: Runtime, cfg: Config, state: TrainState, out: Path, numb
     last = ckpt_dir / LAST_NAME
     if rt.is_main:
         ckpt = make_checkpoint(rt, cfg, state, rng)
-        if not numbered:
-            save_atomic(ckpt, last)
-        else:
-            path = save_atomic(ckpt, ckpt_dir / f"step-{state.step:07d}.pt")
-            tmp = ckpt_dir / f".{LAST_NAME}.{os.getpid()}.link"
-            try:  # a new name for the same bytes, then an atomic rename over last.pt
-                tmp.unlink(missing_ok=True)
-                os.link(path, tmp)
-                os.replace(tmp, last)
-            except OSError:
-                save_atomic(ckpt, last)
+        path = ckpt_dir / (f"step-{state.step:07d}.pt" if numbered else LAST_NAME)
+        intact = f"; {last} (the previous checkpoint) is intact" if last.is_file() else ""
+        with writing(path, intact):  # save_atomic: a failed write leaves the previous file as it was
+            save_atomic(ckpt, path)
+            if numbered:
+                tmp = ckpt_dir / f".{LAST_NAME}.{os.getpid()}.link"
+                try:  # a new name for the same bytes, then an atomic rename over last.pt
+                    tmp.unlink(missing_ok=True)
+                    os.link(path, tmp)
+                    os.replace(tmp, last)
+                except OSError:
+                    save_atomic(ckpt, last)
     barrier(rt)
     return last
 
@@ -279,13 +273,15 @@ def _format_terms(metrics: dict) -> str:
     return " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith(("g/", "d/")))
 
 
-def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path, resumed: bool = False) -> int:
-    """The loop. Returns 0 when `train.steps` are done, 128+signal after SIGTERM/SIGINT."""
+def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path, signals: StopSignal,
+        resumed: bool = False) -> int:
+    """The loop. Returns 0 when `train.steps` are done, 128+signal after a stop (module docstring)."""
     total_steps, accum = cfg.train.steps, cfg.train.grad_accum
     start_step = state.step
     log = RunLog(rt, out, cfg.log.tensorboard, start_step if resumed else None)
     if log.note:
         rt.print(log.note)
+    skips = SkipLog(out / SKIPPED_NAME, rt.print, resume=True)  # every rank appends what it could not read
     meter = LossMeter()
     samples = None  # a fixed batch for the reconstruction grids (first images this process sees)
     tick_time, tick_images, tick_skipped = time.perf_counter(), 0, 0
@@ -295,9 +291,11 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
         rt.print(f"already at step {start_step} of {total_steps}: nothing to do (raise --steps to continue)")
     # A live bar on a terminal; in logs and batch jobs a plain status line per log step instead.
     interactive = Console().is_terminal
-    with StopSignal() as signals, make_progress(rt.is_main and interactive) as progress:
+    with make_progress(rt.is_main and interactive) as progress:
         task = progress.add_task(f"{cfg.phase} {cfg.name}", total=total_steps, completed=start_step, info="")
         while True:
+            if not stop:  # before fetching the next batch; every rank agrees
+                (stop,) = _any_rank(rt, signals.requested)
             done = state.step >= total_steps or stop
             progressed = state.step > start_step
 
@@ -322,7 +320,9 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
             # Reconstruction grid (rank 0; EMA weights when kept, never the DDP wrapper: no collectives).
             if progressed and rt.is_main and samples is not None and (state.step % cfg.log.sample_every == 0 or done):
                 net = state.ema if state.ema is not None else state.model
-                save_reconstructions(net, samples, out / "samples" / f"step-{state.step:07d}.png", rt.autocast)
+                grid = out / "samples" / f"step-{state.step:07d}.png"
+                with writing(grid):
+                    save_reconstructions(net, samples, grid, rt.autocast)
 
             # Checkpoint: step-XXXXXXX.pt every checkpoint_every, last.pt always the newest.
             if progressed and (state.step % cfg.log.checkpoint_every == 0 or done):
@@ -331,15 +331,24 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
             if done:
                 break
 
-            # One optimizer step over grad_accum micro-batches.
-            micro = [next(batches) for _ in range(accum)]
-            if samples is None:
-                samples = micro[0]["images"][:SAMPLE_IMAGES].to(rt.device)
-            result = train_step(rt, cfg, state, loss_fn, [b["images"] for b in micro], signals.signum is not None)
+            # One optimizer step over grad_accum micro-batches (fewer when a loader worker died).
+            micro = []
+            while len(micro) < accum and (batch := signals.fetch(batches)) is not None:
+                micro.append(batch)
+            images = [b["images"] for b in micro]
+            lost = len(images) < accum
+            if samples is None and any(len(x) for x in images):
+                samples = next(x for x in images if len(x))[:SAMPLE_IMAGES].to(rt.device)
+            result = train_step(rt, cfg, state, loss_fn, images + [torch.empty(0, 3, 1, 1)] * (accum - len(images)),
+                                lost)
+            if result.stop:  # nothing was updated: last.pt is written from the last completed step
+                stop = True
+                continue
             state.data_position += sum(b["images"].shape[0] + b["skipped"] for b in micro)
             tick_images += result.images
             tick_skipped += sum(b["skipped"] for b in micro)
-            stop = result.stop
+            for b in micro:
+                skips.extend(b["failed"])
             if result.nonfinite:
                 state.nonfinite_total += 1
                 state.nonfinite_run += 1
@@ -363,10 +372,11 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
         # Discriminator: parameters only (BatchNorm running stats are per rank between DDP's broadcasts).
         disc = {n: p.detach() for n, p in state.disc.named_parameters()} if state.disc is not None else None
         torch.save({"model": state.model.state_dict(), "discriminator": disc}, dump / f"rank{rt.rank}.pt")
+    kept = last or latest_checkpoint(out)
     if stop:
-        name = signal.Signals(signals.signum).name if signals.signum else "a stop signal"
-        rt.print(f"{name} received: stopped after step {state.step}, wrote {last}; "
-                 "rerun the same command to resume")
-        return 128 + (signals.signum or signal.SIGTERM)
-    rt.print(f"done: step {state.step} of {total_steps}; checkpoint {last or latest_checkpoint(out)}")
+        saved = f"wrote {last}" if last else f"checkpoint {kept} unchanged" if kept else "no checkpoint yet"
+        rt.print(f"{signals.reason}: stopped after step {state.step}, {saved}; rerun the same command to resume")
+        return signals.exit_code
+    rt.print(f"done: step {state.step} of {total_steps}; checkpoint {kept}"
+             + (f"; {skips.summary()}" if skips.count else ""))
     return 0

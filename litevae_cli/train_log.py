@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from litevae_cli.outputs import writing
 from litevae_cli.runtime import Runtime, all_reduce_sum
 
 
@@ -85,7 +86,7 @@ class RunLog:
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as f:
+        with writing(self.path), self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self.writer is not None:
             for k, v in record.items():

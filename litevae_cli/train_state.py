@@ -3,7 +3,9 @@
 Owns: the `TrainState` of one run (autoencoder, its DDP wrapper, EMA copy, discriminator, the two
 Adam optimizers, the GradScaler, step and data position), its construction from a `Config`, the EMA
 update, RNG capture/restore in a `weights_only=True`-loadable form, the checkpoint dict (layout in
-`litevae_cli.checkpoint`'s docstring), resuming a run and initialising a finetune from `--from`.
+`litevae_cli.checkpoint`'s docstring), resuming a run and initialising a finetune from `--from`,
+and the run record (`run_record`: --data, command line, versions) kept in config.yaml and checkpoints.
+A model the config cannot build, or weights that do not fit it, are one-line UserErrors.
 The loop itself is in `litevae_cli.train`.
 """
 
@@ -11,20 +13,22 @@ from __future__ import annotations
 
 import copy
 import random
-from dataclasses import dataclass
+import shlex
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 
-from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, resolve_model_path
+from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, load_weights, resolve_model_path
 from litevae_cli.config import Config, config_to_dict
-from litevae_cli.errors import UserError
+from litevae_cli.data import source_id
+from litevae_cli.errors import UserError, as_user_error
 from litevae_cli.models import Autoencoder, build_autoencoder, create_model
-from litevae_cli.runtime import Runtime, use_channels_last
+from litevae_cli.runtime import Runtime, gather_objects, use_channels_last
 
 
 @dataclass
@@ -44,6 +48,7 @@ class TrainState:
     data_position: int = 0  # samples this rank has consumed (the loader's start_sample on resume)
     nonfinite_total: int = 0  # skipped (non-finite) steps so far in this process
     nonfinite_run: int = 0  # consecutive non-finite steps
+    run: dict = field(default_factory=dict)  # run_record(): what produced this run
 
 
 def _wrap_ddp(rt: Runtime, module: nn.Module) -> nn.Module:
@@ -60,10 +65,12 @@ def _wrap_ddp(rt: Runtime, module: nn.Module) -> nn.Module:
 def build_train_state(rt: Runtime, cfg: Config) -> TrainState:
     """Fresh models (seeded identically on every rank), EMA, discriminator, Adam x2 (P App. F), scaler."""
     m = cfg.model
-    model = build_autoencoder(m.encoder, m.decoder, m.nz, m.encoder_kwargs, m.decoder_kwargs).to(rt.device)
+    with as_user_error(f"config model ({_describe(_spec_dict(cfg))}) cannot be built"):
+        model = build_autoencoder(m.encoder, m.decoder, m.nz, m.encoder_kwargs, m.decoder_kwargs).to(rt.device)
     disc = None
     if cfg.discriminator.name is not None:
-        disc = create_model(cfg.discriminator.name, **cfg.discriminator.kwargs).to(rt.device)
+        with as_user_error(f"config discriminator {cfg.discriminator.name} {cfg.discriminator.kwargs} cannot be built"):
+            disc = create_model(cfg.discriminator.name, **cfg.discriminator.kwargs).to(rt.device)
         side = getattr(disc, "downscale", 1)  # the UNet discriminator pools its input down to 4x4
         if cfg.data.resolution % side:
             raise UserError(f"discriminator {cfg.discriminator.name} needs data.resolution to be a multiple of "
@@ -126,12 +133,7 @@ def restore_rng(state: dict) -> None:
 
 def gather_rng(rt: Runtime) -> list[dict]:
     """Every rank's RNG states (rank order), so a DDP resume restores each rank exactly. Collective."""
-    mine = capture_rng()
-    if not rt.distributed:
-        return [mine]
-    out: list = [None] * rt.world_size
-    dist.all_gather_object(out, mine)
-    return out
+    return gather_objects(rt, capture_rng())
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -158,7 +160,16 @@ def make_checkpoint(rt: Runtime, cfg: Config, state: TrainState, rng: list[dict]
         # Samples consumed per rank; the global stream position is data_position * world_size.
         "data_position": {"per_rank": state.data_position, "world_size": rt.world_size},
         "config": config_to_dict(cfg),
+        "run": state.run,
     }
+
+
+def run_record(data: str) -> dict:
+    """What produced a run: the --data spec (paths absolute), the command line and the versions."""
+    from litevae_cli import __version__
+
+    return {"data": source_id(data), "command": shlex.join(sys.argv), "litevae": __version__,
+            "torch": str(torch.__version__)}
 
 
 def check_resumable(ckpt: dict, cfg: Config, path: Path) -> list[str]:
@@ -191,21 +202,23 @@ def _describe(model: dict | None) -> str:
     return f"{model.get('encoder')} + {model.get('decoder')}, nz={model.get('nz')}" + (f", {extra}" if extra else "")
 
 
-def load_resume(rt: Runtime, state: TrainState, ckpt: dict) -> Optional[dict]:
+def load_resume(rt: Runtime, state: TrainState, ckpt: dict, path: Path) -> Optional[dict]:
     """Put a checkpoint's weights, optimizer/scaler state, step and data position into `state`.
     Returns this rank's RNG states to restore (None when the world size changed: then the data
     position is re-split over ranks and RNG streams restart from the seed, so the resume is approximate)."""
-    state.model.load_state_dict(ckpt["model"])
+    load_weights(state.model, ckpt.get("model"), path)
     if state.ema is not None:
-        state.ema.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])
+        load_weights(state.ema, ckpt["ema"] if ckpt.get("ema") is not None else ckpt.get("model"), path)
     if state.disc is not None:
-        state.disc.load_state_dict(ckpt["discriminator"])
-        state.opt_d.load_state_dict(ckpt["optimizer_d"])
-    state.opt_g.load_state_dict(ckpt["optimizer_g"])
-    state.scaler.load_state_dict(ckpt["scaler"])
-    state.step = int(ckpt["step"])
-    pos = ckpt["data_position"]
-    state.data_position = int(pos["per_rank"]) * int(pos["world_size"]) // rt.world_size
+        load_weights(state.disc, ckpt.get("discriminator"), path)
+    with as_user_error(f"cannot resume from {path}"):
+        if state.disc is not None:
+            state.opt_d.load_state_dict(ckpt["optimizer_d"])
+        state.opt_g.load_state_dict(ckpt["optimizer_g"])
+        state.scaler.load_state_dict(ckpt["scaler"])
+        state.step = int(ckpt["step"])
+        pos = ckpt["data_position"]
+        state.data_position = int(pos["per_rank"]) * int(pos["world_size"]) // rt.world_size
     rng = ckpt.get("rng") or {}
     if rng.get("world_size") == rt.world_size:
         return rng["ranks"][rt.rank]
@@ -222,8 +235,8 @@ def load_init_weights(state: TrainState, cfg: Config, path: str | Path) -> bool:
         raise UserError(f"--from {path} holds {_describe(theirs)} but the preset wants "
                         f"{_describe(_spec_dict(cfg))}")
     used_ema = ckpt.get("ema") is not None
-    weights = ckpt["ema"] if used_ema else ckpt["model"]
-    state.model.load_state_dict(weights)
+    weights = ckpt["ema"] if used_ema else ckpt.get("model")
+    load_weights(state.model, weights, f"--from {path}")
     if state.ema is not None:
         state.ema.load_state_dict(weights)
     return used_ema

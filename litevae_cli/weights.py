@@ -76,7 +76,9 @@ def build_lpips(net: str = "alex", weights_dir: str | Path | None = None, random
     path = None if random_backbone else find_weight(net, weights_dir)
     model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
     if path is not None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        from litevae_cli.checkpoint import safe_torch_load
+
+        state = safe_torch_load(path, what="LPIPS backbone")
         # torchvision's state dict is for the whole classifier: keep `features.*`, mapped onto LPIPS's slices.
         features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
         for slice_name in ("slice1", "slice2", "slice3", "slice4", "slice5"):

@@ -80,20 +80,9 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, argv, message):
     assert not (tmp_path / "run").exists()
 
 
-TINY = {
-    "name": "tiny", "phase": "pretrain",
-    "model": {"encoder": "litevae-tiny", "decoder": "smc-decoder-tiny", "nz": 4},
-    "data": {"resolution": 32, "workers": 0},
-    "loss": {"lpips": 0.0},
-    "train": {"steps": 100000, "batch_size": 2, "precision": "fp32"},
-    "log": {"every": 1, "sample_every": 100000, "checkpoint_every": 100000, "tensorboard": False},
-}
-
-
 @pytest.mark.slow
-def test_sigterm_writes_a_checkpoint_and_the_rerun_resumes(tmp_path):
-    preset = tmp_path / "tiny.yaml"
-    preset.write_text(yaml.safe_dump(TINY))
+def test_sigterm_writes_a_checkpoint_and_the_rerun_resumes(tmp_path, tiny_preset):
+    preset = tiny_preset()  # conftest.TINY_PRESET: endless, a metrics line every step
     data = tmp_path / "images"
     data.mkdir()
     for i in range(3):  # small files: decoding the sample set's large photos would dominate the run

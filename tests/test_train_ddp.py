@@ -56,9 +56,9 @@ def test_torchrun_two_ranks_end_identical_and_only_rank0_writes(tmp_path):
     assert ckpt["data_position"] == {"per_rank": 6, "world_size": 2}
     assert not torch.equal(ckpt["rng"]["ranks"][0]["torch"], ckpt["rng"]["ranks"][1]["torch"])
 
-    # Only rank 0 wrote: one metrics line per step, and nothing but the expected files.
+    # Only rank 0 wrote: one metrics line per step, and nothing but the expected files (rank 0 held the lock).
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert files == ["checkpoints/last.pt", "checkpoints/step-0000002.pt", "config.yaml", "metrics.jsonl",
-                     "samples/step-0000003.png"]
+    assert files == [".litevae.lock", "checkpoints/last.pt", "checkpoints/step-0000002.pt", "config.yaml",
+                     "metrics.jsonl", "samples/step-0000003.png"]

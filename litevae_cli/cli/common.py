@@ -1,7 +1,9 @@
 """What every subcommand shares: option aliases and the one-line error contract.
 
 `UserError` (and the data layer's DataError, a subclass) becomes one line on stderr and exit code 2,
-with no traceback. Commands import torch inside their bodies so `litevae --help` stays fast.
+with no traceback; so does an OSError no command turned into one (a disk that fails mid-write).
+`Stopped` (a stop signal, a dead loader worker) prints its one line and exits with its code
+(128 + signal). Commands import torch inside their bodies so `litevae --help` stays fast.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from litevae_cli.errors import UserError
+from litevae_cli.errors import Stopped, UserError, one_line
 
 EXIT_USER_ERROR = 2
 
@@ -28,8 +30,11 @@ def write_json(path: Path, obj: dict) -> None:
     """Write a command's `--json` report (parents created) and say where."""
     import json
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2) + "\n")
+    from litevae_cli.outputs import writing
+
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(obj, indent=2) + "\n")
     typer.echo(f"wrote {path}")
 
 
@@ -47,7 +52,12 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as err:
-            fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+            fail(one_line(err, 10_000))
+        except OSError as err:
+            fail(f"{f'{err.filename}: ' if err.filename else ''}{err.strerror or one_line(err)}")
+        except Stopped as stop:
+            typer.secho(one_line(stop, 10_000), err=True)
+            raise typer.Exit(stop.code) from None
         except KeyboardInterrupt:
             typer.secho("interrupted", err=True)
             sys.exit(130)

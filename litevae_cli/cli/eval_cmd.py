@@ -1,7 +1,9 @@
 """`litevae eval`: reconstruction metrics (rFID, LPIPS, PSNR, SSIM) under the field's protocol.
 
-Validates the options and locates every weight file first (a missing one stops the command before any
-model is loaded), then makes one call to `evaluate.run_eval` and prints the protocol and a table.
+Validates the options, checks that --json can be written and locates every weight file first (a
+missing one stops the command before any model is loaded), then makes one call to `evaluate.run_eval`
+and prints the protocol and a table. With --json, unreadable images are listed in NAME.skipped.txt
+beside the JSON file.
 """
 
 from __future__ import annotations
@@ -46,11 +48,14 @@ def eval_command(
     """
     from litevae_cli.evaluate import (EvalOptions, check_options, locate_weights, parse_metrics, parse_resolutions,
                                       required_weights)
+    from litevae_cli.outputs import check_out_file, skipped_lines, writing
 
     opts = EvalOptions(metrics=parse_metrics(metrics), resolutions=parse_resolutions(resolution),
                        batch_size=batch_size or 16, limit=limit, crop=crop, lpips_net=lpips_net,
                        weights_dir=weights_dir, use_ema=not no_ema, workers=workers)
     check_options(opts)
+    if json_out is not None:
+        check_out_file(json_out, "--json")
     locate_weights(required_weights(opts.metrics, opts.lpips_net), weights_dir)  # before torch work
 
     from litevae_cli.evaluate import run_eval
@@ -63,9 +68,15 @@ def eval_command(
         teardown_runtime(rt)
     if not rt.is_main:
         return
+    skipped = report.pop("skipped_files")
     print_report(report)
     if json_out is not None:
         write_json(json_out, report)
+        listed = json_out.with_name(f"{json_out.stem}.skipped.txt")
+        with writing(listed):
+            listed.write_text(skipped_lines(skipped))
+        if skipped:
+            typer.echo(f"{len(skipped)} unreadable image(s) listed in {listed}")
 
 
 def print_report(report: dict) -> None:

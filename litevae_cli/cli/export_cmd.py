@@ -24,6 +24,9 @@ def export(
       litevae export runs/b12 litevae-b12.safetensors
     """
     from litevae_cli.checkpoint import export_model, load_autoencoder
+    from litevae_cli.outputs import check_out_file, writing
 
-    path = export_model(model, out, use_ema=not no_ema)
+    check_out_file(out, "OUT")
+    with writing(out):
+        path = export_model(model, out, use_ema=not no_ema)
     typer.echo(f"exported {load_autoencoder(path).describe()}")

@@ -1,7 +1,9 @@
 """`litevae inspect-latents`: posterior statistics, MMD to N(0, I), scale/shift and plots of a latent space.
 
 Two sources: MODEL encoding `--data` images at `--resolution`, or `--latents` pointing at the shards
-written by `litevae encode-dataset` (no model needed). One call to `inspect_latents.inspect`.
+written by `litevae encode-dataset` (no model needed). One call to `inspect_latents.inspect`. The outputs
+are checked before any work; with --data, unreadable images are skipped, counted in the report and
+listed in OUT/skipped.txt.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def inspect_latents_command(
     latents: Annotated[Optional[str], typer.Option("--latents", help="Instead of MODEL + --data: an "
                                                    "encode-dataset output directory (latents-*.tar) or a "
                                                    "brace pattern of its shards.")] = None,
-    resolution: Annotated[int, typer.Option("--resolution", min=8, help="Encode at this resolution "
+    resolution: Annotated[int, typer.Option("--resolution", help="Encode at this resolution "
                                             "(shorter side + center crop).")] = 256,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N images.")] = None,
     mmd_samples: Annotated[int, typer.Option("--mmd-samples", min=2, help="Images used for the MMD and the "
@@ -53,11 +55,16 @@ def inspect_latents_command(
         raise UserError("give either --latents, or MODEL with --data, not both")
     if latents is None and (model is None or data is None):
         raise UserError("give MODEL and --data (images to encode), or --latents DIR (encode-dataset shards)")
-    if resolution % 8:
-        raise UserError(f"--resolution must be a multiple of 8, got {resolution}")
 
     from litevae_cli import inspect_latents as il
+    from litevae_cli.data import check_side
+    from litevae_cli.outputs import SKIPPED_NAME, SkipLog, check_out_dir, check_out_file, writing
     from litevae_cli.progress import make_progress
+
+    check_side(resolution, "--resolution")
+    check_out_dir(out)
+    if json_out is not None:
+        check_out_file(json_out, "--json")
 
     bs = batch_size or 16
     if latents is not None:
@@ -68,9 +75,11 @@ def inspect_latents_command(
     else:
         from litevae_cli.checkpoint import load_autoencoder
         from litevae_cli.data import resolve_source
+        from litevae_cli.loaders import require_readable
         from litevae_cli.runtime import setup_runtime
 
         source = resolve_source(data)
+        require_readable(source)
         rt = setup_runtime(device, precision or "fp32", init_distributed=False)
         loaded = load_autoencoder(model, use_ema=not no_ema)
         net = loaded.model.to(rt.device).eval()
@@ -80,9 +89,15 @@ def inspect_latents_command(
                           "path": str(loaded.path), "step": loaded.step, "ema": loaded.used_ema},
                 "data": str(data), "resolution": resolution}
         typer.echo(f"model: {loaded.describe()}")
+        with writing(out):
+            Path(out).mkdir(parents=True, exist_ok=True)
+        skips = SkipLog(Path(out) / SKIPPED_NAME, typer.echo)
         with make_progress() as progress:
-            batches = il.encode_images(net, source, resolution, bs, rt, limit)
+            batches = il.encode_images(net, source, resolution, bs, rt, limit, skips=skips)
             report = il.inspect(batches, out, title, mmd_samples, examples, seed, progress, total)
+        meta["skipped"] = skips.count
+        if skips.count:
+            typer.echo(skips.summary())
     report = {**meta, **report}
     print_report(report)
     if json_out is not None:

@@ -16,7 +16,7 @@ def reconstruct(
         help="Checkpoint .pt, run directory (its last checkpoint) or exported .safetensors.")],
     images: Annotated[list[str], typer.Argument(help="Image files or folders.")],
     out: OutDirOpt,
-    resolution: Annotated[Optional[int], typer.Option("--resolution", min=8,
+    resolution: Annotated[Optional[int], typer.Option("--resolution",
         help="Resize the shorter side to R and center crop RxR (default 256).")] = None,
     native: Annotated[bool, typer.Option("--native",
         help="Keep every image at its own size (no resize or crop).")] = False,

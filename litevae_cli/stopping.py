@@ -1,0 +1,131 @@
+"""Stopping cleanly: SIGTERM/SIGINT and a dead data-loader worker become a flag the loops check.
+
+The stop semantics every long command shares (training, encode-dataset, eval):
+- The main process owns the signals. `StopSignal` turns SIGTERM/SIGINT into a flag (a second SIGINT
+  interrupts at once). DataLoader workers ignore both (`ignore_stop_signals`, run by their
+  worker_init_fn), so a signal to the whole process group (`kill -TERM -- -PGID`, Ctrl-C in a
+  terminal, a job scheduler) reaches the loop instead of killing the workers under it.
+- Loops check the flag BEFORE fetching the next batch (`batches`, `requested`): the batch in hand is
+  finished, the next one is not started.
+- A worker that dies anyway (the OOM killer, a crash) is a stop too. PyTorch's SIGCHLD handler, which
+  raises in the middle of whatever the main process is doing (an optimizer step, a checkpoint
+  write), is replaced by one that only records the death (`watch`), and the loader's "worker exited
+  unexpectedly" error at the next fetch becomes a stop (`fetch`).
+- `reason` is the start of the command's one-line message; `exit_code` is 128 + the signal (the one
+  received, or the one that killed the worker).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import Iterator, Optional
+
+from litevae_cli.errors import one_line
+
+
+def ignore_stop_signals() -> None:
+    """In a DataLoader worker: SIGINT and SIGTERM are the main process's to act on."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+class StopSignal:
+    """A context manager: while inside, SIGTERM/SIGINT and dead workers set `requested` (module docstring)."""
+
+    def __init__(self):
+        self.signum: Optional[int] = None  # the stop signal received
+        self.worker: Optional[str] = None  # what happened to a data-loader worker that died
+        self.worker_signal: Optional[int] = None  # the signal that killed it, when known
+        self._old: dict = {}
+        self._workers: tuple[int, ...] = ()
+        self._iterators: list = []  # watched loader iterators, shut down before PyTorch's handler returns
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> "StopSignal":
+        if hasattr(signal, "SIGTERM") and _in_main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for it in self._iterators:  # its workers end while a dead one is still only recorded, not raised
+            getattr(it, "_shutdown_workers", lambda: None)()
+        self._iterators.clear()
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        self._old.clear()
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None or self.worker is not None
+
+    @property
+    def reason(self) -> str:
+        if self.signum is not None:
+            return f"{signal.Signals(self.signum).name} received"
+        return self.worker or "stopped on another rank"
+
+    @property
+    def exit_code(self) -> int:
+        sig = self.signum or self.worker_signal
+        return 128 + sig if sig else (1 if self.worker else 128 + signal.SIGTERM)
+
+    # ------------------------------------------------------------------ data-loader workers
+    def watch(self, iterator) -> None:
+        """Call right after `iter(loader)` started its workers: record their deaths instead of
+        letting PyTorch raise at an arbitrary point of the main process."""
+        if not hasattr(signal, "SIGCHLD") or not _in_main_thread() or "Multi" not in type(iterator).__name__:
+            return  # no worker processes (workers=0), or not a platform with SIGCHLD
+        self._workers = tuple(w.pid for w in getattr(iterator, "_workers", ()))
+        self._iterators.append(iterator)
+        old = signal.signal(signal.SIGCHLD, self._child_exited)
+        self._old.setdefault(signal.SIGCHLD, old)
+
+    def _child_exited(self, signum, frame) -> None:
+        if not hasattr(os, "waitid"):
+            return  # the next fetch reports the death
+        for pid in self._workers:
+            try:  # WNOWAIT: look without reaping, so multiprocessing still sees its child
+                info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except OSError:
+                continue
+            if info is None or (info.si_code == os.CLD_EXITED and info.si_status == 0):
+                continue  # still running, or a normal exit at the end of an epoch
+            if info.si_code == os.CLD_EXITED:
+                self.worker = f"data loader worker {pid} exited with status {info.si_status}"
+            else:
+                self.worker_signal = info.si_status
+                name = signal.Signals(info.si_status).name if info.si_status in signal.valid_signals() else ""
+                self.worker = f"data loader worker {pid} was killed by {name or f'signal {info.si_status}'}"
+
+    def fetch(self, iterator):
+        """next(iterator); None at the end of the data, or when a worker died (then `requested` is set)."""
+        try:
+            return next(iterator)
+        except StopIteration:
+            return None
+        except RuntimeError as err:
+            if "DataLoader worker" not in str(err):
+                raise
+            self.worker = self.worker or one_line(err).replace("DataLoader", "data loader")
+            return None
+
+    def batches(self, loader) -> Iterator:
+        """The loader's batches; ends early once a stop is requested (checked before each fetch)."""
+        it = iter(loader)
+        self.watch(it)
+        while not self.requested:
+            batch = self.fetch(it)
+            if batch is None:
+                return
+            yield batch
