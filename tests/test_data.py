@@ -225,3 +225,18 @@ def test_eval_transform_adm_matches_center_crop_arr():
     ref = ref.resize((round(175 * 100 / 112), 100), Image.BICUBIC)
     arr = np.array(ref)[:, 28:128]
     assert torch.equal(x, D.pil_to_tensor(Image.fromarray(arr)))
+
+
+def test_sample_photos_are_decoded_once_and_other_files_every_time(tmp_path):
+    from PIL import Image
+
+    from litevae_cli.data import load_image
+    from litevae_cli.sample_images import sample_files
+
+    path = dict(sample_files("sample"))["retina"]
+    assert load_image(path) is load_image(path)
+    Image.new("RGB", (20, 20), (10, 20, 30)).save(tmp_path / "a.png")
+    first = load_image(str(tmp_path / "a.png"))
+    Image.new("RGB", (20, 20), (200, 20, 30)).save(tmp_path / "a.png")  # same path, new content
+    assert first is not load_image(str(tmp_path / "a.png"))
+    assert load_image(str(tmp_path / "a.png")).getpixel((0, 0)) == (200, 20, 30)

@@ -34,3 +34,34 @@ def test_demo_pipeline_at_toy_size(tmp_path):
     samples = list(wds.WebDataset(shards, shardshuffle=False))
     assert len(samples) == stats["count"] == 9  # sample-all: 9 photographs
     assert "done in" in run.stdout
+
+
+def _readme_demo_table() -> dict[str, dict[str, str]]:
+    """The README's demo-preset table: {preset: {column: cell}}."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| demo preset |"))
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = dict(zip(header, cells))
+    return rows
+
+
+def test_demo_presets_are_what_the_readme_states():
+    from litevae_cli.config import load_config
+
+    rows = _readme_demo_table()
+    assert set(rows) == {"demo", "demo-finetune"}
+    for name, row in rows.items():
+        cfg = load_config(name)
+        assert row["model"] == f"{cfg.model.encoder} + {cfg.model.decoder} {cfg.model.decoder_kwargs['channels']} " \
+                               f"{tuple(cfg.model.decoder_kwargs['mults'])}, nz {cfg.model.nz}", name
+        assert int(row["steps"]) == cfg.train.steps and int(row["batch"]) == cfg.train.batch_size, name
+        assert int(row["crop"]) == cfg.data.resolution, name
+        assert float(row["lr"]) == cfg.optim.lr and float(row["KL weight"]) == cfg.loss.kl, name
+        assert float(row["EMA"]) == cfg.train.ema_decay, name
+        assert float(row["log-variance init"]) == cfg.model.encoder_kwargs["logvar_init"], name
+        assert row["discriminator"] == (cfg.discriminator.name or "none"), name

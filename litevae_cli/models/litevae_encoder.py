@@ -70,7 +70,7 @@ class LiteVAEEncoder(nn.Module):
 
     def __init__(self, nz: int = 12, extractor_channels: int = 32, extractor_mults: tuple[int, ...] = (1, 2, 3),
                  aggregator_channels: int = 32, aggregator_mults: tuple[int, ...] = (1, 2, 3),
-                 num_res_blocks: int = 2, dropout: float = 0.0, wavelet: str = "haar"):
+                 num_res_blocks: int = 2, dropout: float = 0.0, wavelet: str = "haar", logvar_init: float = 0.0):
         super().__init__()
         self.nz = nz  # latent channels
         self.wavelet = wavelet  # DWT front end; haar in the paper
@@ -81,7 +81,11 @@ class LiteVAEEncoder(nn.Module):
         )
         self.aggregator = ResampleFreeUNet(bands * self.levels, 2 * nz, aggregator_channels,
                                            tuple(aggregator_mults), num_res_blocks, dropout)
-
+        # Offset of the log-variance half of the output bias. 0 (the default, as any conv init) starts the
+        # posterior at std ~1, i.e. the decoder first sees mostly noise: irrelevant over 100k steps, but it
+        # dominates a few-minute CPU run (BENCHMARKS.md, demo curves), where the demo preset sets -6.
+        with torch.no_grad():
+            self.aggregator.conv_out.bias[nz:] += logvar_init
     def wavelet_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The 3 DWT levels of x, level l divided by 2^l (P Sec. 3), in float32."""
         return [coeffs / 2.0 ** (level + 1) for level, coeffs in enumerate(wavedec2(x, self.levels, self.wavelet))]
@@ -98,9 +102,10 @@ class LiteVAEEncoder(nn.Module):
 
 
 def _scale(extractor_channels, extractor_mults, aggregator_channels, aggregator_mults):
-    def build(nz: int = 12, num_res_blocks: int = 2, dropout: float = 0.0, wavelet: str = "haar") -> LiteVAEEncoder:
+    def build(nz: int = 12, num_res_blocks: int = 2, dropout: float = 0.0, wavelet: str = "haar",
+              logvar_init: float = 0.0) -> LiteVAEEncoder:
         return LiteVAEEncoder(nz, extractor_channels, extractor_mults, aggregator_channels, aggregator_mults,
-                              num_res_blocks, dropout, wavelet)
+                              num_res_blocks, dropout, wavelet, logvar_init)
     return build
 
 
