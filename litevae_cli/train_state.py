@@ -12,6 +12,7 @@ The loop itself is in `litevae_cli.train`.
 from __future__ import annotations
 
 import copy
+import json
 import random
 import shlex
 import sys
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, load_weights, resolve_model_path
+from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_autoencoder, load_weights
 from litevae_cli.config import Config, config_to_dict
 from litevae_cli.data import source_id
 from litevae_cli.errors import UserError, as_user_error
@@ -226,17 +227,15 @@ def load_resume(rt: Runtime, state: TrainState, ckpt: dict, path: Path) -> Optio
 
 
 def load_init_weights(state: TrainState, cfg: Config, path: str | Path) -> bool:
-    """finetune --from: the checkpoint's EMA weights when present (else its raw weights) into the
-    autoencoder and the EMA copy; the discriminator, optimizers and step stay fresh. Returns used_ema."""
-    path = resolve_model_path(path)  # a checkpoint file, or a run directory -> its last checkpoint
-    ckpt = load_checkpoint(path, map_location="cpu")
-    if ckpt.get("model_spec") != _spec_dict(cfg):
-        theirs = ckpt.get("model_spec") or {}
-        raise UserError(f"--from {path} holds {_describe(theirs)} but the preset wants "
-                        f"{_describe(_spec_dict(cfg))}")
-    used_ema = ckpt.get("ema") is not None
-    weights = ckpt["ema"] if used_ema else ckpt.get("model")
-    load_weights(state.model, weights, f"--from {path}")
+    """finetune --from: a MODEL's weights (a checkpoint's EMA weights when present, else its raw weights;
+    an export; a diffusers folder) into the autoencoder and the EMA copy; the discriminator, optimizers and
+    step stay fresh. Returns used_ema."""
+    loaded = load_autoencoder(path)  # a checkpoint, a run directory, an export or a diffusers folder
+    theirs, ours = loaded.spec.to_dict(), _spec_dict(cfg)
+    if json.loads(json.dumps(theirs)) != json.loads(json.dumps(ours)):  # tuples from a .pt, lists from JSON
+        raise UserError(f"--from {loaded.path} holds {_describe(theirs)} but the preset wants {_describe(ours)}")
+    weights = loaded.model.state_dict()
+    load_weights(state.model, weights, f"--from {loaded.path}")
     if state.ema is not None:
         state.ema.load_state_dict(weights)
-    return used_ema
+    return loaded.used_ema
