@@ -38,7 +38,8 @@ from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from litevae_cli.checkpoint import CHECKPOINT_VERSION, load_autoencoder
-from litevae_cli.diffusers_folder import CLASS_NAME, VERSION_KEY, is_diffusers_folder
+from litevae_cli.diffusers_folder import CLASS_NAME, is_diffusers_folder
+from litevae_cli.errors import UserError, one_line
 from litevae_cli.latent_stats import normalization_factors
 from litevae_cli.models.autoencoder import Autoencoder, build_autoencoder
 from litevae_cli.models.layers import Upsample
@@ -191,10 +192,13 @@ class LiteVAE(ModelMixin, ConfigMixin):
         it or its folder, or its dict). A stats.json of another model's latents is refused (latent channels)."""
         if not isinstance(stats, dict):
             path = Path(stats) / STATS_NAME if Path(stats).is_dir() else Path(stats)
-            stats = json.loads(path.read_text())
+            try:
+                stats = json.loads(path.read_text())
+            except (OSError, ValueError) as err:
+                raise UserError(f"cannot read latent statistics {path}: {one_line(err, 200)}") from None
         if stats.get("nz") not in (None, self.config.latent_channels):
-            raise ValueError(f"these statistics are of {stats.get('nz')}-channel latents; this model has "
-                             f"{self.config.latent_channels}")
+            raise UserError(f"these statistics are of {stats.get('nz')}-channel latents; this model has "
+                            f"{self.config.latent_channels}")
         scale, shift = normalization_factors(stats, sample=True)
         self.register_to_config(scaling_factor=scale, shift_factor=shift)
 
