@@ -26,6 +26,7 @@ diffusion_pytorch_model.safetensors (`litevae_cli.diffusers_folder`).
 from __future__ import annotations
 
 import json
+import re
 from fractions import Fraction
 from pathlib import Path
 from typing import Optional
@@ -38,7 +39,7 @@ from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from litevae_cli.checkpoint import CHECKPOINT_VERSION, load_autoencoder
-from litevae_cli.diffusers_folder import CLASS_NAME, is_diffusers_folder
+from litevae_cli.diffusers_folder import CLASS_NAME, is_diffusers_folder, read_config
 from litevae_cli.errors import UserError, one_line
 from litevae_cli.latent_stats import normalization_factors
 from litevae_cli.models.autoencoder import Autoencoder, build_autoencoder
@@ -171,10 +172,18 @@ class LiteVAE(ModelMixin, ConfigMixin):
         folder) whose sampled-latent factors become scaling_factor / shift_factor. Returns eval mode."""
         path = Path(pretrained_model_name_or_path)
         folder = path / kwargs["subfolder"] if kwargs.get("subfolder") else path
-        if is_diffusers_folder(folder) or not path.exists():
+        if is_diffusers_folder(folder) or _hub_id(pretrained_model_name_or_path):
+            if path.exists():
+                read_config(folder)  # another diffusers model's folder is a one-line error, as in the CLI
             if not _accelerate_available():
                 kwargs.setdefault("low_cpu_mem_usage", False)  # diffusers' default needs accelerate
-            vae = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+            try:
+                vae = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+            except OSError as err:
+                if path.exists():
+                    raise
+                raise UserError(f"model not found: {path} is no local path, and as a Hugging Face Hub id: "
+                                f"{one_line(err, 200)}") from None
         else:
             loaded = load_autoencoder(path, use_ema=use_ema)
             resolution = ((loaded.config or {}).get("data") or {}).get("resolution") or DEFAULT_SAMPLE_SIZE
@@ -201,6 +210,13 @@ class LiteVAE(ModelMixin, ConfigMixin):
                             f"{self.config.latent_channels}")
         scale, shift = normalization_factors(stats, sample=True)
         self.register_to_config(scaling_factor=scale, shift_factor=shift)
+
+
+def _hub_id(name) -> bool:
+    """"owner/name" that is no local path: a Hugging Face Hub repository, for diffusers to fetch."""
+    text = str(name)
+    return (not Path(text).exists() and Path(text).suffix not in (".pt", ".safetensors")
+            and re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text) is not None)
 
 
 def _default_overlap(tile: int) -> int:

@@ -258,3 +258,20 @@ def test_export_diffusers_folder_with_stats_and_finetune_from_it(tiny_ckpt, tiny
                      overrides=["optim.lr=0.0"]) == 0
         got = load_checkpoint(out / "checkpoints" / "last.pt")["model"]
         assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_foreign_folders_and_bad_paths_are_one_line_errors(tmp_path, tiny_ckpt):
+    from diffusers import AutoencoderKL
+
+    from litevae_cli.errors import UserError
+
+    AutoencoderKL(block_out_channels=(8,), norm_num_groups=8, latent_channels=4).save_pretrained(tmp_path / "kl")
+    for load in (litevae_cli.load, load_autoencoder):
+        with pytest.raises(UserError, match="describes a AutoencoderKL model, not a LiteVAE"):
+            load(tmp_path / "kl")
+    with pytest.raises(UserError, match="model not found"):
+        litevae_cli.load(tmp_path / "nope.pt")
+    with pytest.raises(UserError, match="model not found: runs/nope is no local path"):  # could be a Hub id
+        litevae_cli.load("runs/nope", local_files_only=True)  # looked up in the local Hub cache only
+    res = CliRunner().invoke(app, ["export", tiny_ckpt, str(tmp_path / "m.safetensors"), "--format", "diffusers"])
+    assert res.exit_code == 2 and "writes a folder" in res.output

@@ -52,6 +52,8 @@ def export(
             path = export_model(model, out, use_ema=not no_ema)
         typer.echo(f"exported {load_autoencoder(path).describe()}")
         return
+    if out.suffix == ".safetensors":
+        raise UserError(f"--format diffusers writes a folder, but OUT {out} ends in .safetensors")
     if stats is not None and not (stats / "stats.json" if stats.is_dir() else stats).is_file():
         raise UserError(f"--stats: no stats.json at {stats}")
     check_out_dir(out, "OUT")
