@@ -1,9 +1,10 @@
 """The diffusers folder of a LiteVAE (`save_pretrained` layout), read without importing diffusers.
 
 The folder holds:
-  config.json                          the `LiteVAE` config: `_class_name` "LiteVAE", the encoder and decoder
-                                       registry names (encoder_type, decoder_type), latent_channels, their kwargs, the format version and
-                                       the normalisation factors (see `litevae_cli.diffusers_vae`)
+  config.json                          the `LiteVAE` config: `_class_name` "LiteVAE", the encoder and
+                                       decoder registry names (encoder_type, decoder_type), latent_channels,
+                                       their kwargs, the format version and the normalisation factors
+                                       (see `litevae_cli.diffusers_vae`)
   diffusion_pytorch_model.safetensors  the autoencoder's weights, with the same keys as a training
                                        checkpoint's `model` (encoder.*, decoder.*)
 `litevae_cli.diffusers_vae.LiteVAE` writes and reads it through diffusers. This module lets every MODEL

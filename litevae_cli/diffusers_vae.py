@@ -83,7 +83,8 @@ class LiteVAE(ModelMixin, ConfigMixin):
         self.encoder, self.decoder, self.spec = ae.encoder, ae.decoder, ae.spec
         widths = decoder_widths(self.decoder)
         if 2 ** (len(widths) - 1) != DOWNSCALE:
-            raise ValueError(f"decoder {decoder_type} upsamples {2 ** (len(widths) - 1)}x; {CLASS_NAME} needs {DOWNSCALE}x")
+            raise ValueError(f"decoder {decoder_type} upsamples {2 ** (len(widths) - 1)}x; "
+                             f"{CLASS_NAME} needs {DOWNSCALE}x")
         if block_out_channels is not None and tuple(block_out_channels) != widths:
             raise ValueError(f"block_out_channels {tuple(block_out_channels)} do not match the decoder's {widths}")
         self.register_to_config(block_out_channels=widths)
@@ -155,8 +156,8 @@ class LiteVAE(ModelMixin, ConfigMixin):
     def from_autoencoder(cls, ae: Autoencoder, **config) -> "LiteVAE":
         """A LiteVAE (on the CPU) holding a copy of `ae`'s weights, with extra config values (sample_size, ...)."""
         s = ae.spec
-        vae = cls(encoder_type=s.encoder, decoder_type=s.decoder, latent_channels=s.nz, encoder_kwargs=dict(s.encoder_kwargs),
-                  decoder_kwargs=dict(s.decoder_kwargs), **config)
+        vae = cls(encoder_type=s.encoder, decoder_type=s.decoder, latent_channels=s.nz,
+                  encoder_kwargs=dict(s.encoder_kwargs), decoder_kwargs=dict(s.decoder_kwargs), **config)
         vae.load_state_dict(ae.state_dict())
         dtype = next(ae.parameters()).dtype
         return vae if dtype == vae.dtype else vae.to(dtype)

@@ -82,7 +82,8 @@ def test_latent_dist_matches_diffusers_distribution_and_ours():
 
 def test_save_pretrained_round_trip_is_bit_identical(vae, tmp_path):
     vae.save_pretrained(tmp_path / "vae")
-    assert sorted(p.name for p in (tmp_path / "vae").iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors"]
+    files = sorted(p.name for p in (tmp_path / "vae").iterdir())
+    assert files == ["config.json", "diffusion_pytorch_model.safetensors"]
     back = litevae_cli.LiteVAE.from_pretrained(tmp_path / "vae")
     public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}  # noqa: E731
     assert _state_equal(vae, back) and public(back.config) == public(vae.config)
@@ -221,7 +222,8 @@ def test_tiled_encode_places_tiles_and_slicing_changes_nothing(vae):
         tiled = vae.encode(x).latent_dist
         vae.disable_tiling()
         left, right = vae.encode(x[..., :96]).latent_dist.mean, vae.encode(x[..., 64:]).latent_dist.mean
-    assert torch.allclose(sliced.parameters, ref.parameters, atol=1e-5) and torch.allclose(sliced_images, images, atol=1e-5)
+    assert torch.allclose(sliced.parameters, ref.parameters, atol=1e-5)
+    assert torch.allclose(sliced_images, images, atol=1e-5)
     assert tiled.mean.shape == ref.mean.shape == (3, 4, 12, 20)
     # Where one tile alone covers the latent, it is that crop's encoding (the encoder's GroupNorm sees the
     # tile's statistics, so tiled encoding approximates the untiled one; decoding has no such layer).
@@ -237,7 +239,8 @@ def test_export_diffusers_folder_with_stats_and_finetune_from_it(tiny_ckpt, tiny
         "sample": {"scaling_factor": 0.8, "shift_factor": 0.1, "channel_scaling_factor": [1] * 4,
                    "channel_shift_factor": [0] * 4}}}))
     runner = CliRunner()
-    res = runner.invoke(app, ["export", tiny_ckpt, str(tmp_path / "hf"), "--format", "diffusers", "--stats", str(stats)])
+    res = runner.invoke(app, ["export", tiny_ckpt, str(tmp_path / "hf"), "--format", "diffusers",
+                              "--stats", str(stats)])
     assert res.exit_code == 0, res.output
     assert "scaling_factor 0.8" in res.output
     config = json.loads((tmp_path / "hf" / "config.json").read_text())

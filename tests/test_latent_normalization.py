@@ -64,7 +64,8 @@ def test_stats_json_has_mean_and_sample_factors(workdir):
     per_channel = (mu.var(dim=(0, 2, 3), unbiased=False) + sigma2.mean(dim=(0, 2, 3))).rsqrt()
     assert np.allclose(norm["sample"]["channel_scaling_factor"], per_channel.numpy(), rtol=1e-9)
     assert stats["posterior_std_mean"] == pytest.approx(sigma2.sqrt().mean().item())
-    assert normalization_factors(stats, sample=True) == (norm["sample"]["scaling_factor"], norm["sample"]["shift_factor"])
+    sampled = norm["sample"]
+    assert normalization_factors(stats, sample=True) == (sampled["scaling_factor"], sampled["shift_factor"])
 
 
 @pytest.mark.parametrize("sample", [True, False])
