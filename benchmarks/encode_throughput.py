@@ -4,7 +4,7 @@ Both sides use the same model (a freshly initialised registry encoder, saved as 
 size, precision, device and images:
   raw            the encoder's forward pass on the images already decoded, transformed and batched in
                  memory (on the device), timed after one warm-up batch, synchronised at the end;
-  encode-dataset the library call `litevae_cli.encode.encode_dataset` on a folder of the same JPEGs
+  encode-dataset the library call `litevae_cli.latents.encode.encode_dataset` on a folder of the same JPEGs
                  (decode, resize/crop, host->device, encode, device->host, serialise, tar writing,
                  stats), timed by its own loop clock (model loading and hashing excluded, worker
                  start-up included).
@@ -28,7 +28,7 @@ import torch
 
 def make_images(folder: Path, count: int, seed: int = 0) -> None:
     from litevae_cli.data import load_image
-    from litevae_cli.sample_images import sample_files
+    from litevae_cli.data.samples import sample_files
 
     photos = [load_image(p) for _, p in sample_files("sample-all")]
     rng = np.random.default_rng(seed)
@@ -83,7 +83,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from litevae_cli.checkpoint import CHECKPOINT_FORMAT, save_atomic
-    from litevae_cli.encode import encode_dataset
+    from litevae_cli.latents.encode import encode_dataset
     from litevae_cli.models import build_autoencoder
     from litevae_cli.runtime import setup_runtime
 

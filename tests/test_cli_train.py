@@ -15,7 +15,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-import litevae_cli.train
+import litevae_cli.training.loop
 from litevae_cli.cli import app
 
 runner = CliRunner()
@@ -28,7 +28,7 @@ def _one_line_error(result):
 
 def test_commands_pass_their_options_to_one_library_call(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(litevae_cli.train, "train", lambda *a, **kw: calls.append((a, kw)) or 0)
+    monkeypatch.setattr(litevae_cli.training.loop, "train", lambda *a, **kw: calls.append((a, kw)) or 0)
     common = ["--preset", "demo", "--data", "sample", "--out", str(tmp_path / "o"), "--steps", "5",
               "--batch-size", "2", "--device", "cpu", "--precision", "fp32", "--set", "optim.lr=2e-4",
               "--set", "log.every=1", "--workers", "0", "--weights-dir", str(tmp_path)]

@@ -39,7 +39,7 @@ def test_recipe_numbers():
 
 
 def test_b_presets_train_with_vgg_lpips_and_eval_reports_alexnet():
-    from litevae_cli.evaluate import EvalOptions
+    from litevae_cli.metrics.evaluate import EvalOptions
 
     for name in ("b-pretrain", "b-finetune"):
         cfg = load_config(name)

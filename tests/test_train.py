@@ -16,10 +16,10 @@ from PIL import Image
 from litevae_cli.checkpoint import load_checkpoint
 from litevae_cli.config import config_from_dict
 from litevae_cli.errors import UserError
-from litevae_cli.losses import GeneratorLoss
+from litevae_cli.training.losses import GeneratorLoss
 from litevae_cli.runtime import setup_runtime
-from litevae_cli.train import train, train_step
-from litevae_cli.train_state import build_train_state, capture_rng, restore_rng
+from litevae_cli.training.loop import train, train_step
+from litevae_cli.training.state import build_train_state, capture_rng, restore_rng
 
 TINY = {
     "name": "tiny", "phase": "pretrain",

@@ -1,4 +1,4 @@
-"""`litevae encode-dataset`: validate the options, call `litevae_cli.encode.encode_dataset`, print a summary."""
+"""`litevae encode-dataset`: validate the options, call `litevae_cli.latents.encode.encode_dataset`, print a summary."""
 
 from __future__ import annotations
 
@@ -44,8 +44,8 @@ def encode_dataset(
       litevae encode-dataset runs/b12 --data /data/imagenet/train --out latents/in256 --flip\n
       torchrun --nproc_per_node 8 -m litevae_cli encode-dataset model.safetensors --data 'shards/{000000..000999}.tar' --out latents/
     """
-    from litevae_cli.encode import encode_dataset as run
-    from litevae_cli.latent_reader import STATS_NAME
+    from litevae_cli.latents.encode import encode_dataset as run
+    from litevae_cli.latents.reader import STATS_NAME
 
     result = run(model, data, Path(out), resolution=resolution, batch_size=batch_size or 32, shard_size=shard_size,
                  flip=flip, dtype=dtype, overwrite=overwrite, device=device, precision=precision or "fp32",

@@ -46,7 +46,7 @@ def eval_command(
       litevae eval runs/b12 --data sample-holdout --metrics psnr,ssim\n
       litevae eval model.safetensors --data /data/imagenet/val --metrics rfid,lpips,psnr,ssim --resolution 256,512 --json eval.json
     """
-    from litevae_cli.evaluate import (EvalOptions, check_options, locate_weights, parse_metrics, parse_resolutions,
+    from litevae_cli.metrics.evaluate import (EvalOptions, check_options, locate_weights, parse_metrics, parse_resolutions,
                                       required_weights)
     from litevae_cli.outputs import check_out_file, skipped_lines, writing
 
@@ -58,7 +58,7 @@ def eval_command(
         check_out_file(json_out, "--json")
     locate_weights(required_weights(opts.metrics, opts.lpips_net), weights_dir)  # before torch work
 
-    from litevae_cli.evaluate import run_eval
+    from litevae_cli.metrics.evaluate import run_eval
     from litevae_cli.runtime import setup_runtime, teardown_runtime
 
     rt = setup_runtime(device, precision or "fp32")

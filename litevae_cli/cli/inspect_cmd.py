@@ -56,7 +56,7 @@ def inspect_latents_command(
     if latents is None and (model is None or data is None):
         raise UserError("give MODEL and --data (images to encode), or --latents DIR (encode-dataset shards)")
 
-    from litevae_cli import inspect_latents as il
+    from litevae_cli.latents import inspect as il
     from litevae_cli.data import check_side
     from litevae_cli.outputs import SKIPPED_NAME, SkipLog, check_out_dir, check_out_file, writing
     from litevae_cli.progress import make_progress
@@ -75,7 +75,7 @@ def inspect_latents_command(
     else:
         from litevae_cli.checkpoint import load_autoencoder
         from litevae_cli.data import resolve_source
-        from litevae_cli.loaders import require_readable
+        from litevae_cli.data.loaders import require_readable
         from litevae_cli.runtime import setup_runtime
 
         source = resolve_source(data)

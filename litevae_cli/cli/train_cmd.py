@@ -1,4 +1,4 @@
-"""`litevae pretrain` and `litevae finetune`: thin Typer commands over `litevae_cli.train.train`.
+"""`litevae pretrain` and `litevae finetune`: thin Typer commands over `litevae_cli.training.loop.train`.
 
 Both commands take the same options (declared once below) and make the same library call; finetune
 only adds `--from`. torch is imported inside the call, so `litevae --help` stays fast.
@@ -36,7 +36,7 @@ def _run(command: str, preset, data, out, init_from, steps, batch_size, device, 
     # busy CPUs spinning threads steal the cores the step needs (demo step on a loaded 2-core machine:
     # 2.5-7 s with the default policy, 1.0 s with PASSIVE). An explicit setting in the environment wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from litevae_cli.train import train
+    from litevae_cli.training.loop import train
 
     code = train(command, preset, data, out, init_from=init_from, steps=steps, batch_size=batch_size, device=device,
                  precision=precision, overrides=overrides or [], dry_run=dry_run, workers=workers,

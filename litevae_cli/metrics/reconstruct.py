@@ -31,7 +31,7 @@ from litevae_cli.checkpoint import load_autoencoder
 from litevae_cli.data import (MIN_SIDE, MULTIPLE, DataError, check_side, eval_transform, load_image, pil_to_tensor,
                               resolve_source)
 from litevae_cli.errors import UserError
-from litevae_cli.image_metrics import psnr_uint8, ssim, to_uint8
+from litevae_cli.metrics.image import psnr_uint8, ssim, to_uint8
 from litevae_cli.outputs import SKIPPED_NAME, SkipLog, check_out_dir, writing
 from litevae_cli.runtime import Runtime, setup_runtime
 

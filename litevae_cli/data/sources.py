@@ -7,7 +7,7 @@ are rescaled to 8 bit (never clipped at 255); anything with alpha (RGBA, LA, PA,
 COMPOSITED ON WHITE. EXIF orientation is not applied (same as torchvision/clean-fid/ADM pipelines).
 
 Sources (`resolve_source`):
-  * `sample`, `sample-holdout`, `sample-all`: the embedded set (see `litevae_cli.sample_images`),
+  * `sample`, `sample-holdout`, `sample-all`: the embedded set (see `litevae_cli.data.samples`),
     keys `sample/<name>`.
   * a directory: recursive (jpg/jpeg/png/webp/bmp, any case; hidden names skipped), sorted by relative
     posix path; key = relative path without extension (with it, if two files would share a key).
@@ -23,7 +23,7 @@ Sources (`resolve_source`):
 
 `MIN_SIDE` is the smallest image side every registered model encodes and decodes (at 8 px a
 GroupNorm sees one value per channel); `check_side` is the one check of a resolution option.
-The train and eval loaders built on these live in `litevae_cli.loaders`.
+The train and eval loaders built on these live in `litevae_cli.data.loaders`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from litevae_cli import sample_images
+from litevae_cli.data import samples as sample_images
 from litevae_cli.errors import UserError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")

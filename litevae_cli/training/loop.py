@@ -41,16 +41,16 @@ from rich.console import Console
 from litevae_cli.checkpoint import LAST_NAME, checkpoint_dir, latest_checkpoint, load_checkpoint, save_atomic
 from litevae_cli.config import Config, apply_cli_overrides, config_to_dict, dump_config, load_config
 from litevae_cli.data import resolve_source
-from litevae_cli.loaders import make_train_loader, require_readable
+from litevae_cli.data.loaders import make_train_loader, require_readable
 from litevae_cli.errors import UserError
-from litevae_cli.losses import GeneratorLoss, discriminator_loss
+from litevae_cli.training.losses import GeneratorLoss, discriminator_loss
 from litevae_cli.outputs import SKIPPED_NAME, SkipLog, check_out_dir, locked, writing
 from litevae_cli.progress import make_progress
 from litevae_cli.runtime import (Runtime, all_reduce_sum, barrier, seed_everything, setup_runtime,
                                  teardown_runtime, use_channels_last)
 from litevae_cli.stopping import StopSignal
-from litevae_cli.train_log import LossMeter, RunLog, save_reconstructions
-from litevae_cli.train_state import (TrainState, all_finite, build_train_state, check_resumable, gather_rng,
+from litevae_cli.training.log import LossMeter, RunLog, save_reconstructions
+from litevae_cli.training.state import (TrainState, all_finite, build_train_state, check_resumable, gather_rng,
                                      load_init_weights, load_resume, make_checkpoint, restore_rng, run_record,
                                      update_ema)
 

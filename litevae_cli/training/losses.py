@@ -182,7 +182,7 @@ class GeneratorLoss(nn.Module):
         self.adv_kind = adv_kind  # hinge | non-saturating, as the discriminator's loss
         self.lpips: Optional[nn.Module] = None
         if cfg.lpips > 0:
-            from litevae_cli.weights import build_lpips
+            from litevae_cli.metrics.weights import build_lpips
 
             # A missing backbone file is a UserError naming it: a silent skip would change the recipe.
             self.lpips = build_lpips(cfg.lpips_net, weights_dir, random_backbone=lpips_random_backbone)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from litevae_cli.errors import UserError
-from litevae_cli.latent_stats import RunningChannelStats
+from litevae_cli.latents.stats import RunningChannelStats
 
 SIGMAS = (25.0, 50.0, 100.0, 250.0, 500.0)  # P Table 6
 MMD_ESTIMATOR = ("unbiased MMD^2 (Gretton et al. 2012, Eq. 3) per Gaussian kernel exp(-||x-y||^2/(2 s^2)), "
@@ -189,7 +189,7 @@ class LatentInspector:
         }
 
     def write_plots(self, out: Path, title: str) -> dict[str, str]:
-        from litevae_cli.plots import histogram_grid, latent_grid
+        from litevae_cli.latents.plots import histogram_grid, latent_grid
 
         kept = torch.cat(self.kept).double()
         factors = self.stats.to_dict()
@@ -216,7 +216,7 @@ def encode_images(model, source, resolution: int, batch_size: int, rt, limit: Op
                   crop: str = "center", workers: int = 0, skips=None) -> Iterator[LatentBatch]:
     """Encode `source` (ImageSource) with MODEL at `resolution` (center crop) -> LatentBatches.
     Unreadable images go to `skips` (an outputs.SkipLog) when given."""
-    from litevae_cli.loaders import make_eval_loader
+    from litevae_cli.data.loaders import make_eval_loader
 
     loader = make_eval_loader(source, resolution, batch_size, workers=workers, crop=crop, limit=limit)
     for batch in loader:
@@ -262,7 +262,7 @@ def read_shards(latents: str, batch_size: int = 64, limit: Optional[int] = None,
     """LatentBatches from encode-dataset shards (a directory of latents-*.tar or a brace pattern)."""
     import braceexpand
 
-    from litevae_cli.latent_reader import iter_moments, list_shards
+    from litevae_cli.latents.reader import iter_moments, list_shards
 
     urls = list_shards(latents) if Path(latents).is_dir() else [
         u for u in braceexpand.braceexpand(str(latents)) if Path(u).is_file()]

@@ -82,7 +82,7 @@ def required_weights(metrics: list[str], lpips_net: str = "alex") -> list[str]:
 
 def locate_weights(keys: list[str], weights_dir=None) -> dict[str, Path]:
     """Every needed file, or ONE UserError listing each missing file (name, URL, where to put it)."""
-    from litevae_cli.weights import find_weight
+    from litevae_cli.metrics.weights import find_weight
 
     found, missing = {}, []
     for key in keys:
@@ -97,7 +97,7 @@ def locate_weights(keys: list[str], weights_dir=None) -> dict[str, Path]:
 
 def protocol(opts: EvalOptions) -> dict:
     """The protocol as data (JSON) and as the lines the table prints."""
-    from litevae_cli import image_metrics
+    from litevae_cli.metrics import image as image_metrics
 
     crop = ("resize shorter side to R (PIL bicubic), center crop RxR" if opts.crop == "center"
             else "guided-diffusion (ADM) center_crop_arr: box-halve while >= 2R, bicubic resize, center crop")
@@ -128,7 +128,7 @@ class MetricAccumulator:
 
     @torch.no_grad()
     def update(self, real_u8: torch.Tensor, recon_u8: torch.Tensor) -> None:
-        from litevae_cli import image_metrics
+        from litevae_cli.metrics import image as image_metrics
 
         self.count += real_u8.shape[0]
         if "psnr" in self.sums:
@@ -161,7 +161,7 @@ class MetricAccumulator:
 @torch.no_grad()
 def reconstruct_uint8(model, images: torch.Tensor, rt) -> tuple[torch.Tensor, torch.Tensor]:
     """(originals uint8, reconstructions uint8) for a batch in [-1, 1]; recon = decode(posterior mean)."""
-    from litevae_cli import image_metrics
+    from litevae_cli.metrics import image as image_metrics
 
     x = images.to(rt.device, non_blocking=True)
     with rt.autocast():
@@ -176,7 +176,7 @@ def evaluate_resolution(model, source, resolution: int, opts: EvalOptions, rt, a
                         progress=None, signals=None) -> dict:
     """One pass over `source` at `resolution`; returns the row (metrics averaged over all ranks) with
     every rank's unreadable images under `skipped_files`. `signals`: a StopSignal to obey."""
-    from litevae_cli.loaders import make_eval_loader
+    from litevae_cli.data.loaders import make_eval_loader
     from litevae_cli.runtime import all_reduce_sum, gather_objects
 
     loader = make_eval_loader(source, resolution, opts.batch_size, workers=opts.workers, crop=opts.crop,
@@ -220,11 +220,11 @@ def run_eval(model_arg, data: str, opts: EvalOptions, rt, *, lpips_model=None, f
     """
     from litevae_cli.checkpoint import load_autoencoder
     from litevae_cli.data import resolve_source
-    from litevae_cli.fid import RFID, load_inception
-    from litevae_cli.loaders import require_readable
+    from litevae_cli.metrics.fid import RFID, load_inception
+    from litevae_cli.data.loaders import require_readable
     from litevae_cli.progress import make_progress
     from litevae_cli.stopping import StopSignal
-    from litevae_cli.weights import build_lpips
+    from litevae_cli.metrics.weights import build_lpips
 
     check_options(opts)
     needed = [m for m in opts.metrics if not ((m == "lpips" and lpips_model is not None)

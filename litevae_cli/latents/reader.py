@@ -12,13 +12,13 @@ several torchrun ranks), `stats.json` and `skipped.txt`. Each tar sample (plain 
   json             key, source, orig_size [w,h], crop_box [l,t,r,b], resolution, crop, moments_dtype,
                    cls / class_name when known.
   cls              the class index as ASCII text (only when the source has classes).
-stats.json: see `litevae_cli.encode`; `scaling_factor` / `shift_factor` follow diffusers:
+stats.json: see `litevae_cli.latents.encode`; `scaling_factor` / `shift_factor` follow diffusers:
 z_model = (z - shift_factor) * scaling_factor.
 
 Reader example (the README's):
 
     from torch.utils.data import DataLoader
-    from litevae_cli.latent_reader import LatentShards
+    from litevae_cli.latents.reader import LatentShards
 
     ds = LatentShards("latents/", sample=True, flip_prob=0.5, shuffle_buffer=1000, seed=0)
     loader = DataLoader(ds, batch_size=64, num_workers=4)

@@ -6,7 +6,7 @@ update, RNG capture/restore in a `weights_only=True`-loadable form, the checkpoi
 `litevae_cli.checkpoint`'s docstring), resuming a run and initialising a finetune from `--from`,
 and the run record (`run_record`: --data, command line, versions) kept in config.yaml and checkpoints.
 A model the config cannot build, or weights that do not fit it, are one-line UserErrors.
-The loop itself is in `litevae_cli.train`.
+The loop itself is in `litevae_cli.training.loop`.
 """
 
 from __future__ import annotations
