@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
 
-    from litevae_cli.checkpoint import CHECKPOINT_FORMAT, save_atomic
+    from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
     from litevae_cli.latents.encode import encode_dataset
     from litevae_cli.models import build_autoencoder
     from litevae_cli.runtime import setup_runtime
@@ -94,18 +94,15 @@ def main() -> None:
     ae = build_autoencoder(args.encoder, "smc-decoder-tiny", nz=args.nz)  # the decoder is never run here
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        ckpt = save_atomic({"format": CHECKPOINT_FORMAT, "version": 1, "model_spec": ae.spec.to_dict(),
+        ckpt = save_atomic({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model_spec": ae.spec.to_dict(),
                             "model": ae.state_dict(), "ema": None, "step": 0, "config": {}}, tmp / "model.pt")
         make_images(tmp / "images", args.count)
-        encoder = ae.encoder.to(rt.device).eval()
-        if rt.device.type == "cuda" or (rt.device.type == "cpu" and rt.precision == "bf16"):
-            encoder = encoder.to(memory_format=torch.channels_last)
+        encoder = rt.place(ae.encoder, channels_last=True).eval()
         raws, encs = [], []
         for _ in range(args.repeat):  # alternate the two so drifting machine load hits both alike
             raws.append(raw_throughput(encoder, tmp / "images", args.resolution, args.batch_size, rt))
-            res = encode_dataset(str(ckpt), str(tmp / "images"), tmp / "latents", resolution=args.resolution,
-                                 batch_size=args.batch_size, dtype=args.dtype, device=args.device,
-                                 precision=args.precision, workers=args.workers, overwrite=True,
+            res = encode_dataset(rt, str(ckpt), str(tmp / "images"), tmp / "latents", resolution=args.resolution,
+                                 batch_size=args.batch_size, dtype=args.dtype, workers=args.workers, overwrite=True,
                                  log=lambda *a: None, progress_bar=False)
             encs.append(res["encoded_now"] / res["seconds"])
         raw, enc = float(np.median(raws)), float(np.median(encs))

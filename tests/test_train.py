@@ -175,7 +175,7 @@ def test_finetune_from_loads_ema_weights_and_checks_the_model(tmp_path, capsys):
     a = write_preset(tmp_path, train={"ema_decay": 0.5, "steps": 2})
     assert train("pretrain", a, data, tmp_path / "a", device="cpu") == 0
     ckpt_a = tmp_path / "a" / "checkpoints" / "last.pt"
-    ft = write_preset(tmp_path, "ft.yaml", phase="finetune", train={"steps": 1, "init_from_required": True},
+    ft = write_preset(tmp_path, "ft.yaml", phase="finetune", train={"steps": 1, },
                       discriminator={"name": "patchgan-tiny"})
     with pytest.raises(UserError, match="--from"):
         train("finetune", ft, data, tmp_path / "b", device="cpu")

@@ -6,10 +6,10 @@
 - `samples.py`: the embedded sample photos and their fixed train / held-out split.
 """
 
-from litevae_cli.data.sources import (IMAGE_EXTS, MIN_SIDE, MULTIPLE, SHARD_EXTS, DataError, ImageItem,
-                                      ImageSource, check_side, decode_image_bytes, eval_transform, load_image,
+from litevae_cli.data.sources import (CROPS, IMAGE_EXTS, MIN_SIDE, MULTIPLE, SHARD_EXTS, DataError, ImageItem,
+                                      ImageSource, check_crop, check_side, decode_image_bytes, eval_transform, load_image,
                                       pil_to_tensor, resolve_source, shard_stem, source_id, to_rgb, train_transform)
 
-__all__ = ["IMAGE_EXTS", "MIN_SIDE", "MULTIPLE", "SHARD_EXTS", "DataError", "ImageItem", "ImageSource",
+__all__ = ["CROPS", "check_crop", "IMAGE_EXTS", "MIN_SIDE", "MULTIPLE", "SHARD_EXTS", "DataError", "ImageItem", "ImageSource",
            "check_side", "decode_image_bytes", "eval_transform", "load_image", "pil_to_tensor", "resolve_source",
            "shard_stem", "source_id", "to_rgb", "train_transform"]

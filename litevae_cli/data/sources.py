@@ -51,6 +51,11 @@ DEFAULT_SHUFFLE_BUFFER = 1000
 MULTIPLE = 8  # the encoders' 3-level DWT halves the size three times; the decoders upsample x8
 MIN_SIDE = 16  # smallest image side the models take (8 px: the 1x1 latent breaks GroupNorm)
 URL_TIMEOUT_S = 15
+# The eval crops (`--crop`), by name: what each does (encode-dataset records it, eval prints it).
+CROPS = {
+    "center": "resize the shorter side to R (PIL bicubic, antialiased), center crop RxR",
+    "adm": "ADM center_crop_arr: halve with BOX while short side >= 2R, bicubic to short side R, center crop",
+}
 
 
 class DataError(UserError):
@@ -179,6 +184,13 @@ def source_id(spec: str) -> str:
     return os.path.abspath(os.path.expanduser(spec))
 
 
+def check_crop(crop: str, what: str = "--crop") -> str:
+    """`crop` as one of CROPS, else a UserError about `what`."""
+    if crop not in CROPS:
+        raise UserError(f"{what} must be {' or '.join(CROPS)}, got {crop!r}")
+    return crop
+
+
 def check_side(value: int, what: str) -> int:
     """`value` as an image side: a multiple of MULTIPLE and at least MIN_SIDE, else a UserError about `what`."""
     if value % MULTIPLE or value < MIN_SIDE:
@@ -289,6 +301,6 @@ def eval_transform(img: Image.Image, resolution: int, crop: str = "center"):
         img = img.resize(tuple(round(x * scale) for x in img.size), resample=Image.BICUBIC)
         left, top = (img.size[0] - resolution) // 2, (img.size[1] - resolution) // 2
     else:
-        raise DataError(f"unknown crop {crop!r} (choose center or adm)")
+        raise DataError(f"unknown crop {crop!r} (choose {' or '.join(CROPS)})")
     box = (left, top, left + resolution, top + resolution)
     return pil_to_tensor(img.crop(box)), box, (w0, h0)

@@ -44,6 +44,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from litevae_cli.outputs import SKIPPED_NAME  # noqa: F401 - part of the format (see above)
+from litevae_cli.runtime import process_rank
 
 FORMAT = "litevae-latents"
 FORMAT_VERSION = 1
@@ -158,9 +159,7 @@ class LatentShards(IterableDataset):
         return z / self.scale + self.shift
 
     def _consumer(self) -> tuple[int, int]:
-        rank, world = 0, 1
-        if self.split_by_rank and torch.distributed.is_available() and torch.distributed.is_initialized():
-            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        rank, world = process_rank() if self.split_by_rank else (0, 1)
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         return rank * nw + wid, world * nw

@@ -33,7 +33,7 @@ from litevae_cli.data import (MIN_SIDE, MULTIPLE, DataError, check_side, eval_tr
 from litevae_cli.errors import UserError
 from litevae_cli.metrics.image import psnr_uint8, ssim, to_uint8
 from litevae_cli.outputs import SKIPPED_NAME, SkipLog, check_out_dir, writing
-from litevae_cli.runtime import Runtime, setup_runtime
+from litevae_cli.runtime import Runtime
 
 DEFAULT_TILE = 512
 ERROR_AMPLIFY = 5.0  # the error map shows min(1, 5 * mean |x - x_hat| / 255) on a black-red-yellow-white scale
@@ -77,7 +77,7 @@ def _ramp(length: int, start: int, total: int, overlap: int) -> torch.Tensor:
 def autoencode(model, x: torch.Tensor, rt: Runtime) -> torch.Tensor:
     """Posterior mean -> decoder, in float32 on the host."""
     with torch.inference_mode(), rt.autocast():
-        out = model.decode(model.encode(x.to(rt.device)).mode())
+        out = model.decode(model.encode(rt.batch(x)).mode())
     return out.float().cpu()
 
 
@@ -163,11 +163,11 @@ def prepare(img: Image.Image, resolution: Optional[int]) -> torch.Tensor:
     return eval_transform(img, resolution, "center")[0][None]
 
 
-def reconstruct_images(model: str, images: Sequence[str], out: str | Path, *, resolution: Optional[int] = 256,
-                       tile: Optional[int] = DEFAULT_TILE, overlap: Optional[int] = None, device: Optional[str] = None,
-                       precision: str = "fp32", amplify: float = ERROR_AMPLIFY,
+def reconstruct_images(rt: Runtime, model: str, images: Sequence[str], out: str | Path, *,
+                       resolution: Optional[int] = 256, tile: Optional[int] = DEFAULT_TILE,
+                       overlap: Optional[int] = None, amplify: float = ERROR_AMPLIFY,
                        log: Callable = print) -> list[Reconstruction]:
-    """Write a reconstruction and a comparison PNG per image into `out`; resolution None = native size.
+    """Write a reconstruction and a comparison PNG per image into `out`, on the runtime `rt`; resolution None = native size.
     Unreadable images are skipped and listed in OUT/skipped.txt (`log` prints the first few)."""
     if resolution is not None:
         check_side(resolution, "--resolution")
@@ -178,10 +178,9 @@ def reconstruct_images(model: str, images: Sequence[str], out: str | Path, *, re
                             f"and tile >= {MIN_SIDE} (got {tile}, {overlap})")
     items = collect_images(images)
     out = check_out_dir(out)
-    rt = setup_runtime(device, precision, init_distributed=False)
     loaded = load_autoencoder(model)
     log(f"model: {loaded.describe()}")
-    net = loaded.model.to(rt.device).eval()
+    net = rt.place(loaded.model).eval()
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)
     results, skips = [], SkipLog(out / SKIPPED_NAME, log)
