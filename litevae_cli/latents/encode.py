@@ -1,6 +1,6 @@
 """The encode-dataset engine: images -> posterior moments in WebDataset shards, stats.json, resumable.
 
-Owns the loop and the on-disk bookkeeping; the shard format itself is defined in `latent_reader`.
+Owns the loop and the on-disk bookkeeping; the shard format itself is defined in `latents.reader`.
 DIR after a run:
   latents-%06d.tar          (latents-r{rank}-%06d.tar under torchrun), written with ShardWriter
   progress-r{rank}.jsonl    append-only journal: a header line (the settings), then one line per

@@ -4,7 +4,7 @@ Owns `litevae reconstruct`'s work: load the model, prepare each image (`--resolu
 transform, shorter side to R then center crop; `--native`: the image as it is, edge-padded to a
 multiple of 8 and at least `data.MIN_SIDE` and cropped back), encode to the posterior MEAN and
 decode, write `<name>_recon.png` and `<name>_compare.png` (original | reconstruction | error map),
-and return PSNR / SSIM per image (from `image_metrics`, on the uint8 images). An unreadable image is
+and return PSNR / SSIM per image (from `metrics.image`, on the uint8 images). An unreadable image is
 skipped, named in OUT/skipped.txt and the command goes on; none readable is a one-line error.
 
 Tiling: an image larger than `tile` on either side is cut into tile x tile crops whose starts are
