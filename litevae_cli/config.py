@@ -15,10 +15,8 @@ Rules (style: "one config schema; unknown keys are errors"):
   constraints from `_ENUMS`, `_MINIMA`, `_LENGTHS` and `_REGISTRY_KINDS`. Every problem is a
   `UserError` naming the dotted key and where its value came from, e.g.
   "unknown config key 'train.stepz' (in --set)".
-- Overrides are "key.sub=value" strings; the value is parsed with `yaml.safe_load`, so
-  `optim.betas=[0.9,0.99]`, `train.ema_decay=null` and `log.tensorboard=false` work.
-- This module does not import torch at import time (so `--help` stays fast): the model registry is
-  imported only when a config is validated.
+- Overrides are "key.sub=value" strings parsed with `yaml.safe_load` (`optim.betas=[0.9,0.99]` works).
+- No torch at import time (`--help` stays fast): the registry is imported when a config is validated.
 """
 
 from __future__ import annotations
@@ -44,9 +42,7 @@ from litevae_cli.model_spec import ModelSpec
 _REPO_PRESETS = Path(__file__).resolve().parent.parent / "presets"
 
 
-# --------------------------------------------------------------------------------------------
-# Schema
-# --------------------------------------------------------------------------------------------
+# -------------------- Schema
 
 
 @dataclass
@@ -118,9 +114,7 @@ class Config:
     log: LogCfg
 
 
-# --------------------------------------------------------------------------------------------
-# Constraint tables (dotted key -> rule)
-# --------------------------------------------------------------------------------------------
+# -------------------- Constraint tables (dotted key -> rule)
 
 PHASES = ("pretrain", "finetune")  # the subcommand that runs a preset
 ADV_KINDS = ("hinge", "non-saturating")  # adversarial losses (training.losses)
@@ -158,9 +152,7 @@ FLAG_KEYS: dict[str, str] = {"--steps": "train.steps", "--batch-size": "train.ba
                              "--precision": "train.precision", "--workers": "data.workers"}
 
 
-# --------------------------------------------------------------------------------------------
-# Dict -> dataclass with type checks
-# --------------------------------------------------------------------------------------------
+# -------------------- Dict -> dataclass with type checks
 
 
 _SCI_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -248,9 +240,7 @@ def _build(cls: type, data: Any, prefix: str, where: Where) -> Any:
     return cls(**kwargs)
 
 
-# --------------------------------------------------------------------------------------------
-# Value checks
-# --------------------------------------------------------------------------------------------
+# -------------------- Value checks
 
 
 def _get(cfg: Config, dotted: str) -> Any:
@@ -308,9 +298,7 @@ def _check_registry(name: str, kind: str, key: str, kwargs: dict, kwargs_key: st
             raise UserError(f"unknown config key '{kwargs_key}.{arg}'{w}; {name} accepts: {accepted}")
 
 
-# --------------------------------------------------------------------------------------------
-# Presets, overrides, loading, dumping
-# --------------------------------------------------------------------------------------------
+# -------------------- Presets, overrides, loading, dumping
 
 
 def _preset_dirs() -> list[Path]:
