@@ -8,15 +8,17 @@ All are imported lazily so that `import litevae_cli` and `litevae --help` pay fo
 
 __version__ = "0.2.0"
 
-__all__ = ["__version__", "LiteVAE", "load", "create_model", "list_models", "build_autoencoder"]
+_REGISTRY_NAMES = ("create_model", "list_models", "build_autoencoder", "create_autoencoder")
+_DIFFUSERS_NAMES = ("LiteVAE", "load")
+__all__ = ["__version__", *_DIFFUSERS_NAMES, *_REGISTRY_NAMES]
 
 
 def __getattr__(name):
-    if name in ("create_model", "list_models", "build_autoencoder"):
+    if name in _REGISTRY_NAMES:
         from litevae_cli import models
 
         return getattr(models, name)
-    if name in ("LiteVAE", "load"):
+    if name in _DIFFUSERS_NAMES:
         from litevae_cli import diffusers_vae
 
         return getattr(diffusers_vae, name)

@@ -53,7 +53,7 @@ def read_config(folder: str | Path) -> dict:
 
 
 def spec_from_config(config: dict) -> dict:
-    """The AutoencoderSpec dict (registry names + overrides) that a LiteVAE config describes."""
+    """The ModelSpec dict (registry names + overrides) that a LiteVAE config describes."""
     return {"encoder": config.get("encoder_type"), "decoder": config.get("decoder_type"),
             "nz": config.get("latent_channels"),
             "encoder_kwargs": dict(config.get("encoder_kwargs") or {}),

@@ -14,7 +14,7 @@ same modules, and the same state_dict keys, as `models.Autoencoder`). It has Aut
 Normalisation: diffusers scripts feed the diffusion model `latent_dist.sample() * scaling_factor` (and
 `(z - shift_factor) * scaling_factor` where the pipeline uses a shift), so `scaling_factor` and
 `shift_factor` are the factors of SAMPLED latents from encode-dataset's stats.json (LDM's convention,
-Rombach et al. 2022, Sec. 4.3.2; see `latent_stats`). Until statistics are given (`stats=` here,
+Rombach et al. 2022, Sec. 4.3.2; see `latents.stats`). Until statistics are given (`stats=` here,
 `litevae export --stats`) they are the identity: DEFAULT_SCALING_FACTOR = 1.0, DEFAULT_SHIFT_FACTOR = 0.0.
 
 `LiteVAE.from_pretrained(path)` (and `litevae_cli.load(path)`) accepts a diffusers folder (read by
@@ -41,7 +41,7 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 from litevae_cli.checkpoint import CHECKPOINT_VERSION, load_autoencoder
 from litevae_cli.diffusers_folder import CLASS_NAME, is_diffusers_folder, read_config
 from litevae_cli.errors import UserError, one_line
-from litevae_cli.latent_stats import normalization_factors
+from litevae_cli.latents.stats import normalization_factors
 from litevae_cli.models.autoencoder import Autoencoder, build_autoencoder
 from litevae_cli.models.layers import Upsample
 from litevae_cli.tiling import tiled_map

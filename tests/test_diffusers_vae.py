@@ -251,14 +251,14 @@ def test_export_diffusers_folder_with_stats_and_finetune_from_it(tiny_ckpt, tiny
                                 str(tmp_path / "nope.json")])
     assert wrong.exit_code == 2 and "no stats.json" in wrong.output
     # finetune --from a diffusers folder and from an export: lr 0 keeps the loaded weights as they are
-    from litevae_cli.train import train
+    from litevae_cli.training.loop import train
 
     export = export_model(tiny_ckpt, tmp_path / "m.safetensors")
     want = load_checkpoint(tiny_ckpt)["model"]
     for i, source in enumerate((tmp_path / "hf", export)):
         out = tmp_path / f"ft{i}"
-        assert train("finetune", tiny_preset(), str(make_images()), out, init_from=source, steps=1, device="cpu",
-                     overrides=["optim.lr=0.0"]) == 0
+        assert train("finetune", tiny_preset(phase="finetune"), str(make_images()), out, init_from=source, steps=1,
+                     device="cpu", overrides=["optim.lr=0.0"]) == 0
         got = load_checkpoint(out / "checkpoints" / "last.pt")["model"]
         assert all(torch.equal(got[k], want[k]) for k in want)
 

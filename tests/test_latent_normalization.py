@@ -16,9 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
-from litevae_cli.encode import encode_dataset
-from litevae_cli.latent_reader import LatentShards, iter_moments, list_shards, read_stats
-from litevae_cli.latent_stats import RunningChannelStats, normalization_factors
+from litevae_cli import runtime
+from litevae_cli.latents.encode import encode_dataset
+from litevae_cli.latents.reader import LatentShards, iter_moments, list_shards, read_stats
+from litevae_cli.latents.stats import RunningChannelStats, normalization_factors
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES, SIDE = 64, 64  # 64 noise images at 64 px: 64 x 4 x 8 x 8 = 16k latent elements (std known to ~1%)
@@ -37,9 +38,10 @@ def workdir(tiny_ckpt, tmp_path_factory):
     rng = np.random.default_rng(0)
     for i in range(IMAGES):
         Image.fromarray(rng.integers(0, 256, (SIDE, SIDE, 3), dtype=np.uint8)).save(images / f"img{i:02d}.png")
-    encode_dataset(str(root / "runs" / "b12"), str(images), root / "latents" / "in256", resolution=SIDE,
-                   batch_size=16, flip=True, dtype="fp32", device="cpu", workers=0, log=lambda *a, **k: None,
-                   progress_bar=False)
+    with runtime.open("cpu", "fp32") as rt:
+        encode_dataset(rt, str(root / "runs" / "b12"), str(images), root / "latents" / "in256", resolution=SIDE,
+                       batch_size=16, flip=True, dtype="fp32", workers=0, log=lambda *a, **k: None,
+                       progress_bar=False)
     return root
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from litevae_cli.config import LPIPS_NETS
 from litevae_cli.errors import UserError
 
 
@@ -71,8 +72,8 @@ def build_lpips(net: str = "alex", weights_dir: str | Path | None = None, random
     """
     import lpips
 
-    if net not in ("alex", "vgg"):
-        raise UserError(f"LPIPS network must be alex or vgg, got {net!r}")
+    if net not in LPIPS_NETS:
+        raise UserError(f"LPIPS network must be {' or '.join(LPIPS_NETS)}, got {net!r}")
     path = None if random_backbone else find_weight(net, weights_dir)
     model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
     if path is not None:

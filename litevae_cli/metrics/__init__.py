@@ -1,0 +1,2 @@
+"""Reconstruction quality: `evaluate.py` (eval loop and protocol), `image.py` (PSNR, SSIM), `fid.py` (rFID),
+`weights.py` (the pretrained LPIPS / Inception files) and `reconstruct.py` (tiled reconstruction of images)."""
