@@ -19,7 +19,8 @@ SiLU -> SMC head, bare-conv encoder UNet heads. Version 1 files hold the earlier
 have the same parameter names but compute a different function: they are refused, never loaded.
 
 A MODEL argument (encode-dataset, eval, reconstruct, inspect-latents) is a checkpoint file, a run
-directory (its checkpoints/last.pt), or an exported .safetensors model.
+directory (its checkpoints/last.pt), an exported .safetensors model, or a diffusers folder written by
+`litevae export --format diffusers` (read by `litevae_cli.diffusers_folder`).
 """
 
 from __future__ import annotations
@@ -105,15 +106,21 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def resolve_model_path(model: str | Path) -> Path:
-    """A checkpoint file, an exported model, or a run directory (-> its last checkpoint)."""
+    """A checkpoint file, an exported model, a run directory (-> its last checkpoint) or a diffusers folder
+    (-> its weights file)."""
+    from litevae_cli.diffusers_folder import WEIGHTS_NAME, is_diffusers_folder
+
     path = Path(model)
+    if is_diffusers_folder(path):
+        return path / WEIGHTS_NAME
     if path.is_dir():
         last = latest_checkpoint(path)
         if last is None:
             raise UserError(f"run directory {path} has no checkpoint ({path / 'checkpoints' / LAST_NAME} is missing)")
         return last
     if not path.exists():
-        raise UserError(f"model not found: {path} (give a checkpoint .pt, an exported .safetensors or a run directory)")
+        raise UserError(f"model not found: {path} (give a checkpoint .pt, an exported .safetensors, a run directory "
+                        "or a diffusers folder)")
     return path
 
 
@@ -162,7 +169,11 @@ def _build(spec_dict, state_dict, path: Path) -> tuple[Autoencoder, ModelSpec]:
 
 def load_autoencoder(model: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu") -> LoadedModel:
     """Load MODEL for inference (eval mode), preferring EMA weights when present and `use_ema`."""
+    from litevae_cli.diffusers_folder import is_diffusers_weights, load_diffusers_folder
+
     path = resolve_model_path(model)
+    if is_diffusers_weights(path):
+        return load_diffusers_folder(path, map_location)
     if path.suffix == ".safetensors":
         return _load_export(path, map_location)
     ckpt = load_checkpoint(path, map_location)

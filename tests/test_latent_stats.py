@@ -13,7 +13,7 @@ def test_streaming_matches_direct_and_merges():
     for i, c in enumerate(chunks):
         (a if i < 2 else b).update(c)
     # "all-reduce" of two ranks is a sum of their accumulators
-    a.reduce_across_ranks(lambda t: t + torch.cat([b.count.view(1), b.sum, b.sumsq]))
+    a.reduce_across_ranks(lambda t: t + b.packed())
     assert torch.allclose(a.mean, whole.mean(dim=(0, 2, 3)))
     assert torch.allclose(a.std, whole.permute(1, 0, 2, 3).reshape(4, -1).std(dim=1, unbiased=False))
     assert abs(a.global_std - whole.std(unbiased=False).item()) < 1e-9

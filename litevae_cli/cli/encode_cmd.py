@@ -58,5 +58,7 @@ def encode_dataset(
     rate = result["encoded_now"] / result["seconds"] if result["seconds"] > 0 else float("nan")
     typer.echo(f"encoded {result['encoded_now']} images now ({rate:.1f} img/s); {result['count']} in total in "
                f"{len(result['shards'])} shards, {result['skipped']} skipped")
-    typer.echo(f"scaling_factor {result['scaling_factor']:.6g}, shift_factor {result['shift_factor']:.6g} "
-               f"(global std of the latent mean {result['global_std']:.6g}) -> {Path(out) / STATS_NAME}")
+    sampled = result["normalization"]["sample"]
+    typer.echo(f"scaling_factor {sampled['scaling_factor']:.6g} for sampled latents, {result['scaling_factor']:.6g} "
+               f"for posterior means; shift_factor {result['shift_factor']:.6g}; mean posterior std "
+               f"{result['posterior_std_mean']:.4g} -> {Path(out) / STATS_NAME}")

@@ -1,32 +1,67 @@
-"""`litevae export`: a checkpoint's inference weights as one .safetensors file (EMA when present)."""
+"""`litevae export`: a model's inference weights (EMA when present) as one .safetensors file, or as a
+diffusers folder (`--format diffusers`: config.json + diffusion_pytorch_model.safetensors, `LiteVAE`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from litevae_cli.cli.common import user_errors
 
+FORMATS = ("safetensors", "diffusers")
+
 
 @user_errors
 def export(
-    model: Annotated[str, typer.Argument(help="Checkpoint .pt or run directory (its last checkpoint).")],
-    out: Annotated[Path, typer.Argument(help="Output file, ending in .safetensors.")],
+    model: Annotated[str, typer.Argument(help="Checkpoint .pt, run directory (its last checkpoint), export "
+                                              ".safetensors or diffusers folder.")],
+    out: Annotated[Path, typer.Argument(help="Output: a file ending in .safetensors, or a folder with --format "
+                                             "diffusers.")],
+    fmt: Annotated[str, typer.Option("--format", help="safetensors (one file) or diffusers (a folder that "
+                                                         "LiteVAE.from_pretrained and diffusers pipelines load).")]
+    = "safetensors",
+    stats: Annotated[Optional[Path], typer.Option("--stats", help="With --format diffusers: encode-dataset's "
+                                                                  "stats.json (or its folder); its factors for "
+                                                                  "sampled latents become the config's "
+                                                                  "scaling_factor / shift_factor.")] = None,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="Export the raw weights even if EMA weights exist.")] = False,
 ) -> None:
     """Export a model for inference: weights only (no optimizer or discriminator), with the registry
-    names in the file's metadata. Every MODEL argument (eval, encode-dataset, reconstruct,
-    inspect-latents) accepts the result, and loading it runs no code from the file.
+    names in the file's metadata (or the folder's config.json). Every MODEL argument (eval,
+    encode-dataset, reconstruct, inspect-latents, finetune --from) accepts the result, and loading it
+    runs no code from the file.
 
     Examples:\n
-      litevae export runs/b12 litevae-b12.safetensors
+      litevae export runs/b12 litevae-b12.safetensors\n
+      litevae export runs/b12 litevae-b12-diffusers --format diffusers --stats latents/in256/stats.json
     """
-    from litevae_cli.checkpoint import export_model, load_autoencoder
-    from litevae_cli.outputs import check_out_file, writing
+    from litevae_cli.errors import UserError
+    from litevae_cli.outputs import check_out_dir, check_out_file, writing
 
-    check_out_file(out, "OUT")
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "safetensors":
+        if stats is not None:
+            raise UserError("--stats goes with --format diffusers (a .safetensors export holds weights only)")
+        from litevae_cli.checkpoint import export_model, load_autoencoder
+
+        check_out_file(out, "OUT")
+        with writing(out):
+            path = export_model(model, out, use_ema=not no_ema)
+        typer.echo(f"exported {load_autoencoder(path).describe()}")
+        return
+    if out.suffix == ".safetensors":
+        raise UserError(f"--format diffusers writes a folder, but OUT {out} ends in .safetensors")
+    if stats is not None and not (stats / "stats.json" if stats.is_dir() else stats).is_file():
+        raise UserError(f"--stats: no stats.json at {stats}")
+    check_out_dir(out, "OUT")
+    from litevae_cli.diffusers_vae import export_diffusers
+
     with writing(out):
-        path = export_model(model, out, use_ema=not no_ema)
-    typer.echo(f"exported {load_autoencoder(path).describe()}")
+        vae = export_diffusers(model, out, stats=stats, use_ema=not no_ema)
+    c = vae.config
+    typer.echo(f"exported a diffusers LiteVAE folder {out}: {c.encoder_type} + {c.decoder_type}, "
+               f"latent_channels {c.latent_channels}, scaling_factor {c.scaling_factor:.6g}, "
+               f"shift_factor {c.shift_factor:.6g}" + ("" if stats else " (no --stats: identity factors)"))

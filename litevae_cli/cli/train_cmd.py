@@ -25,8 +25,10 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the resolved c
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=0, help="Data-loading worker processes per rank.")]
 WeightsDirOpt = Annotated[Optional[Path], typer.Option("--weights-dir", help="Folder holding the LPIPS backbone "
                                                                              "weights (else the torch hub cache).")]
-FromOpt = Annotated[Optional[Path], typer.Option("--from", help="Phase-A checkpoint to start from (its EMA weights "
-                                                                "when present); optimizers and step start fresh.")]
+FromOpt = Annotated[Optional[Path], typer.Option("--from", help="Model to start from: a phase-A checkpoint or run "
+                                                                "directory (its EMA weights when present), an export "
+                                                                ".safetensors or a diffusers folder; optimizers and "
+                                                                "step start fresh.")]
 
 
 def _run(phase: str, preset, data, out, init_from, steps, batch_size, device, precision, overrides, dry_run,

@@ -126,7 +126,7 @@ class ShardSink:
         self.pending_skipped: list[list[str]] = []
         self.count_in_shard = 0
         self.written = 0  # samples written this session
-        self._means: Optional[torch.Tensor] = None  # latent means of the batch being written
+        self._moments: Optional[torch.Tensor] = None  # latent moments of the batch being written
         self._done = self._statted = 0  # its rows written / already added to the stats
         self.error: Optional[BaseException] = None
         self._q: queue.Queue = queue.Queue(maxsize=WRITER_QUEUE_BATCHES)
@@ -182,8 +182,8 @@ class ShardSink:
         if b.meta:  # an all-unreadable batch has no moments: only its keys are accounted for below
             arr = moments_numpy(b.moments, self.dtype)
             arr_flip = moments_numpy(b.flipped, self.dtype) if b.flipped is not None else None
-            # Stats of the stored mean, so stats.json describes exactly what the shards hold.
-            self._means, self._done, self._statted = b.moments[:, : b.moments.shape[1] // 2], 0, 0
+            # Stats of the stored moments, so stats.json describes exactly what the shards hold.
+            self._moments, self._done, self._statted = b.moments, 0, 0
         for i, meta in enumerate(b.meta):
             if self.writer is None:
                 self.writer = wds.ShardWriter(str(self.out / self.pattern), maxcount=self.shard_size,
@@ -212,8 +212,9 @@ class ShardSink:
 
     def _flush_stats(self) -> None:
         """Add the rows written since the last flush (one update per batch or per shard boundary)."""
-        if self._means is not None and self._done > self._statted:
-            self.stats.update(self._means[self._statted:self._done])
+        if self._moments is not None and self._done > self._statted:
+            mean, logvar = self._moments[self._statted:self._done].chunk(2, dim=1)
+            self.stats.update(mean, logvar)
             self._statted = self._done
 
     def _commit(self, shard: Optional[str]) -> None:
@@ -304,7 +305,8 @@ def _finish(out: Path, rt: Runtime, stats: RunningChannelStats, journal: Journal
     doc = {"format": FORMAT, "version": FORMAT_VERSION, **info, **result,
            "shards": [os.path.basename(s) for s in list_shards(str(out))],
            "stats_of": "posterior mean (moments[:nz]) as stored (after the dtype cast), non-flipped images; "
-                       "float64 streaming sums; std is the population std",
+                       "float64 streaming sums; std is the population std; `normalization` also has the "
+                       "factors of sampled latents (latents/stats.py)",
            **stats.to_dict()}
     tmp = out / f".{STATS_NAME}.tmp"
     with writing(out / STATS_NAME):

@@ -18,7 +18,7 @@ What is measured (posterior q(z|x) = N(mu, diag(sigma^2)), log-variance clamped 
   reported per sigma and as their SUM ("sum", the MMD^2 of the sum kernel). It is MMD^2, not its
   square root, and can be slightly negative when the two sets are close. Computed twice: on the raw
   latents ("raw") and on (z - shift_factor) * scaling_factor ("normalised").
-- recommended scaling_factor / shift_factor (latent_stats.RunningChannelStats, diffusers' convention).
+- recommended scaling_factor / shift_factor (latents.stats.RunningChannelStats, diffusers' convention).
 Plots (plots.py, PNG): per-channel histograms of mu (raw and normalised) against the N(0,1)
 density, from the same first m images; and the latent channels of the first few images next to the
 input, each channel mapped from mean +- 3 std of that channel to black..white.

@@ -12,8 +12,10 @@ several torchrun ranks), `stats.json` and `skipped.txt`. Each tar sample (plain 
   json             key, source, orig_size [w,h], crop_box [l,t,r,b], resolution, crop, moments_dtype,
                    cls / class_name when known.
   cls              the class index as ASCII text (only when the source has classes).
-stats.json: see `litevae_cli.latents.encode`; `scaling_factor` / `shift_factor` follow diffusers:
-z_model = (z - shift_factor) * scaling_factor.
+stats.json: see `litevae_cli.latents.encode` and `litevae_cli.latents.stats`; its factors follow diffusers:
+z_model = (z - shift_factor) * scaling_factor. The top-level pair is the posterior mean's;
+`normalization.sample` / `normalization.mean` hold both sets, global and per channel. The reader takes
+the set that matches its `sample=` setting, so what it yields has std ~1 either way.
 
 Reader example (the README's):
 
@@ -22,7 +24,7 @@ Reader example (the README's):
 
     ds = LatentShards("latents/", sample=True, flip_prob=0.5, shuffle_buffer=1000, seed=0)
     loader = DataLoader(ds, batch_size=64, num_workers=4)
-    for z, meta in loader:  # z: [64, nz, h, w] float32, already (z - shift) * scale
+    for z, meta in loader:  # z: [64, nz, h, w] float32, already (z - shift) * scale, std ~1
         ...                 # meta["cls"]: class indices (-1 when unknown), meta["key"]: source keys
     x = model.decode(ds.unnormalize(z_generated))  # back to the autoencoder's latent space
 
@@ -43,6 +45,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from litevae_cli.latents.stats import normalization_factors
 from litevae_cli.outputs import SKIPPED_NAME  # noqa: F401 - part of the format (see above)
 from litevae_cli.runtime import process_rank
 
@@ -106,27 +109,38 @@ def list_shards(directory: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- reader
+def _factor(value):
+    """A float, or a per-channel sequence as a [C, 1, 1] float32 tensor (broadcasts over [C,h,w] and [N,C,h,w])."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    return torch.as_tensor(value, dtype=torch.float32).reshape(-1, 1, 1)
+
+
 class LatentShards(IterableDataset):
     """Iterate (z [nz,h,w] float32, meta) from encode-dataset shards.
 
     source:      the output directory, a brace pattern ("dir/latents-{000000..000009}.tar") or a list.
     sample:      draw z ~ N(mean, exp(logvar)) (True) or take the mean (False).
-    scale/shift: z_out = (z - shift) * scale; None -> stats.json's scaling_factor / shift_factor
+    scale/shift: z_out = (z - shift) * scale (floats, or one per channel); None -> stats.json's factors
+                 for sampled latents when sample=True, for the posterior mean when sample=False
                  (stats.json is looked for in the source directory; pass both when there is none).
+    per_channel: with scale/shift None, normalise each channel by its own stats.json factors.
     flip_prob:   probability of taking `moments_flip` (needs shards written with --flip).
     shuffle_buffer, seed: an optional sample shuffle buffer and the seed of every random draw.
     meta: key (decoded), cls (-1 when unknown) and, with full_meta=True, the whole json record.
     """
 
-    def __init__(self, source, sample: bool = True, scale: Optional[float] = None, shift: Optional[float] = None,
-                 flip_prob: float = 0.0, shuffle_buffer: int = 0, seed: int = 0, split_by_rank: bool = True,
-                 full_meta: bool = False):
+    def __init__(self, source, sample: bool = True, scale=None, shift=None, flip_prob: float = 0.0,
+                 shuffle_buffer: int = 0, seed: int = 0, split_by_rank: bool = True, full_meta: bool = False,
+                 per_channel: bool = False):
         self.urls, directory = self._resolve(source)
         self.stats = read_stats(directory) if directory else None
         if (scale is None or shift is None) and self.stats is None:
             raise ValueError(f"no {STATS_NAME} next to the shards ({directory}); pass scale= and shift=")
-        self.scale = float(self.stats["scaling_factor"] if scale is None else scale)
-        self.shift = float(self.stats["shift_factor"] if shift is None else shift)
+        if scale is None or shift is None:
+            stats_scale, stats_shift = normalization_factors(self.stats, sample, per_channel)
+            scale, shift = stats_scale if scale is None else scale, stats_shift if shift is None else shift
+        self.scale, self.shift = _factor(scale), _factor(shift)
         if not 0.0 <= flip_prob <= 1.0:
             raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob}")
         if flip_prob > 0 and self.stats is not None and not self.stats.get("flip", False):

@@ -1,9 +1,18 @@
 """Streaming per-channel statistics of latents, and the scale/shift a diffusion model should apply.
 
-Used by `encode-dataset` (stats.json) and `inspect-latents`. Sums are kept in float64 so that
-millions of latents accumulate without drift; ranks combine by summing (`reduce_across_ranks`).
-The recommended factors follow diffusers' convention: z_normalised = (z - shift_factor) * scaling_factor,
-with shift_factor = the global mean and scaling_factor = 1 / the global std.
+Used by `encode-dataset` (stats.json), `inspect-latents`, the latent reader and the diffusers `LiteVAE`.
+Sums are kept in float64 so that millions of latents accumulate without drift; ranks combine by summing
+(`reduce_across_ranks`). The factors follow diffusers' convention: z_normalised = (z - shift) * scale.
+
+Two latents, two sets of factors (`normalization_factors` picks one):
+- "mean": the posterior mean mu; shift = E[mu], scale = 1 / std(mu).
+- "sample": z = mu + sigma * eps, what LDM computes its factor from (Rombach et al. 2022, Sec. 4.3.2 and
+  App. D.1: 1 / the std of encoded samples) and what diffusers' training scripts feed the diffusion model
+  (`latent_dist.sample() * scaling_factor`). E[z] = E[mu] and Var[z] = Var[mu] + E[sigma^2], computed
+  exactly from the streamed sums of mu, mu^2 and sigma^2, with no sampling noise.
+The sampled latents are wider than the means by the mean posterior variance; normalising samples with
+the mean's scale gives a std well above 1 (3.3 on a 4-step model, issue 13).
+Each set is global (one scale and shift over every channel) and per channel.
 """
 
 from __future__ import annotations
@@ -12,34 +21,65 @@ import math
 
 import torch
 
+from litevae_cli.errors import UserError
+
+
+_STATE_KEYS = ("count", "sum", "sumsq", "var_count", "sumvar", "sumstd")
+
 
 class RunningChannelStats:
-    """Count, sum and sum of squares per channel of [N, C, H, W] tensors, in float64."""
+    """Count, sum and sum of squares per channel of the posterior mean [N, C, H, W], in float64; with the
+    log-variance too, the sums of the posterior variance and std (for the statistics of samples)."""
 
     def __init__(self, channels: int):
         self.channels = channels
         self.count = torch.zeros((), dtype=torch.float64)  # elements per channel
         self.sum = torch.zeros(channels, dtype=torch.float64)
         self.sumsq = torch.zeros(channels, dtype=torch.float64)
+        self.var_count = torch.zeros((), dtype=torch.float64)  # elements per channel given with a logvar
+        self.sumvar = torch.zeros(channels, dtype=torch.float64)  # sum of sigma^2
+        self.sumstd = torch.zeros(channels, dtype=torch.float64)  # sum of sigma
 
-    def update(self, z: torch.Tensor) -> None:
+    def update(self, z: torch.Tensor, logvar: torch.Tensor | None = None) -> None:
         if z.ndim != 4 or z.shape[1] != self.channels:
             raise ValueError(f"expected [N, {self.channels}, H, W], got {tuple(z.shape)}")
         z = z.detach().to("cpu", torch.float64)
         self.count += z.shape[0] * z.shape[2] * z.shape[3]
         self.sum += z.sum(dim=(0, 2, 3))
         self.sumsq += z.square().sum(dim=(0, 2, 3))
+        if logvar is not None:
+            if logvar.shape != z.shape:
+                raise ValueError(f"logvar {tuple(logvar.shape)} does not match the mean {tuple(z.shape)}")
+            lv = logvar.detach().to("cpu", torch.float64)
+            self.var_count += z.shape[0] * z.shape[2] * z.shape[3]
+            self.sumvar += lv.exp().sum(dim=(0, 2, 3))
+            self.sumstd += (0.5 * lv).exp().sum(dim=(0, 2, 3))
 
     def state(self) -> dict:
-        return {"count": self.count.clone(), "sum": self.sum.clone(), "sumsq": self.sumsq.clone()}
+        return {k: getattr(self, k).clone() for k in _STATE_KEYS}
 
     def load_state(self, state: dict) -> None:
-        self.count, self.sum, self.sumsq = (state[k].to(torch.float64).clone() for k in ("count", "sum", "sumsq"))
+        missing = [k for k in _STATE_KEYS if k not in state]
+        if missing:
+            raise UserError(f"the saved latent statistics lack {', '.join(missing)} (written by an older litevae, "
+                            "without the posterior variance); start over with --overwrite")
+        for k in _STATE_KEYS:
+            setattr(self, k, state[k].to(torch.float64).clone())
+
+    def packed(self) -> torch.Tensor:
+        """Every accumulator in one float64 vector (what ranks sum)."""
+        return torch.cat([self.count.view(1), self.sum, self.sumsq, self.var_count.view(1), self.sumvar, self.sumstd])
 
     def reduce_across_ranks(self, all_reduce_sum) -> None:
         """Sum the accumulators over ranks with `all_reduce_sum(tensor) -> tensor` (runtime.all_reduce_sum)."""
-        packed = all_reduce_sum(torch.cat([self.count.view(1), self.sum, self.sumsq]))
-        self.count, self.sum, self.sumsq = packed[0], packed[1:1 + self.channels], packed[1 + self.channels:]
+        p, c = all_reduce_sum(self.packed()), self.channels
+        self.count, self.sum, self.sumsq = p[0], p[1:1 + c], p[1 + c:1 + 2 * c]
+        self.var_count, self.sumvar, self.sumstd = p[1 + 2 * c], p[2 + 2 * c:2 + 3 * c], p[2 + 3 * c:]
+
+    @property
+    def has_posterior(self) -> bool:
+        """Every update came with its log-variance, so the statistics of samples are known."""
+        return float(self.count) > 0 and float(self.var_count) == float(self.count)
 
     @property
     def mean(self) -> torch.Tensor:
@@ -60,14 +100,54 @@ class RunningChannelStats:
         return math.sqrt(max(float(self.sumsq.sum()) / n - self.global_mean**2, 0.0))
 
     def to_dict(self) -> dict:
-        """JSON-ready summary, with diffusers' scaling_factor and shift_factor."""
-        return {
+        """JSON-ready summary: the posterior mean's statistics, diffusers' scaling_factor and shift_factor of
+        the posterior mean (kept at the top level as before) and, when the log-variance was given, the mean
+        posterior std and `normalization` {"mean", "sample"}: scale and shift, global and per channel."""
+        out = {
             "count_per_channel": int(self.count),
             "channel_mean": self.mean.tolist(),
             "channel_std": self.std.tolist(),
             "global_mean": self.global_mean,
             "global_std": self.global_std,
-            "scaling_factor": 1.0 / self.global_std if self.global_std > 0 else float("nan"),
+            "scaling_factor": _inverse(self.global_std),
             "shift_factor": self.global_mean,
             "convention": "z_normalised = (z - shift_factor) * scaling_factor (diffusers)",
         }
+        if not self.has_posterior:
+            return out
+        n = float(self.count)
+        mean_var = float(self.sumvar.sum()) / (n * self.channels)
+        sample_std = (self.std.square() + self.sumvar / n).sqrt()
+        out["posterior_std_mean"] = float(self.sumstd.sum()) / (n * self.channels)
+        out["channel_posterior_std"] = (self.sumstd / n).tolist()
+        out["normalization"] = {
+            "mean": _factors(self.global_mean, self.global_std, self.mean, self.std),
+            "sample": _factors(self.global_mean, math.sqrt(self.global_std**2 + mean_var), self.mean, sample_std),
+            "note": "mean: of the posterior mean mu; sample: of z = mu + sigma * eps, exact in expectation "
+                    "(Var[z] = Var[mu] + E[sigma^2]); use the set that matches the latents you normalise",
+        }
+        return out
+
+
+def _inverse(std: float) -> float:
+    return 1.0 / std if std > 0 else float("nan")
+
+
+def _factors(global_mean: float, global_std: float, mean: torch.Tensor, std: torch.Tensor) -> dict:
+    return {"scaling_factor": _inverse(global_std), "shift_factor": global_mean,
+            "channel_scaling_factor": [_inverse(float(s)) for s in std], "channel_shift_factor": mean.tolist()}
+
+
+def normalization_factors(stats: dict, sample: bool, per_channel: bool = False):
+    """(scale, shift) from a stats.json dict for sampled (`sample=True`) or posterior-mean latents: floats,
+    or per-channel lists. stats.json files without the sampled statistics serve `sample=False` only."""
+    norm = stats.get("normalization")
+    if norm is None:
+        if sample or per_channel:
+            raise UserError("stats.json has no statistics of sampled latents or per channel (written by an older "
+                            "litevae); re-encode with --overwrite, or pass scale and shift explicitly")
+        return float(stats["scaling_factor"]), float(stats["shift_factor"])
+    f = norm["sample" if sample else "mean"]
+    if per_channel:
+        return list(f["channel_scaling_factor"]), list(f["channel_shift_factor"])
+    return float(f["scaling_factor"]), float(f["shift_factor"])

@@ -7,13 +7,8 @@ decode, write `<name>_recon.png` and `<name>_compare.png` (original | reconstruc
 and return PSNR / SSIM per image (from `metrics.image`, on the uint8 images). An unreadable image is
 skipped, named in OUT/skipped.txt and the command goes on; none readable is a one-line error.
 
-Tiling: an image larger than `tile` on either side is cut into tile x tile crops whose starts are
-`tile - overlap` apart (the last one flush with the edge), each crop is encoded and decoded on its own,
-and the outputs are blended with weights that ramp linearly over `overlap` pixels at every inner
-tile edge (1 at image borders), normalised by the summed weights. A crop border is where a tile's
-output is least like the untiled one (zero padding, missing context), and it gets the lowest weight,
-so there are no visible seams. Tile starts are multiples of 8 so every tile sees the same Haar DWT
-grid as the whole image.
+Tiling: an image larger than `tile` on either side is encoded and decoded in overlapping tiles
+blended with linear ramps (`litevae_cli.tiling`), so there are no seams.
 """
 
 from __future__ import annotations
@@ -34,6 +29,7 @@ from litevae_cli.errors import UserError
 from litevae_cli.metrics.image import psnr_uint8, ssim, to_uint8
 from litevae_cli.outputs import SKIPPED_NAME, SkipLog, check_out_dir, writing
 from litevae_cli.runtime import Runtime
+from litevae_cli.tiling import tiled_map
 
 DEFAULT_TILE = 512
 ERROR_AMPLIFY = 5.0  # the error map shows min(1, 5 * mean |x - x_hat| / 255) on a black-red-yellow-white scale
@@ -54,26 +50,6 @@ class Reconstruction:
 
 
 # ----------------------------------------------------------------------------- tiling
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets covering [0, length) with tiles of `tile` (<= length) overlapping by >= overlap."""
-    if length <= tile:
-        return [0]
-    stride = tile - overlap
-    starts = list(range(0, length - tile, stride))
-    return starts + [length - tile]
-
-
-def _ramp(length: int, start: int, total: int, overlap: int) -> torch.Tensor:
-    """1-D blend weight of one tile: linear ramps over `overlap` px at inner edges, 1 at image borders."""
-    i = torch.arange(length, dtype=torch.float32)
-    w = torch.ones(length)
-    if overlap > 0 and start > 0:
-        w = torch.minimum(w, (i + 1) / (overlap + 1))
-    if overlap > 0 and start + length < total:
-        w = torch.minimum(w, (length - i) / (overlap + 1))
-    return w
-
-
 def autoencode(model, x: torch.Tensor, rt: Runtime) -> torch.Tensor:
     """Posterior mean -> decoder, in float32 on the host."""
     with torch.inference_mode(), rt.autocast():
@@ -88,19 +64,7 @@ def reconstruct_tensor(model, x: torch.Tensor, rt: Runtime, tile: Optional[int] 
     if tile is None or (h <= tile and w <= tile):
         return autoencode(model, x, rt), 1
     overlap = tile // 4 if overlap is None else overlap
-    th, tw = min(tile, h), min(tile, w)
-    boxes = [(y, xx) for y in tile_starts(h, th, overlap) for xx in tile_starts(w, tw, overlap)]
-    acc = torch.zeros(1, 3, h, w)
-    wsum = torch.zeros(1, 1, h, w)
-    for i in range(0, len(boxes), tile_batch):
-        chunk = boxes[i:i + tile_batch]
-        crops = torch.cat([x[:, :, y:y + th, xx:xx + tw] for y, xx in chunk])
-        recs = autoencode(model, crops, rt)
-        for (y, xx), rec in zip(chunk, recs):
-            wt = _ramp(th, y, h, overlap)[:, None] * _ramp(tw, xx, w, overlap)[None, :]
-            acc[0, :, y:y + th, xx:xx + tw] += rec * wt
-            wsum[0, 0, y:y + th, xx:xx + tw] += wt
-    return acc / wsum, len(boxes)
+    return tiled_map(lambda crops: autoencode(model, crops, rt), x, tile, overlap, tile_batch=tile_batch)
 
 
 def pad_to_multiple(x: torch.Tensor, m: int = MULTIPLE, least: int = MIN_SIDE) -> torch.Tensor:

@@ -13,6 +13,7 @@ The loop itself is in `litevae_cli.training.loop`.
 from __future__ import annotations
 
 import copy
+import json
 import random
 import shlex
 import sys
@@ -24,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from litevae_cli.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, load_weights,
-                                    resolve_model_path, stored_config)
+from litevae_cli.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_autoencoder, load_weights,
+                                    stored_config)
 from litevae_cli.config import Config, config_to_dict
 from litevae_cli.data import source_id
 from litevae_cli.errors import UserError, as_user_error
@@ -201,16 +202,16 @@ def load_resume(rt: Runtime, state: TrainState, ckpt: dict, path: Path) -> Optio
 
 
 def load_init_weights(state: TrainState, cfg: Config, path: str | Path) -> bool:
-    """finetune --from: the checkpoint's EMA weights when present (else its raw weights) into the
-    autoencoder and the EMA copy; the discriminator, optimizers and step stay fresh. Returns used_ema."""
-    path = resolve_model_path(path)  # a checkpoint file, or a run directory -> its last checkpoint
-    ckpt = load_checkpoint(path, map_location="cpu")
-    if ckpt.get("model_spec") != cfg.model.to_dict():
-        raise UserError(f"--from {path} holds {describe_spec(ckpt.get('model_spec'))} but the preset wants "
+    """finetune --from: a MODEL's weights (a checkpoint's EMA weights when present, else its raw weights;
+    an export; a diffusers folder) into the autoencoder and the EMA copy; the discriminator, optimizers and
+    step stay fresh. Returns used_ema."""
+    loaded = load_autoencoder(path)  # a checkpoint, a run directory, an export or a diffusers folder
+    theirs, ours = loaded.spec.to_dict(), cfg.model.to_dict()
+    if json.loads(json.dumps(theirs)) != json.loads(json.dumps(ours)):  # tuples from a .pt, lists from JSON
+        raise UserError(f"--from {loaded.path} holds {loaded.spec.describe()} but the preset wants "
                         f"{cfg.model.describe()}")
-    used_ema = ckpt.get("ema") is not None
-    weights = ckpt["ema"] if used_ema else ckpt.get("model")
-    load_weights(state.model, weights, f"--from {path}")
+    weights = loaded.model.state_dict()
+    load_weights(state.model, weights, f"--from {loaded.path}")
     if state.ema is not None:
         state.ema.load_state_dict(weights)
-    return used_ema
+    return loaded.used_ema

@@ -1,0 +1,243 @@
+"""`LiteVAE`: a trained LiteVAE as a diffusers model, in place of `AutoencoderKL` in diffusers scripts and pipelines.
+
+`LiteVAE` is a diffusers `ModelMixin` + `ConfigMixin` around the registry's encoder and decoder (the
+same modules, and the same state_dict keys, as `models.Autoencoder`). It has AutoencoderKL's interface:
+- `encode(x).latent_dist` is diffusers' own `DiagonalGaussianDistribution` of the encoder's moments
+  (`sample`, `mode`, `mean`, `std`, `var`, `kl`, `nll`); `decode(z).sample`; `vae(x).sample`.
+- `config`: `encoder_type`, `decoder_type` (registry names), `latent_channels`, `encoder_kwargs`, `decoder_kwargs`,
+  `sample_size`, `scaling_factor`, `shift_factor`, `block_out_channels` (the decoder's four level
+  widths, so pipelines compute `vae_scale_factor = 2 ** (4 - 1) = 8`), `in_channels`, `out_channels`,
+  `force_upcast`, the checkpoint format version and `source` (training step, EMA or not).
+- `enable_tiling()` / `enable_slicing()`: encode and decode (latents too) in blended tiles
+  (`litevae_cli.tiling`), and a batch one image at a time.
+
+Normalisation: diffusers scripts feed the diffusion model `latent_dist.sample() * scaling_factor` (and
+`(z - shift_factor) * scaling_factor` where the pipeline uses a shift), so `scaling_factor` and
+`shift_factor` are the factors of SAMPLED latents from encode-dataset's stats.json (LDM's convention,
+Rombach et al. 2022, Sec. 4.3.2; see `latents.stats`). Until statistics are given (`stats=` here,
+`litevae export --stats`) they are the identity: DEFAULT_SCALING_FACTOR = 1.0, DEFAULT_SHIFT_FACTOR = 0.0.
+
+`LiteVAE.from_pretrained(path)` (and `litevae_cli.load(path)`) accepts a diffusers folder (read by
+diffusers, safetensors only), an export `.safetensors`, a training checkpoint or a run folder (read by
+`checkpoint.load_autoencoder`, `weights_only=True`). `save_pretrained(dir)` writes config.json and
+diffusion_pytorch_model.safetensors (`litevae_cli.diffusers_folder`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from fractions import Fraction
+from pathlib import Path
+from typing import Optional
+
+import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
+from diffusers.models.modeling_outputs import AutoencoderKLOutput
+from diffusers.utils.accelerate_utils import apply_forward_hook
+
+from litevae_cli.checkpoint import CHECKPOINT_VERSION, load_autoencoder
+from litevae_cli.diffusers_folder import CLASS_NAME, is_diffusers_folder, read_config
+from litevae_cli.errors import UserError, one_line
+from litevae_cli.latents.stats import normalization_factors
+from litevae_cli.models.autoencoder import Autoencoder, build_autoencoder
+from litevae_cli.models.layers import Upsample
+from litevae_cli.tiling import tiled_map
+
+DEFAULT_SAMPLE_SIZE = 256  # px, when the training resolution is unknown
+DEFAULT_SCALING_FACTOR = 1.0  # identity until encode-dataset statistics are given
+DEFAULT_SHIFT_FACTOR = 0.0
+DOWNSCALE = 8  # image px per latent: 3 Haar DWT levels in the encoder, 3 x2 upsamplings in the decoder
+STATS_NAME = "stats.json"
+
+
+def decoder_widths(decoder: torch.nn.Module) -> tuple[int, ...]:
+    """The decoder's level widths from full resolution up (SD-VAE `block_out_channels`): one level per
+    upsampling plus the last; pipelines read 2 ** (len - 1) as the VAE's scale factor."""
+    ups = [m.conv.in_channels for m in decoder.modules() if isinstance(m, Upsample)]
+    return (decoder.conv_out.weight.shape[1], *reversed(ups))
+
+
+class LiteVAE(ModelMixin, ConfigMixin):
+    """A LiteVAE autoencoder with diffusers' AutoencoderKL interface (module docstring)."""
+
+    config_name = "config.json"
+    _supports_gradient_checkpointing = False
+
+    @register_to_config
+    def __init__(self, encoder_type: str = "litevae-b", decoder_type: str = "smc-decoder", latent_channels: int = 12,
+                 encoder_kwargs: Optional[dict] = None, decoder_kwargs: Optional[dict] = None,
+                 sample_size: int = DEFAULT_SAMPLE_SIZE, scaling_factor: float = DEFAULT_SCALING_FACTOR,
+                 shift_factor: float = DEFAULT_SHIFT_FACTOR, block_out_channels: Optional[tuple] = None,
+                 in_channels: int = 3, out_channels: int = 3, force_upcast: bool = True,
+                 litevae_format_version: int = CHECKPOINT_VERSION, source: Optional[dict] = None):
+        super().__init__()
+        if str(litevae_format_version) != str(CHECKPOINT_VERSION):
+            raise ValueError(f"this {CLASS_NAME} config has format version {litevae_format_version}, but this "
+                             f"litevae reads version {CHECKPOINT_VERSION} (App. G block layout); re-export it")
+        if (in_channels, out_channels) != (3, 3):
+            raise ValueError(f"{CLASS_NAME} reads and writes RGB images (in_channels = out_channels = 3)")
+        ae = build_autoencoder(encoder_type, decoder_type, latent_channels, encoder_kwargs, decoder_kwargs)
+        self.encoder, self.decoder, self.spec = ae.encoder, ae.decoder, ae.spec
+        widths = decoder_widths(self.decoder)
+        if 2 ** (len(widths) - 1) != DOWNSCALE:
+            raise ValueError(f"decoder {decoder_type} upsamples {2 ** (len(widths) - 1)}x; "
+                             f"{CLASS_NAME} needs {DOWNSCALE}x")
+        if block_out_channels is not None and tuple(block_out_channels) != widths:
+            raise ValueError(f"block_out_channels {tuple(block_out_channels)} do not match the decoder's {widths}")
+        self.register_to_config(block_out_channels=widths)
+        self.use_slicing = self.use_tiling = False
+        self.tile_sample_size, self.tile_overlap = sample_size, _default_overlap(sample_size)
+
+    # ------------------------------------------------------------------------- AutoencoderKL interface
+    def enable_tiling(self, tile_sample_size: Optional[int] = None, tile_overlap: Optional[int] = None) -> None:
+        """Encode and decode in tiles of `tile_sample_size` px (default: config.sample_size) overlapping by
+        `tile_overlap` px (default: a quarter), blended with linear ramps; both multiples of 8."""
+        tile = self.config.sample_size if tile_sample_size is None else int(tile_sample_size)
+        overlap = _default_overlap(tile) if tile_overlap is None else int(tile_overlap)
+        if tile % DOWNSCALE or overlap % DOWNSCALE or not 0 <= overlap < tile:
+            raise ValueError(f"tile size and overlap must be multiples of {DOWNSCALE} with 0 <= overlap < tile "
+                             f"(got {tile}, {overlap})")
+        self.tile_sample_size, self.tile_overlap, self.use_tiling = tile, overlap, True
+
+    def disable_tiling(self) -> None:
+        self.use_tiling = False
+
+    def enable_slicing(self) -> None:
+        """Encode and decode a batch one sample at a time."""
+        self.use_slicing = True
+
+    def disable_slicing(self) -> None:
+        self.use_slicing = False
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [N, 3, H, W] in [-1, 1] -> moments [N, 2 * latent_channels, H / 8, W / 8]."""
+        if self.use_tiling and max(x.shape[-2:]) > self.tile_sample_size:
+            return tiled_map(lambda t: self.encoder(t).moments, x, self.tile_sample_size, self.tile_overlap,
+                             scale=Fraction(1, DOWNSCALE))[0]
+        return self.encoder(x).moments
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        tile = self.tile_sample_size // DOWNSCALE
+        if self.use_tiling and max(z.shape[-2:]) > tile:
+            return tiled_map(self.decoder, z, tile, self.tile_overlap // DOWNSCALE, scale=DOWNSCALE)[0]
+        return self.decoder(z)
+
+    @apply_forward_hook
+    def encode(self, x: torch.Tensor, return_dict: bool = True):
+        """-> AutoencoderKLOutput(latent_dist=DiagonalGaussianDistribution), or a 1-tuple."""
+        if self.use_slicing and x.shape[0] > 1:
+            moments = torch.cat([self._encode(s) for s in x.split(1)])
+        else:
+            moments = self._encode(x)
+        posterior = DiagonalGaussianDistribution(moments)
+        return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
+
+    @apply_forward_hook
+    def decode(self, z: torch.Tensor, return_dict: bool = True, generator: Optional[torch.Generator] = None):
+        """Latents [N, latent_channels, h, w] (unscaled: divide by scaling_factor first) -> DecoderOutput."""
+        if self.use_slicing and z.shape[0] > 1:
+            images = torch.cat([self._decode(s) for s in z.split(1)])
+        else:
+            images = self._decode(z)
+        return DecoderOutput(sample=images) if return_dict else (images,)
+
+    def forward(self, sample: torch.Tensor, sample_posterior: bool = False, return_dict: bool = True,
+                generator: Optional[torch.Generator] = None):
+        """Reconstruct: the posterior mode (or a sample) decoded."""
+        posterior = self.encode(sample).latent_dist
+        z = posterior.sample(generator=generator) if sample_posterior else posterior.mode()
+        return self.decode(z, return_dict=return_dict)
+
+    # ------------------------------------------------------------------------- conversions
+    @classmethod
+    def from_autoencoder(cls, ae: Autoencoder, **config) -> "LiteVAE":
+        """A LiteVAE (on the CPU) holding a copy of `ae`'s weights, with extra config values (sample_size, ...)."""
+        s = ae.spec
+        vae = cls(encoder_type=s.encoder, decoder_type=s.decoder, latent_channels=s.nz,
+                  encoder_kwargs=dict(s.encoder_kwargs), decoder_kwargs=dict(s.decoder_kwargs), **config)
+        vae.load_state_dict(ae.state_dict())
+        dtype = next(ae.parameters()).dtype
+        return vae if dtype == vae.dtype else vae.to(dtype)
+
+    def to_autoencoder(self) -> Autoencoder:
+        """The same weights as the CLI's `models.Autoencoder` (shared modules, not a copy)."""
+        return Autoencoder(self.encoder, self.decoder, self.spec)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, stats=None, use_ema: bool = True, **kwargs) -> "LiteVAE":
+        """A diffusers folder (or Hub id, with diffusers' kwargs), an export .safetensors, a checkpoint or a
+        run folder (EMA weights when present and `use_ema`). `stats`: an encode-dataset stats.json (or its
+        folder) whose sampled-latent factors become scaling_factor / shift_factor. Returns eval mode."""
+        path = Path(pretrained_model_name_or_path)
+        folder = path / kwargs["subfolder"] if kwargs.get("subfolder") else path
+        if is_diffusers_folder(folder) or _hub_id(pretrained_model_name_or_path):
+            if path.exists():
+                read_config(folder)  # another diffusers model's folder is a one-line error, as in the CLI
+            if not _accelerate_available():
+                kwargs.setdefault("low_cpu_mem_usage", False)  # diffusers' default needs accelerate
+            try:
+                vae = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+            except OSError as err:
+                if path.exists():
+                    raise
+                raise UserError(f"model not found: {path} is no local path, and as a Hugging Face Hub id: "
+                                f"{one_line(err, 200)}") from None
+        else:
+            loaded = load_autoencoder(path, use_ema=use_ema)
+            resolution = ((loaded.config or {}).get("data") or {}).get("resolution") or DEFAULT_SAMPLE_SIZE
+            config = {k: kwargs.pop(k) for k in list(kwargs) if k in ("sample_size", "scaling_factor", "shift_factor")}
+            config = {"sample_size": int(resolution), **config}
+            vae = cls.from_autoencoder(loaded.model, source={"step": loaded.step, "ema": loaded.used_ema}, **config)
+            if kwargs.get("torch_dtype") is not None:
+                vae = vae.to(kwargs["torch_dtype"])
+        if stats is not None:
+            vae.set_latent_stats(stats)
+        return vae.eval()
+
+    def set_latent_stats(self, stats) -> None:
+        """scaling_factor / shift_factor <- the sampled-latent factors of an encode-dataset stats.json (a path to
+        it or its folder, or its dict). A stats.json of another model's latents is refused (latent channels)."""
+        if not isinstance(stats, dict):
+            path = Path(stats) / STATS_NAME if Path(stats).is_dir() else Path(stats)
+            try:
+                stats = json.loads(path.read_text())
+            except (OSError, ValueError) as err:
+                raise UserError(f"cannot read latent statistics {path}: {one_line(err, 200)}") from None
+        if stats.get("nz") not in (None, self.config.latent_channels):
+            raise UserError(f"these statistics are of {stats.get('nz')}-channel latents; this model has "
+                            f"{self.config.latent_channels}")
+        scale, shift = normalization_factors(stats, sample=True)
+        self.register_to_config(scaling_factor=scale, shift_factor=shift)
+
+
+def _hub_id(name) -> bool:
+    """"owner/name" that is no local path: a Hugging Face Hub repository, for diffusers to fetch."""
+    text = str(name)
+    return (not Path(text).exists() and Path(text).suffix not in (".pt", ".safetensors")
+            and re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text) is not None)
+
+
+def _default_overlap(tile: int) -> int:
+    return tile // 4 // DOWNSCALE * DOWNSCALE
+
+
+def _accelerate_available() -> bool:
+    from diffusers.utils import is_accelerate_available
+
+    return is_accelerate_available()
+
+
+def load(path, **kwargs) -> LiteVAE:
+    """`litevae_cli.load(path)`: any trained LiteVAE (run folder, checkpoint, export, diffusers folder) as a
+    diffusers `LiteVAE`, in eval mode. Same arguments as `LiteVAE.from_pretrained`."""
+    return LiteVAE.from_pretrained(path, **kwargs)
+
+
+def export_diffusers(model, out, stats=None, use_ema: bool = True) -> LiteVAE:
+    """`litevae export MODEL OUT --format diffusers`: write OUT/config.json + the safetensors weights."""
+    vae = LiteVAE.from_pretrained(model, stats=stats, use_ema=use_ema)
+    vae.save_pretrained(str(out))
+    return vae
