@@ -48,6 +48,14 @@ def main() -> int:
     p.add_argument("--logvar-init", type=float)
     p.add_argument("--decoder", help="registry name, with the preset's decoder_kwargs")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save", help="write the EMA weights' state_dict here at the end")
+    p.add_argument("--blocks-per-level", type=int, help="decoder ResBlocks per up level (preset: 3)")
+    p.add_argument("--gain-lr-mult", type=float, default=1.0,
+                   help="learning-rate multiplier for the SMC gains and per-channel scales")
+    p.add_argument("--color-jitter", type=float, default=0.0,
+                   help="per-crop, per-channel gain U[1-G, 1+G] and offset U[-G/2, G/2] in [0, 1] space")
+    p.add_argument("--channel-perm", type=float, default=0.0,
+                   help="probability of permuting a training crop's RGB channels (colour coverage)")
     args = p.parse_args()
 
     cfg = load_config(args.preset)
@@ -56,10 +64,18 @@ def main() -> int:
         enc_kwargs["logvar_init"] = args.logvar_init
     cfg.loss.kl = cfg.loss.kl if args.kl is None else args.kl
     torch.manual_seed(args.seed)
-    ae = build_autoencoder(m.encoder, args.decoder or m.decoder, m.nz, enc_kwargs, dict(m.decoder_kwargs))
+    dec_kwargs = dict(m.decoder_kwargs)
+    if args.blocks_per_level is not None:
+        dec_kwargs["blocks_per_level"] = args.blocks_per_level
+    ae = build_autoencoder(m.encoder, args.decoder or m.decoder, m.nz, enc_kwargs, dec_kwargs)
+    perm_gen = torch.Generator().manual_seed(args.seed + 1)
     ema = copy.deepcopy(ae)
     loss_fn = GeneratorLoss(cfg.loss)
-    opt = torch.optim.Adam(ae.parameters(), args.lr or cfg.optim.lr, betas=tuple(cfg.optim.betas))
+    lr = args.lr or cfg.optim.lr
+    gains = [q for n, q in ae.named_parameters() if n.endswith((".gain", ".scale"))]
+    rest = [q for n, q in ae.named_parameters() if not n.endswith((".gain", ".scale"))]
+    opt = torch.optim.Adam([{"params": rest}, {"params": gains, "lr": lr * args.gain_lr_mult}], lr,
+                           betas=tuple(cfg.optim.betas))
     rescale = (args.rescale_min or cfg.data.rescale[0], cfg.data.rescale[1])
     batches = iter(make_train_loader(resolve_source("sample"), args.crop or cfg.data.resolution,
                                      args.batch or cfg.train.batch_size, seed=args.seed, rescale=rescale))
@@ -68,6 +84,14 @@ def main() -> int:
     start, l1 = time.perf_counter(), []
     for step in range(1, args.steps + 1):
         x = next(batches)["images"]
+        if args.color_jitter > 0:
+            g = 1 + args.color_jitter * (2 * torch.rand(x.shape[0], 3, 1, 1, generator=perm_gen) - 1)
+            o = args.color_jitter * (torch.rand(x.shape[0], 3, 1, 1, generator=perm_gen) - 0.5)
+            x = ((((x + 1) / 2) * g + o).clamp(0, 1)) * 2 - 1
+        if args.channel_perm > 0:
+            for i in range(x.shape[0]):
+                if torch.rand((), generator=perm_gen) < args.channel_perm:
+                    x[i] = x[i, torch.randperm(3, generator=perm_gen)]
         x_hat, posterior = ae(x)
         total, terms = loss_fn(x, x_hat, posterior)
         opt.zero_grad(set_to_none=True)
@@ -81,6 +105,8 @@ def main() -> int:
             print(f"step {step} {time.perf_counter() - start:.0f}s train-l1 {sum(l1[-50:]) / 50:.3f} "
                   f"kl {float(terms['kl']):.3f} psnr {held_out_psnr(ae, held_out):.2f} "
                   f"ema {held_out_psnr(ema, held_out):.2f}", flush=True)
+    if args.save:
+        torch.save(ema.state_dict(), args.save)
     return 0
 
 

@@ -61,8 +61,9 @@ class VAEDecoder(nn.Module):
 
 @register_model("smc-decoder", "decoder", "SD-VAE decoder with SMC, no attention, 2 mid blocks (P App. G)")
 def smc_decoder(nz: int = 12, channels: int = 128, mults: tuple[int, ...] = (1, 2, 4, 4),
-                dropout: float = 0.0) -> VAEDecoder:
-    return VAEDecoder(nz, channels, tuple(mults), smc=True, mid_blocks=2, mid_attention=False, dropout=dropout)
+                dropout: float = 0.0, blocks_per_level: int = 3) -> VAEDecoder:
+    return VAEDecoder(nz, channels, tuple(mults), blocks_per_level=blocks_per_level, smc=True, mid_blocks=2,
+                      mid_attention=False, dropout=dropout)
 
 
 @register_model("sd-vae-decoder", "decoder", "Stable Diffusion VAE decoder (GroupNorm, mid attention)")
