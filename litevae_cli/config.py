@@ -100,6 +100,7 @@ class TrainCfg:
     seed: int = 0
     max_nonfinite: int = 20  # consecutive non-finite steps before stopping
     init_from_required: bool = False  # finetune presets: --from CKPT is required
+    keep_checkpoints: int = 0  # numbered checkpoints kept, newest first (last.pt always); 0 = keep all
 
 
 @dataclass
@@ -141,7 +142,8 @@ _MINIMA: dict[str, float] = {
     "loss.l1": 0.0, "loss.lpips": 0.0, "loss.kl": 0.0, "loss.wavelet": 0.0, "loss.gaussian": 0.0,
     "loss.adversarial": 0.0,
     "train.steps": 1, "train.batch_size": 1, "train.grad_accum": 1, "train.ema_decay": 0.0,
-    "train.max_nonfinite": 1, "log.every": 1, "log.sample_every": 1, "log.checkpoint_every": 1,
+    "train.max_nonfinite": 1, "train.keep_checkpoints": 0,
+    "log.every": 1, "log.sample_every": 1, "log.checkpoint_every": 1,
 }
 # Exclusive upper bounds.
 _MAXIMA_EXCL: dict[str, float] = {"optim.betas": 1.0, "optim.disc_betas": 1.0, "train.ema_decay": 1.0,

@@ -38,7 +38,8 @@ import torch
 import yaml
 from rich.console import Console
 
-from litevae_cli.checkpoint import LAST_NAME, checkpoint_dir, latest_checkpoint, load_checkpoint, save_atomic
+from litevae_cli.checkpoint import (LAST_NAME, checkpoint_dir, latest_checkpoint, load_checkpoint, prune_numbered,
+                                    save_atomic)
 from litevae_cli.config import Config, apply_cli_overrides, config_to_dict, dump_config, load_config
 from litevae_cli.data import resolve_source
 from litevae_cli.loaders import make_train_loader, require_readable
@@ -243,8 +244,8 @@ def train_step(rt: Runtime, cfg: Config, state: TrainState, loss_fn, micro_image
 
 
 def save_checkpoint(rt: Runtime, cfg: Config, state: TrainState, out: Path, numbered: bool) -> Path:
-    """last.pt (atomic) and, when `numbered`, step-XXXXXXX.pt as a hard link of the same file.
-    Collective (gathers every rank's RNG); only rank 0 writes."""
+    """last.pt (atomic) and, when `numbered`, step-XXXXXXX.pt as a hard link of the same file; then only
+    the `train.keep_checkpoints` newest numbered files stay. Collective (gathers every rank's RNG); only rank 0 writes."""
     if not all_finite(state.model):  # identical weights on every rank, so every rank raises together
         raise UserError(f"step {state.step}: the autoencoder weights are not finite; "
                         "the last good checkpoint is left as it was")
@@ -265,6 +266,7 @@ def save_checkpoint(rt: Runtime, cfg: Config, state: TrainState, out: Path, numb
                     os.replace(tmp, last)
                 except OSError:
                     save_atomic(ckpt, last)
+                prune_numbered(ckpt_dir, cfg.train.keep_checkpoints)  # after last.pt is safe
     barrier(rt)
     return last
 
@@ -323,6 +325,7 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
                 grid = out / "samples" / f"step-{state.step:07d}.png"
                 with writing(grid):
                     save_reconstructions(net, samples, grid, rt.autocast)
+                log.add_grid("reconstructions", grid, state.step)
 
             # Checkpoint: step-XXXXXXX.pt every checkpoint_every, last.pt always the newest.
             if progressed and (state.step % cfg.log.checkpoint_every == 0 or done):
