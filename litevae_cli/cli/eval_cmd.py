@@ -13,7 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from litevae_cli.cli.common import BatchSizeOpt, DeviceOpt, JsonOutOpt, PrecisionOpt, user_errors, write_json
+from litevae_cli.cli.common import (BatchSizeOpt, DeviceOpt, DownloadWeightsOpt, JsonOutOpt, PrecisionOpt, user_errors,
+                                    write_json)
 
 
 @user_errors
@@ -33,6 +34,7 @@ def eval_command(
     workers: Annotated[int, typer.Option("--workers", min=0, help="Data loader worker processes.")] = 0,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
+    download_weights: DownloadWeightsOpt = False,
 ) -> None:
     """Evaluate an autoencoder's reconstructions: one row per resolution.
 
@@ -44,7 +46,8 @@ def eval_command(
 
     Examples:\n
       litevae eval runs/b12 --data sample-holdout --metrics psnr,ssim\n
-      litevae eval model.safetensors --data /data/imagenet/val --metrics rfid,lpips,psnr,ssim --resolution 256,512 --json eval.json
+      litevae eval model.safetensors --data /data/imagenet/val --metrics rfid,lpips,psnr,ssim --resolution 256,512 --json eval.json\n
+      litevae eval runs/b12 --data /data/imagenet/val --metrics rfid,lpips --download-weights
     """
     from litevae_cli.evaluate import (EvalOptions, check_options, locate_weights, parse_metrics, parse_resolutions,
                                       required_weights)
@@ -56,7 +59,10 @@ def eval_command(
     check_options(opts)
     if json_out is not None:
         check_out_file(json_out, "--json")
-    locate_weights(required_weights(opts.metrics, opts.lpips_net), weights_dir)  # before torch work
+    from litevae_cli.weights_download import allowed
+
+    with allowed(download_weights):  # fetched here (when asked), so run_eval finds every file on disk
+        locate_weights(required_weights(opts.metrics, opts.lpips_net), weights_dir)  # before torch work
 
     from litevae_cli.evaluate import run_eval
     from litevae_cli.runtime import setup_runtime, teardown_runtime

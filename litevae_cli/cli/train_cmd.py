@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from litevae_cli.cli.common import BatchSizeOpt, DeviceOpt, PrecisionOpt, user_errors
+from litevae_cli.cli.common import BatchSizeOpt, DeviceOpt, DownloadWeightsOpt, PrecisionOpt, user_errors
 
 PresetOpt = Annotated[str, typer.Option("--preset", help="Preset name (see presets/) or path to a YAML file.")]
 DataOpt = Annotated[str, typer.Option("--data", help="Image folder, shard pattern dir/train-{000000..000009}.tar, "
@@ -29,7 +29,7 @@ FromOpt = Annotated[Optional[Path], typer.Option("--from", help="Phase-A checkpo
 
 
 def _run(command: str, preset, data, out, init_from, steps, batch_size, device, precision, overrides, dry_run,
-         workers, weights_dir) -> None:
+         workers, weights_dir, download_weights=False) -> None:
     import os
 
     # Before torch (and its OpenMP) loads: idle OpenMP threads sleep instead of spinning. On shared or
@@ -37,10 +37,12 @@ def _run(command: str, preset, data, out, init_from, steps, batch_size, device, 
     # 2.5-7 s with the default policy, 1.0 s with PASSIVE). An explicit setting in the environment wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from litevae_cli.train import train
+    from litevae_cli.weights_download import allowed
 
-    code = train(command, preset, data, out, init_from=init_from, steps=steps, batch_size=batch_size, device=device,
-                 precision=precision, overrides=overrides or [], dry_run=dry_run, workers=workers,
-                 weights_dir=weights_dir)
+    with allowed(download_weights):
+        code = train(command, preset, data, out, init_from=init_from, steps=steps, batch_size=batch_size,
+                     device=device, precision=precision, overrides=overrides or [], dry_run=dry_run, workers=workers,
+                     weights_dir=weights_dir)
     if code:
         raise typer.Exit(code)
 
@@ -48,7 +50,8 @@ def _run(command: str, preset, data, out, init_from, steps, batch_size, device, 
 @user_errors
 def pretrain(preset: PresetOpt, data: DataOpt, out: RunOutOpt, steps: StepsOpt = None, batch_size: BatchSizeOpt = None,
              device: DeviceOpt = None, precision: PrecisionOpt = None, overrides: SetOpt = None,
-             dry_run: DryRunOpt = False, workers: WorkersOpt = None, weights_dir: WeightsDirOpt = None) -> None:
+             dry_run: DryRunOpt = False, workers: WorkersOpt = None, weights_dir: WeightsDirOpt = None,
+             download_weights: DownloadWeightsOpt = False) -> None:
     """Phase A: train an autoencoder from scratch (P: 128 px crops, no discriminator).
 
     Rerunning the same command with the same --out resumes from OUT/checkpoints/last.pt.
@@ -57,17 +60,18 @@ def pretrain(preset: PresetOpt, data: DataOpt, out: RunOutOpt, steps: StepsOpt =
     Examples:\n
       litevae pretrain --preset demo --data sample --out runs/demo\n
       litevae pretrain --preset b-pretrain --data /data/imagenet/train --out runs/b-a --dry-run\n
+      litevae pretrain --preset b-pretrain --data /data/imagenet/train --out runs/b-a --download-weights\n
       litevae pretrain --preset b-pretrain --data 'shards/train-{000000..000099}.tar' --out runs/b-a --set optim.lr=2e-4
     """
     _run("pretrain", preset, data, out, None, steps, batch_size, device, precision, overrides, dry_run, workers,
-         weights_dir)
+         weights_dir, download_weights)
 
 
 @user_errors
 def finetune(preset: PresetOpt, data: DataOpt, out: RunOutOpt, init_from: FromOpt = None, steps: StepsOpt = None,
              batch_size: BatchSizeOpt = None, device: DeviceOpt = None, precision: PrecisionOpt = None,
              overrides: SetOpt = None, dry_run: DryRunOpt = False, workers: WorkersOpt = None,
-             weights_dir: WeightsDirOpt = None) -> None:
+             weights_dir: WeightsDirOpt = None, download_weights: DownloadWeightsOpt = False) -> None:
     """Phase B: continue a phase-A model at higher resolution with the discriminator on.
 
     --from loads the model weights (EMA when present); discriminator, optimizers and step start fresh.
@@ -78,4 +82,4 @@ def finetune(preset: PresetOpt, data: DataOpt, out: RunOutOpt, init_from: FromOp
       litevae finetune --preset b-finetune --from runs/b-a/checkpoints/last.pt --data /data/imagenet/train --out runs/b-b
     """
     _run("finetune", preset, data, out, init_from, steps, batch_size, device, precision, overrides, dry_run, workers,
-         weights_dir)
+         weights_dir, download_weights)
