@@ -140,10 +140,9 @@ _MINIMA: dict[str, float] = {
     "data.rescale": 1e-6, "data.workers": 0, "train.seed": 0,
     "optim.lr": 0.0, "optim.betas": 0.0, "optim.weight_decay": 0.0, "optim.disc_lr": 0.0, "optim.disc_betas": 0.0,
     "loss.l1": 0.0, "loss.lpips": 0.0, "loss.kl": 0.0, "loss.wavelet": 0.0, "loss.gaussian": 0.0,
-    "loss.adversarial": 0.0,
+    "loss.adversarial": 0.0, "train.keep_checkpoints": 0,
     "train.steps": 1, "train.batch_size": 1, "train.grad_accum": 1, "train.ema_decay": 0.0,
-    "train.max_nonfinite": 1, "train.keep_checkpoints": 0,
-    "log.every": 1, "log.sample_every": 1, "log.checkpoint_every": 1,
+    "train.max_nonfinite": 1, "log.every": 1, "log.sample_every": 1, "log.checkpoint_every": 1,
 }
 # Exclusive upper bounds.
 _MAXIMA_EXCL: dict[str, float] = {"optim.betas": 1.0, "optim.disc_betas": 1.0, "train.ema_decay": 1.0,
