@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from litevae_cli.config import load_config
-from litevae_cli.data import _open, load_image, train_transform
-from litevae_cli.losses import GeneratorLoss
+from litevae_cli.data.sources import _open, load_image, train_transform
+from litevae_cli.training.losses import GeneratorLoss
 from litevae_cli.models import build_autoencoder
-from litevae_cli.sample_images import sample_files
+from litevae_cli.data.samples import sample_files
 
 
 def best_seconds(fn, repeats: int, warmup: int = 2) -> float:

@@ -4,7 +4,7 @@ Both sides use the same model (a freshly initialised registry encoder, saved as 
 size, precision, device and images:
   raw            the encoder's forward pass on the images already decoded, transformed and batched in
                  memory (on the device), timed after one warm-up batch, synchronised at the end;
-  encode-dataset the library call `litevae_cli.encode.encode_dataset` on a folder of the same JPEGs
+  encode-dataset the library call `litevae_cli.latents.encode.encode_dataset` on a folder of the same JPEGs
                  (decode, resize/crop, host->device, encode, device->host, serialise, tar writing,
                  stats), timed by its own loop clock (model loading and hashing excluded, worker
                  start-up included).
@@ -28,7 +28,7 @@ import torch
 
 def make_images(folder: Path, count: int, seed: int = 0) -> None:
     from litevae_cli.data import load_image
-    from litevae_cli.sample_images import sample_files
+    from litevae_cli.data.samples import sample_files
 
     photos = [load_image(p) for _, p in sample_files("sample-all")]
     rng = np.random.default_rng(seed)
@@ -82,8 +82,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
 
-    from litevae_cli.checkpoint import CHECKPOINT_FORMAT, save_atomic
-    from litevae_cli.encode import encode_dataset
+    from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
+    from litevae_cli.latents.encode import encode_dataset
     from litevae_cli.models import build_autoencoder
     from litevae_cli.runtime import setup_runtime
 
@@ -94,18 +94,15 @@ def main() -> None:
     ae = build_autoencoder(args.encoder, "smc-decoder-tiny", nz=args.nz)  # the decoder is never run here
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        ckpt = save_atomic({"format": CHECKPOINT_FORMAT, "version": 1, "model_spec": ae.spec.to_dict(),
+        ckpt = save_atomic({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model_spec": ae.spec.to_dict(),
                             "model": ae.state_dict(), "ema": None, "step": 0, "config": {}}, tmp / "model.pt")
         make_images(tmp / "images", args.count)
-        encoder = ae.encoder.to(rt.device).eval()
-        if rt.device.type == "cuda" or (rt.device.type == "cpu" and rt.precision == "bf16"):
-            encoder = encoder.to(memory_format=torch.channels_last)
+        encoder = rt.place(ae.encoder, channels_last=True).eval()
         raws, encs = [], []
         for _ in range(args.repeat):  # alternate the two so drifting machine load hits both alike
             raws.append(raw_throughput(encoder, tmp / "images", args.resolution, args.batch_size, rt))
-            res = encode_dataset(str(ckpt), str(tmp / "images"), tmp / "latents", resolution=args.resolution,
-                                 batch_size=args.batch_size, dtype=args.dtype, device=args.device,
-                                 precision=args.precision, workers=args.workers, overwrite=True,
+            res = encode_dataset(rt, str(ckpt), str(tmp / "images"), tmp / "latents", resolution=args.resolution,
+                                 batch_size=args.batch_size, dtype=args.dtype, workers=args.workers, overwrite=True,
                                  log=lambda *a: None, progress_bar=False)
             encs.append(res["encoded_now"] / res["seconds"])
         raw, enc = float(np.median(raws)), float(np.median(encs))

@@ -1,7 +1,7 @@
 """GPU-day benchmark (issue 16 item 4b): LiteVAE-B against the SD-VAE encoder, and the B recipe's train steps.
 
-On one CUDA device, in one process, with the toolkit's own runtime (`litevae_cli.runtime`: autocast,
-channels_last on CUDA, cuDNN/TF32 settings left at PyTorch's defaults as training leaves them):
+On one CUDA device, in one process, with the toolkit's own runtime (`with litevae_cli.runtime.open(...)`:
+placement, autocast, channels_last on CUDA, cuDNN/TF32 settings left at PyTorch's defaults as training leaves them):
 1. Encoder img/s and peak memory at 256 px, batch 32, bf16 autocast, inference mode (P Table 3's setting):
    litevae-b against sd-vae-encoder, both nz=4 (the SD 1.x latent width), random init. The peer is the
    registry's sd-vae-encoder, the SD 1.x encoder architecture with its quant conv (34.16 M); the CPU tables
@@ -10,7 +10,7 @@ channels_last on CUDA, cuDNN/TF32 settings left at PyTorch's defaults as trainin
    Peak memory = the most CUDA memory allocated during one forward, above what the weights and input hold.
 2. Train-step img/s of phase A (preset b-pretrain: 128 px, batch 16, no discriminator) and phase B
    (b-finetune: 256 px, batch 16, unet-disc-s and the adversarial term on from step 0), both with LPIPS-VGG,
-   through the training loop's own `train.train_step` (forward, losses, backward, Adam, discriminator step,
+   through the training loop's own `training.loop.train_step` (forward, losses, backward, Adam, discriminator step,
    EMA when on). If vgg16-397923af.pth is not on disk the VGG backbone is randomly initialised: the cost is
    the same, the loss value is not, and the output says which was used.
 Writes OUT/gpu_bench.json and OUT/gpu_bench.md (a table that drops into BENCHMARKS.md).
@@ -80,26 +80,21 @@ def peak_mib(rt, fn) -> float | None:
 
 
 def _input(rt, batch: int, resolution: int, on_device: bool) -> torch.Tensor:
-    from litevae_cli.runtime import use_channels_last
-
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 3, resolution, resolution, generator=g) * 2 - 1
     if not on_device:  # the train step moves its batch itself, from pinned memory as the loader gives it
         return x.pin_memory() if rt.device.type == "cuda" else x
-    fmt = torch.channels_last if use_channels_last(rt) else torch.contiguous_format
-    return x.to(rt.device, memory_format=fmt)
+    return rt.batch(x, channels_last=True)
 
 
 def bench_encoders(rt, s: Setting) -> dict:
     from litevae_cli.models import create_model
-    from litevae_cli.runtime import use_channels_last
 
-    fmt = torch.channels_last if use_channels_last(rt) else torch.contiguous_format
     x = _input(rt, s.enc_batch, s.enc_resolution, on_device=True)
     nets = {}
     for name in s.encoders:
         torch.manual_seed(0)
-        nets[name] = create_model(name, nz=NZ_ENCODER).eval().to(rt.device, memory_format=fmt)
+        nets[name] = rt.place(create_model(name, nz=NZ_ENCODER).eval(), channels_last=True)
 
     def forward(net, n):
         def run():
@@ -123,17 +118,17 @@ def share_lpips() -> None:
     """Build each frozen LPIPS network once for both phases (VGG-16's construction takes seconds)."""
     import functools
 
-    from litevae_cli import weights
+    from litevae_cli.metrics import weights
 
     weights.build_lpips = functools.lru_cache(maxsize=None)(weights.build_lpips)
 
 
 def bench_train_step(rt, s: Setting, preset: str, extra: list[str]) -> dict:
     from litevae_cli.config import load_config
-    from litevae_cli.losses import GeneratorLoss
-    from litevae_cli.train import train_step
-    from litevae_cli.train_state import build_train_state
-    from litevae_cli.weights import lpips_available
+    from litevae_cli.metrics.weights import lpips_available
+    from litevae_cli.training.loop import train_step
+    from litevae_cli.training.losses import GeneratorLoss
+    from litevae_cli.training.state import build_train_state
 
     cfg = load_config(preset, [f"train.batch_size={s.train_batch}", f"train.precision={s.precision}",
                                *s.overrides, *extra])
@@ -141,7 +136,7 @@ def bench_train_step(rt, s: Setting, preset: str, extra: list[str]) -> dict:
     lpips = (f"LPIPS-{cfg.loss.lpips_net.upper()} weight {cfg.loss.lpips}, "
              + ("RANDOM-init backbone (weights file absent: same cost, loss value meaningless)" if random_backbone
                 else "pretrained backbone from disk"))
-    loss_fn = GeneratorLoss(cfg.loss, cfg.discriminator.loss, lpips_random_backbone=random_backbone).to(rt.device)
+    loss_fn = rt.place(GeneratorLoss(cfg.loss, cfg.discriminator.loss, lpips_random_backbone=random_backbone))
     torch.manual_seed(cfg.train.seed)
     state = build_train_state(rt, cfg)
     x = _input(rt, s.train_batch, cfg.data.resolution, on_device=False)
@@ -204,14 +199,24 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def measure(rt, s: Setting, dry_run: bool) -> dict:
+    t0 = time.perf_counter()
+    doc = {"section": "gpu", "dry_run": dry_run, "date": time.strftime("%Y-%m-%d"), "reps": s.reps,
+           "machine": machine(rt), "encoders": bench_encoders(rt, s),
+           "train": [bench_train_step(rt, s, "b-pretrain", []),
+                     bench_train_step(rt, s, "b-finetune", s.phase_b_overrides)]}
+    doc["seconds"] = round(time.perf_counter() - t0, 1)
+    return doc
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True, help="folder for gpu_bench.json and gpu_bench.md")
     p.add_argument("--dry-run", action="store_true", help="tiny models on the CPU, one repeat: plumbing only")
     p.add_argument("--reps", type=int, default=None, help="timed repeats (default 10; dry run 1)")
     args = p.parse_args()
+    from litevae_cli import runtime
     from litevae_cli.errors import UserError
-    from litevae_cli.runtime import setup_runtime
 
     s = DRY if args.dry_run else GPU
     if args.dry_run:
@@ -220,15 +225,10 @@ def main() -> int:
     if args.reps:
         s.reps = args.reps
     try:
-        rt = setup_runtime(s.device, s.precision, init_distributed=False)
+        with runtime.open(s.device, s.precision, distributed=False) as rt:
+            doc = measure(rt, s, args.dry_run)
     except UserError as err:
-        raise SystemExit(f"error: {err} (use --dry-run to check the script on a CPU)")
-    t0 = time.perf_counter()
-    doc = {"section": "gpu", "dry_run": args.dry_run, "date": time.strftime("%Y-%m-%d"), "reps": s.reps,
-           "machine": machine(rt), "encoders": bench_encoders(rt, s),
-           "train": [bench_train_step(rt, s, "b-pretrain", []),
-                     bench_train_step(rt, s, "b-finetune", s.phase_b_overrides)]}
-    doc["seconds"] = round(time.perf_counter() - t0, 1)
+        raise SystemExit(f"error: {err}" + ("" if args.dry_run else " (use --dry-run to check the script on a CPU)"))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_bench.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
     table = markdown(doc)

@@ -21,9 +21,9 @@ import torch
 
 from litevae_cli.config import load_config
 from litevae_cli.data import resolve_source
-from litevae_cli.image_metrics import psnr_uint8, to_uint8
-from litevae_cli.loaders import make_eval_loader, make_train_loader
-from litevae_cli.losses import GeneratorLoss
+from litevae_cli.metrics.image import psnr_uint8, to_uint8
+from litevae_cli.data.loaders import make_eval_loader, make_train_loader
+from litevae_cli.training.losses import GeneratorLoss
 from litevae_cli.models import build_autoencoder
 
 

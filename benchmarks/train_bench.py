@@ -3,11 +3,11 @@
 Both autoencoders use the same decoder (smc-decoder), latent width, losses, optimizer and batch, as the
 `b-pretrain` preset sets them (nz=12, 128 px crops, Adam lr 1e-4 betas (0.5, 0.9), bf16 autocast with
 channels_last on CPU as the runtime chooses, losses L1 + KL + wavelet + Gaussian in float32 through
-`litevae_cli.losses.GeneratorLoss`). LPIPS: its weight is set to 0 unless the AlexNet backbone file is
+`litevae_cli.training.losses.GeneratorLoss`). LPIPS: its weight is set to 0 unless the AlexNet backbone file is
 on disk (the row says which); `--lpips random` keeps it with a random backbone to include its cost.
 
 One step = forward (posterior sample) + loss + backward + Adam step + zero_grad, mirroring
-`litevae_cli.train.train_step` for a single micro-batch without a discriminator. The two models' steps
+`litevae_cli.training.loop.train_step` for a single micro-batch without a discriminator. The two models' steps
 are interleaved; img/s = batch / step time.
 """
 
@@ -54,8 +54,8 @@ def main() -> None:
     args = p.parse_args()
     setup_threads(args.threads)
     from litevae_cli.config import load_config
-    from litevae_cli.losses import GeneratorLoss
-    from litevae_cli.weights import lpips_available
+    from litevae_cli.training.losses import GeneratorLoss
+    from litevae_cli.metrics.weights import lpips_available
 
     cfg = load_config("b-pretrain")
     precision = args.precision or cfg.train.precision

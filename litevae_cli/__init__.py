@@ -6,11 +6,11 @@
 
 __version__ = "0.2.0"
 
-__all__ = ["__version__", "create_model", "list_models", "build_autoencoder"]
+__all__ = ["__version__", "create_model", "list_models", "build_autoencoder", "create_autoencoder"]
 
 
 def __getattr__(name):
-    if name in ("create_model", "list_models", "build_autoencoder"):
+    if name in __all__[1:]:
         from litevae_cli import models
 
         return getattr(models, name)

@@ -2,10 +2,12 @@
 
 A training checkpoint is a plain dict (torch.save) with these keys:
     format="litevae-checkpoint", version=CHECKPOINT_VERSION (2),
-    model_spec   AutoencoderSpec.to_dict(): registry names + overrides, never class paths
+    model_spec   ModelSpec.to_dict(): registry names + overrides, never class paths (stored only here)
     model        autoencoder state_dict          ema   EMA state_dict or None
     discriminator_name, discriminator           registry name and state_dict, or None
-    optimizer_g, optimizer_d, scaler, step, rng, data_position, config (the resolved preset)
+    optimizer_g, optimizer_d, scaler, step, rng, data_position,
+    config       the resolved preset without its `model` section (that is model_spec); `stored_config`
+                 gives it whole, also for earlier version-2 files, which repeated the spec there
 An exported model is one `.safetensors` file holding the (EMA when present) autoencoder weights, with
 the spec, step, source and format version in its metadata, written atomically like a checkpoint. Both load without running code from the file:
 a pickle that would run code is refused with a message that says so (and never suggests
@@ -31,7 +33,8 @@ import torch
 
 from litevae_cli.atomic_write import atomic_path
 from litevae_cli.errors import UserError, as_user_error, one_line
-from litevae_cli.models.autoencoder import Autoencoder, AutoencoderSpec, build_autoencoder
+from litevae_cli.model_spec import ModelSpec
+from litevae_cli.models.autoencoder import Autoencoder, create_autoencoder
 
 CHECKPOINT_FORMAT = "litevae-checkpoint"
 CHECKPOINT_VERSION = 2  # bump whenever a stored state_dict would mean something else in the current code
@@ -123,7 +126,7 @@ class LoadedModel:
     """An autoencoder ready for inference, and where its weights came from."""
 
     model: Autoencoder
-    spec: AutoencoderSpec
+    spec: ModelSpec
     path: Path
     used_ema: bool
     step: int | None
@@ -132,7 +135,7 @@ class LoadedModel:
     def describe(self) -> str:
         weights = "EMA weights" if self.used_ema else "raw (non-EMA) weights"
         step = f", step {self.step}" if self.step is not None else ""
-        return f"{self.spec.encoder} + {self.spec.decoder} (nz={self.spec.nz}) from {self.path}{step}, {weights}"
+        return f"{self.spec.describe()} from {self.path}{step}, {weights}"
 
 
 def load_weights(module: torch.nn.Module, weights, source) -> None:
@@ -150,13 +153,13 @@ def load_weights(module: torch.nn.Module, weights, source) -> None:
                                     for n, k in (("missing", missing), ("unexpected", unexpected)) if k))
 
 
-def _build(spec_dict, state_dict, path: Path) -> tuple[Autoencoder, AutoencoderSpec]:
+def _build(spec_dict, state_dict, path: Path) -> tuple[Autoencoder, ModelSpec]:
     if not isinstance(spec_dict, dict):
         raise UserError(f"{path} does not say which model it holds (no model_spec); it is not a complete "
                         "litevae checkpoint or export")
     with as_user_error(f"cannot build the model stored in {path}"):
-        spec = AutoencoderSpec.from_dict(spec_dict)
-        model = build_autoencoder(spec.encoder, spec.decoder, spec.nz, spec.encoder_kwargs, spec.decoder_kwargs)
+        spec = ModelSpec.from_dict(spec_dict)
+        model = create_autoencoder(spec)
     load_weights(model, state_dict, path)
     return model, spec
 
@@ -169,7 +172,17 @@ def load_autoencoder(model: str | Path, use_ema: bool = True, map_location: str 
     ckpt = load_checkpoint(path, map_location)
     used_ema = bool(use_ema and ckpt.get("ema"))
     net, spec = _build(ckpt.get("model_spec"), ckpt["ema"] if used_ema else ckpt.get("model"), path)
-    return LoadedModel(net.eval(), spec, path, used_ema, ckpt.get("step"), ckpt.get("config"))
+    return LoadedModel(net.eval(), spec, path, used_ema, ckpt.get("step"), stored_config(ckpt))
+
+
+def stored_config(ckpt: dict) -> dict | None:
+    """The run's resolved config as a dict, its `model` section taken from `model_spec` (stored once)."""
+    config = ckpt.get("config")
+    if not isinstance(config, dict):
+        return None
+    whole = dict(config)  # a version-2 file of litevae 0.2.0 repeats the spec here: the same value
+    whole["model"] = ckpt.get("model_spec")
+    return whole
 
 
 def export_model(checkpoint: str | Path, out: str | Path, use_ema: bool = True) -> Path:

@@ -7,14 +7,16 @@ the loop's lengths. Everything a run uses is in `Config`; the loop writes it nex
 Rules (style: "one config schema; unknown keys are errors"):
 - The schema is the dataclasses below. A preset may omit any key that has a default here; `name`
   defaults to the preset file's stem.
+- The `model` section is a `ModelSpec` (`litevae_cli.model_spec`), the type checkpoints store too.
+- `resolve_config` is the one pass: the preset file, then `--set` overrides, then the dedicated flags
+  (`FLAG_KEYS`, which win), merged as plain data and validated ONCE, each key remembering where it
+  came from; `phase` is checked against the subcommand there (the one statement of the phase).
 - Validation is table-driven: types come from the dataclass annotations (`_check_type`), value
   constraints from `_ENUMS`, `_MINIMA`, `_LENGTHS` and `_REGISTRY_KINDS`. Every problem is a
-  `UserError` naming the dotted key and where it came from, e.g.
+  `UserError` naming the dotted key and where its value came from, e.g.
   "unknown config key 'train.stepz' (in --set)".
-- Overrides are "key.sub=value" strings; the value is parsed with `yaml.safe_load`, so
-  `optim.betas=[0.9,0.99]`, `train.ema_decay=null` and `log.tensorboard=false` work.
-- This module does not import torch at import time (so `--help` stays fast): the model registry is
-  imported only when a config is validated.
+- Overrides are "key.sub=value" strings parsed with `yaml.safe_load` (`optim.betas=[0.9,0.99]` works).
+- No torch at import time (`--help` stays fast): the registry is imported when a config is validated.
 """
 
 from __future__ import annotations
@@ -28,29 +30,19 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Union
 
 import yaml
 
 from litevae_cli.errors import UserError
+from litevae_cli.model_spec import ModelSpec
 
 # The repo's top-level presets/ folder: the fallback when the package resource is unavailable
 # (e.g. running from a source checkout without an install).
 _REPO_PRESETS = Path(__file__).resolve().parent.parent / "presets"
 
 
-# --------------------------------------------------------------------------------------------
-# Schema
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ModelCfg:
-    encoder: str  # registry name of an encoder, e.g. litevae-b
-    decoder: str  # registry name of a decoder, e.g. smc-decoder
-    nz: int = 12  # latent channels (P: 4, 12 or 16; 12 is the main recipe)
-    encoder_kwargs: dict = field(default_factory=dict)  # overrides passed to the encoder builder
-    decoder_kwargs: dict = field(default_factory=dict)  # overrides passed to the decoder builder
+# -------------------- Schema
 
 
 @dataclass
@@ -99,7 +91,6 @@ class TrainCfg:
     ema_warmup: bool = True  # ramp the EMA decay up at the start (OL)
     seed: int = 0
     max_nonfinite: int = 20  # consecutive non-finite steps before stopping
-    init_from_required: bool = False  # finetune presets: --from CKPT is required
     keep_checkpoints: int = 0  # numbered checkpoints kept, newest first (last.pt always); 0 = keep all
 
 
@@ -114,8 +105,8 @@ class LogCfg:
 @dataclass
 class Config:
     name: str
-    phase: str  # pretrain | finetune
-    model: ModelCfg
+    phase: str  # pretrain | finetune: the subcommand that runs it (finetune starts from --from CKPT)
+    model: ModelSpec
     discriminator: DiscriminatorCfg
     data: DataCfg
     optim: OptimCfg
@@ -124,14 +115,15 @@ class Config:
     log: LogCfg
 
 
-# --------------------------------------------------------------------------------------------
-# Constraint tables (dotted key -> rule)
-# --------------------------------------------------------------------------------------------
+# -------------------- Constraint tables (dotted key -> rule)
 
+PHASES = ("pretrain", "finetune")  # the subcommand that runs a preset
+ADV_KINDS = ("hinge", "non-saturating")  # adversarial losses (training.losses)
+LPIPS_NETS = ("alex", "vgg")  # the lpips package's backbones (metrics.weights)
 _ENUMS: dict[str, tuple] = {
-    "phase": ("pretrain", "finetune"),
-    "discriminator.loss": ("hinge", "non-saturating"),
-    "loss.lpips_net": ("alex", "vgg"),
+    "phase": PHASES,
+    "discriminator.loss": ADV_KINDS,
+    "loss.lpips_net": LPIPS_NETS,
     "train.precision": ("fp32", "bf16", "fp16"),
 }
 # Inclusive lower bounds; for lists, every element.
@@ -156,33 +148,54 @@ _REGISTRY_KINDS: dict[str, tuple[str, str]] = {
 }
 # Builder arguments set elsewhere in the schema, so a kwargs dict must not repeat them.
 _RESERVED_KWARGS: dict[str, str] = {"nz": "model.nz"}
+# The dedicated flags of `pretrain` / `finetune` and the key each one sets (they win over --set).
+FLAG_KEYS: dict[str, str] = {"--steps": "train.steps", "--batch-size": "train.batch_size",
+                             "--precision": "train.precision", "--workers": "data.workers"}
 
 
-# --------------------------------------------------------------------------------------------
-# Dict -> dataclass with type checks
-# --------------------------------------------------------------------------------------------
+# -------------------- Dict -> dataclass with type checks
 
 
 _SCI_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+Where = Callable[[str], str]  # dotted key -> " (in <where its value came from>)" or ""
 
 
 def _where(source: str) -> str:
     return f" (in {source})" if source else ""
 
 
-def _check_type(value: Any, tp: Any, key: str, source: str) -> Any:
+class _Sources:
+    """Where each key's value came from: `default` (the preset file) unless --set or a flag gave it
+    (to the key itself, to a section above it, or, for a section, to a key inside it)."""
+
+    def __init__(self, default: str):
+        self.default, self.given = default, {}
+
+    def __call__(self, key: str) -> str:
+        key = key.split("[")[0]
+        parts = key.split(".")
+        for i in range(len(parts), 0, -1):
+            if ".".join(parts[:i]) in self.given:
+                return _where(self.given[".".join(parts[:i])])
+        inside = [src for k, src in self.given.items() if k.startswith(key + ".")]
+        return _where(inside[0] if inside else self.default)
+
+
+def _check_type(value: Any, tp: Any, key: str, where: Where) -> Any:
     """`value` checked against annotation `tp` (and lightly coerced: int -> float); else UserError."""
     origin = typing.get_origin(tp)
     if origin is Union:  # Optional[X]
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _check_type(value, args[0], key, source)
+        return _check_type(value, args[0], key, where)
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key, source)
+        return _build(tp, value, key, where)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value):
-            raise UserError(f"config key '{key}' must be a finite number, got {value!r}{_where(source)}")
+            raise UserError(f"config key '{key}' must be a finite number, got {value!r}{where(key)}")
         return float(value)
     if tp is float and isinstance(value, str) and _SCI_FLOAT.fullmatch(value.strip()):
         # YAML 1.1 (PyYAML) reads `1e-4` (no dot) as a string; accept it as the number it means.
@@ -191,46 +204,44 @@ def _check_type(value: Any, tp: Any, key: str, source: str) -> Any:
         return value
     if (origin is list or tp is list) and isinstance(value, (list, tuple)):
         (elem,) = typing.get_args(tp) or (Any,)
-        return [v if elem is Any else _check_type(v, elem, f"{key}[{i}]", source) for i, v in enumerate(value)]
+        return [v if elem is Any else _check_type(v, elem, f"{key}[{i}]", where) for i, v in enumerate(value)]
     if (origin is dict or tp is dict) and isinstance(value, dict):
         bad = [k for k in value if not isinstance(k, str)]
         if bad:
-            raise UserError(f"config key '{key}' needs string keys, got {bad[0]!r}{_where(source)}")
+            raise UserError(f"config key '{key}' needs string keys, got {bad[0]!r}{where(key)}")
         return copy.deepcopy(value)
     name = getattr(tp, "__name__", str(tp))
     if origin is not None:
         name = str(tp)
-    raise UserError(f"config key '{key}' must be {name}, got {type(value).__name__} {value!r}{_where(source)}")
+    raise UserError(f"config key '{key}' must be {name}, got {type(value).__name__} {value!r}{where(key)}")
 
 
-def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
+def _build(cls: type, data: Any, prefix: str, where: Where) -> Any:
     """Instantiate dataclass `cls` from a dict: unknown keys, missing required keys and wrong types are errors."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         what = f"config section '{prefix}'" if prefix else "a config"
-        raise UserError(f"{what} must be a mapping, got {type(data).__name__}{_where(source)}")
+        raise UserError(f"{what} must be a mapping, got {type(data).__name__}{where(prefix)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for k in data:
         if k not in fields:
             dotted = f"{prefix}.{k}" if prefix else str(k)
-            raise UserError(f"unknown config key '{dotted}'{_where(source)}; known keys here: {', '.join(fields)}")
+            raise UserError(f"unknown config key '{dotted}'{where(dotted)}; known keys here: {', '.join(fields)}")
     kwargs = {}
     for name, f in fields.items():
         dotted = f"{prefix}.{name}" if prefix else name
         if name in data:
-            kwargs[name] = _check_type(data[name], hints[name], dotted, source)
+            kwargs[name] = _check_type(data[name], hints[name], dotted, where)
         elif dataclasses.is_dataclass(hints[name]):
-            kwargs[name] = _build(hints[name], {}, dotted, source)  # a missing section takes its defaults
+            kwargs[name] = _build(hints[name], {}, dotted, where)  # a missing section takes its defaults
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise UserError(f"missing config key '{dotted}'{_where(source)}")
+            raise UserError(f"missing config key '{dotted}'{where(dotted)}")
     return cls(**kwargs)
 
 
-# --------------------------------------------------------------------------------------------
-# Value checks
-# --------------------------------------------------------------------------------------------
+# -------------------- Value checks
 
 
 def _get(cfg: Config, dotted: str) -> Any:
@@ -240,38 +251,33 @@ def _get(cfg: Config, dotted: str) -> Any:
     return obj
 
 
-def _validate(cfg: Config, source: str) -> Config:
-    w = _where(source)
+def _validate(cfg: Config, where: Where) -> Config:
     for key, allowed in _ENUMS.items():
         if _get(cfg, key) not in allowed:
-            raise UserError(f"config key '{key}' must be one of {', '.join(allowed)}, got {_get(cfg, key)!r}{w}")
+            raise UserError(f"config key '{key}' must be one of {', '.join(allowed)}, got {_get(cfg, key)!r}{where(key)}")
     for key, length in _LENGTHS.items():
         if len(_get(cfg, key)) != length:
-            raise UserError(f"config key '{key}' needs {length} values, got {_get(cfg, key)!r}{w}")
-    for key, lo in _MINIMA.items():
-        value = _get(cfg, key)
-        for v in value if isinstance(value, list) else [value]:
-            if v is not None and v < lo:
-                raise UserError(f"config key '{key}' must be >= {lo}, got {value!r}{w}")
-    for key, hi in _MAXIMA_EXCL.items():
-        value = _get(cfg, key)
-        for v in value if isinstance(value, list) else [value]:
-            if v is not None and v >= hi:
-                raise UserError(f"config key '{key}' must be < {hi}, got {value!r}{w}")
+            raise UserError(f"config key '{key}' needs {length} values, got {_get(cfg, key)!r}{where(key)}")
+    for table, fails, rule in ((_MINIMA, lambda v, lo: v < lo, ">="), (_MAXIMA_EXCL, lambda v, hi: v >= hi, "<")):
+        for key, bound in table.items():
+            value = _get(cfg, key)
+            if any(v is not None and fails(v, bound) for v in (value if isinstance(value, list) else [value])):
+                raise UserError(f"config key '{key}' must be {rule} {bound}, got {value!r}{where(key)}")
     lo, hi = cfg.data.rescale
     if lo > hi:
-        raise UserError(f"config key 'data.rescale' must be [low, high] with low <= high, got {cfg.data.rescale}{w}")
+        raise UserError(f"config key 'data.rescale' must be [low, high] with low <= high, got {cfg.data.rescale}"
+                        f"{where('data.rescale')}")
     from litevae_cli.data import check_side  # lazy: the data layer imports torch
 
-    check_side(cfg.data.resolution, f"config key 'data.resolution'{w}")
+    check_side(cfg.data.resolution, f"config key 'data.resolution'{where('data.resolution')}")
     for key, (kind, kwargs_key) in _REGISTRY_KINDS.items():
         name = _get(cfg, key)
         if name is not None:
-            _check_registry(name, kind, key, _get(cfg, kwargs_key), kwargs_key, w)
+            _check_registry(name, kind, key, _get(cfg, kwargs_key), kwargs_key, where)
     return cfg
 
 
-def _check_registry(name: str, kind: str, key: str, kwargs: dict, kwargs_key: str, w: str) -> None:
+def _check_registry(name: str, kind: str, key: str, kwargs: dict, kwargs_key: str, where: Where) -> None:
     """`name` is a registered `kind` and `kwargs` are arguments its builder accepts."""
     from litevae_cli.models import get_entry, list_models  # lazy: importing the registry imports torch
 
@@ -279,12 +285,13 @@ def _check_registry(name: str, kind: str, key: str, kwargs: dict, kwargs_key: st
         entry = get_entry(name)
     except KeyError:
         known = ", ".join(list_models(kind))
-        raise UserError(f"config key '{key}': unknown {kind} {name!r}{w}; registered {kind}s: {known}") from None
+        raise UserError(f"config key '{key}': unknown {kind} {name!r}{where(key)}; registered {kind}s: {known}") from None
     if entry.kind != kind:
-        raise UserError(f"config key '{key}': {name!r} is a registered {entry.kind}, not a {kind}{w}")
+        raise UserError(f"config key '{key}': {name!r} is a registered {entry.kind}, not a {kind}{where(key)}")
     params = inspect.signature(entry.builder).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     for arg in kwargs:
+        w = where(f"{kwargs_key}.{arg}")
         if arg in _RESERVED_KWARGS and arg in params:
             raise UserError(f"config key '{kwargs_key}.{arg}' is not allowed{w}; set {_RESERVED_KWARGS[arg]} instead")
         if not takes_any and arg not in params:
@@ -292,9 +299,7 @@ def _check_registry(name: str, kind: str, key: str, kwargs: dict, kwargs_key: st
             raise UserError(f"unknown config key '{kwargs_key}.{arg}'{w}; {name} accepts: {accepted}")
 
 
-# --------------------------------------------------------------------------------------------
-# Presets, overrides, loading, dumping
-# --------------------------------------------------------------------------------------------
+# -------------------- Presets, overrides, loading, dumping
 
 
 def _preset_dirs() -> list[Path]:
@@ -354,13 +359,15 @@ def _set_path(data: dict, parts: list[str], value: Any) -> None:
 
 def config_from_dict(data: dict, source: str = "") -> Config:
     """Build and validate a Config from a plain mapping (the inverse of `config_to_dict`)."""
-    return _validate(_build(Config, data, "", source), source)
+    return _validate(_build(Config, data, "", lambda key: _where(source)), lambda key: _where(source))
 
 
-def load_config(preset: str, overrides: Iterable[str] = ()) -> Config:
-    """Load a shipped preset by name or a YAML file by path, apply `--set` overrides, validate."""
+def resolve_config(preset: str, overrides: Iterable[str] = (), flags: dict | None = None,
+                   phase: str | None = None) -> Config:
+    """The preset (a shipped name or a YAML path), then the `--set` overrides, then the dedicated flags
+    (`FLAG_KEYS` -> value; None = not given), merged and validated once; an error names the key and
+    where its value came from. `phase`: the subcommand, which must be the preset's phase."""
     path = _resolve_preset(str(preset))
-    source = f"preset {path}"
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -371,16 +378,26 @@ def load_config(preset: str, overrides: Iterable[str] = ()) -> Config:
         raise UserError(f"preset {path} must be a YAML mapping, got {type(data).__name__}")
     data.pop("run", None)  # a run's config.yaml records what produced it under `run:`; not part of a recipe
     data.setdefault("name", path.stem)
-    # Validate the file alone first, so an error is blamed on the file or on --set, not both.
-    cfg = config_from_dict(data, source)
-    overrides = list(overrides)
-    if not overrides:
-        return cfg
-    merged = config_to_dict(cfg)
-    for item in overrides:
+    where = _Sources(f"preset {path}")
+    for item in overrides or ():
         parts, value = _parse_override(item)
-        _set_path(merged, parts, value)
-    return config_from_dict(merged, "--set")
+        _set_path(data, parts, value)
+        where.given[".".join(parts)] = "--set"
+    for flag, value in (flags or {}).items():
+        if value is not None:
+            _set_path(data, FLAG_KEYS[flag].split("."), value)
+            where.given[FLAG_KEYS[flag]] = flag
+    cfg = _validate(_build(Config, data, "", where), where)
+    if phase is not None and cfg.phase != phase:
+        use = "`litevae finetune --from CKPT`" if cfg.phase == "finetune" else "`litevae pretrain`"
+        raise UserError(f"preset {cfg.name!r} is a {cfg.phase} preset (phase: {cfg.phase}), not for "
+                        f"`litevae {phase}`: use {use}")
+    return cfg
+
+
+def load_config(preset: str, overrides: Iterable[str] = ()) -> Config:
+    """A shipped preset by name or a YAML file by path, with `--set` overrides (`resolve_config`)."""
+    return resolve_config(preset, overrides)
 
 
 def config_to_dict(cfg: Config) -> dict:
@@ -388,20 +405,12 @@ def config_to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def dump_config(cfg: Config, path: str | Path, run: dict | None = None) -> None:
-    """Write `cfg` as YAML (key order as in the schema), then `run:` when given; `load_config(path)` reads it back."""
+def dump_config(cfg: Config, path, run: dict | None = None) -> None:
+    """Write `cfg` as YAML (key order as in the schema), then `run:` when given, to a path or an open text
+    stream (--dry-run prints to stdout); `load_config(path)` reads it back."""
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
-    Path(path).write_text(text + (yaml.safe_dump({"run": run}, sort_keys=False) if run else ""))
-
-
-def apply_cli_overrides(cfg: Config, *, steps: int | None = None, batch_size: int | None = None,
-                        precision: str | None = None) -> Config:
-    """A copy of `cfg` with the CLI flags that were given (not None) applied, validated."""
-    flags = {"train.steps": steps, "train.batch_size": batch_size, "train.precision": precision}
-    given = {k: v for k, v in flags.items() if v is not None}
-    if not given:
-        return cfg
-    data = config_to_dict(cfg)
-    for key, value in given.items():
-        _set_path(data, key.split("."), value)
-    return config_from_dict(data, "command-line flags")
+    text += yaml.safe_dump({"run": run}, sort_keys=False) if run else ""
+    if hasattr(path, "write"):
+        path.write(text)
+    else:
+        Path(path).write_text(text)

@@ -122,11 +122,9 @@ def locked(folder: str | Path, rt=None):
         except UserError as err:
             error = err
     if rt is not None and rt.distributed:
-        import torch
+        from litevae_cli.runtime import any_rank
 
-        from litevae_cli.runtime import all_reduce_sum
-
-        if all_reduce_sum(rt, torch.tensor([float(error is not None)], device=rt.device)).item() and error is None:
+        if any_rank(rt, error is not None)[0] and error is None:
             error = UserError(f"{folder} is in use by another litevae process (see rank 0)")
     if error is not None:
         lock.__exit__()

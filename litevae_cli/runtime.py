@@ -1,10 +1,14 @@
-"""The one runtime: device choice, precision/autocast, seeding, torchrun DDP and rank-0 printing.
+"""The one runtime: device choice, placement, precision/autocast, seeding, torchrun DDP and rank-0 printing.
 
-Only this module touches device placement policy, autocast and process groups; commands ask it.
-- Device: cuda, then mps, then cpu; `--device` overrides.
+Only this module touches device placement, autocast, process groups and DDP wrapping; everything else
+asks it. Every command opens it once: `with runtime.open(device, precision) as rt: <one library call>`,
+which also tears it down (leaves the process group) however the block ends.
+- Device: cuda, then mps, then cpu; `--device` overrides. `rt.place(module)` / `rt.batch(x)` move
+  things there (channels_last where `use_channels_last` says it helps, when asked).
 - Precision: fp32, bf16 (autocast), fp16 (autocast + GradScaler in training). The DWT and the losses
-  run in fp32 regardless (they disable autocast locally).
-- Distributed: torchrun's env:// (RANK/WORLD_SIZE/LOCAL_RANK); nccl on GPU, gloo on CPU.
+  run in fp32 regardless (`float32_region`).
+- Distributed: torchrun's env:// (RANK/WORLD_SIZE/LOCAL_RANK); nccl on GPU, gloo on CPU. Collectives
+  (`all_reduce_sum`, `any_rank`, `gather_objects`, `barrier`) are identities in a single process.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import os
 import random
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -53,6 +58,46 @@ class Runtime:
         """Print on rank 0 only."""
         if self.is_main:
             print(*args, **kwargs, flush=True)
+
+    def place(self, module: torch.nn.Module, channels_last: bool = False) -> torch.nn.Module:
+        """`module` on this device (channels_last too when asked and `use_channels_last` says it helps)."""
+        module = module.to(self.device)
+        return module.to(memory_format=torch.channels_last) if channels_last and use_channels_last(self) else module
+
+    def batch(self, x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+        """A host batch on this device (asynchronous from pinned memory), channels_last as in `place`."""
+        fmt = torch.channels_last if channels_last and use_channels_last(self) else torch.contiguous_format
+        return x.to(self.device, non_blocking=True, memory_format=fmt)
+
+    def to_host(self, t: torch.Tensor):
+        """(host copy, event or None): on CUDA an asynchronous copy into pinned memory and the event to
+        wait on before reading it; elsewhere a plain copy."""
+        if self.device.type != "cuda":
+            return t.cpu(), None
+        host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        host.copy_(t, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return host, event
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """Loss scaling only for fp16; bf16 has fp32's exponent range and needs none."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        """The DDP wrapper of `module` under torchrun; `module` itself in a single process."""
+        if not self.distributed:
+            return module
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # Every parameter of the autoencoder and of the discriminators takes part in each loss, so
+        # find_unused_parameters (an extra graph traversal per step) is not needed.
+        return DDP(module, device_ids=ids, find_unused_parameters=False)
+
+    def no_sync(self, wrapped: torch.nn.Module, last: bool):
+        """Gradient accumulation under DDP: all-reduce only on the last micro-batch."""
+        return contextlib.nullcontext() if (last or not self.distributed) else wrapped.no_sync()
 
 
 def select_device(name: str | None = None, local_rank: int = 0) -> torch.device:
@@ -102,18 +147,52 @@ def teardown_runtime(rt: Runtime) -> None:
         dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def open(device: str | None = None, precision: str = "fp32", distributed: bool = True) -> Iterator[Runtime]:  # noqa: A001
+    """The runtime of one command (`setup_runtime`), torn down when the block ends, however it ends.
+    `distributed=False`: never join a process group (commands that each rank runs on its own)."""
+    rt = setup_runtime(device, precision, init_distributed=distributed)
+    try:
+        yield rt
+    finally:
+        teardown_runtime(rt)
+
+
+def process_rank() -> tuple[int, int]:
+    """(rank, world size) of the joined process group, (0, 1) when there is none (e.g. a user's own loop)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def float32_region(device: torch.device):
+    """Autocast off, so a block runs in float32 even inside a mixed-precision region (DWT, losses)."""
+    if device.type == "meta":  # FLOP counting on the meta device: autocast does not apply there
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
 def barrier(rt: Runtime) -> None:
     if rt.distributed and dist.is_initialized():
         dist.barrier()
 
 
 def all_reduce_sum(rt: Runtime, tensor: torch.Tensor) -> torch.Tensor:
-    """Sum a tensor over ranks (in place on a copy); identity in a single process."""
+    """Sum a tensor over ranks, reduced on this device (NCCL reduces device tensors only) and returned
+    on `tensor`'s device; identity in a single process."""
     if not (rt.distributed and dist.is_initialized()):
         return tensor
-    out = tensor.clone()
+    out = tensor.to(rt.device, copy=True)
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out
+    return out.to(tensor.device)
+
+
+def any_rank(rt: Runtime, *flags: bool) -> list[bool]:
+    """For each flag, whether it is set on any rank (collective)."""
+    if not rt.distributed:
+        return [bool(f) for f in flags]
+    summed = all_reduce_sum(rt, torch.tensor([float(f) for f in flags]))
+    return [bool(v > 0) for v in summed.tolist()]
 
 
 def gather_objects(rt: Runtime, obj) -> list:

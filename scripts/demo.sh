@@ -30,7 +30,7 @@ $LITEVAE eval "$OUT/finetune" --data sample-holdout --metrics psnr,ssim --resolu
   --json "$OUT/eval.json"
 
 step "4/6 reconstruct: side-by-side PNGs of the held-out photographs"
-mapfile -t holdout < <($PY -c "from litevae_cli.sample_images import sample_files
+mapfile -t holdout < <($PY -c "from litevae_cli.data.samples import sample_files
 print('\n'.join(path for _, path in sample_files('sample-holdout')))")
 $LITEVAE reconstruct "$OUT/finetune" "${holdout[@]}" --resolution "$RES" --out "$OUT/reconstructions"
 

@@ -66,7 +66,10 @@ def tiny_preset(tmp_path):
     def make(**sections):
         data = yaml.safe_load(yaml.safe_dump(TINY_PRESET))
         for section, values in sections.items():
-            data[section].update(values)
+            if isinstance(values, dict):
+                data[section].update(values)
+            else:  # a top-level scalar such as phase
+                data[section] = values
         path = tmp_path / f"tiny-{len(list(tmp_path.glob('tiny-*.yaml')))}.yaml"
         path.write_text(yaml.safe_dump(data))
         return str(path)

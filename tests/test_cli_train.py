@@ -15,7 +15,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-import litevae_cli.train
+import litevae_cli.training.loop
 from litevae_cli.cli import app
 
 runner = CliRunner()
@@ -28,17 +28,22 @@ def _one_line_error(result):
 
 def test_commands_pass_their_options_to_one_library_call(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(litevae_cli.train, "train", lambda *a, **kw: calls.append((a, kw)) or 0)
-    common = ["--preset", "demo", "--data", "sample", "--out", str(tmp_path / "o"), "--steps", "5",
+    monkeypatch.setattr(litevae_cli.training.loop, "run", lambda *a, **kw: calls.append((a, kw)) or 0)
+    common = ["--data", "sample", "--out", str(tmp_path / "o"), "--steps", "5",
               "--batch-size", "2", "--device", "cpu", "--precision", "fp32", "--set", "optim.lr=2e-4",
               "--set", "log.every=1", "--workers", "0", "--weights-dir", str(tmp_path)]
-    assert runner.invoke(app, ["pretrain", *common]).exit_code == 0
-    assert runner.invoke(app, ["finetune", *common, "--from", "a.pt"]).exit_code == 0
+    assert runner.invoke(app, ["pretrain", "--preset", "demo", *common]).exit_code == 0
+    assert runner.invoke(app, ["finetune", "--preset", "demo-finetune", *common, "--from", "a.pt"]).exit_code == 0
     (a_args, a_kw), (b_args, b_kw) = calls
-    assert a_args == ("pretrain", "demo", "sample", tmp_path / "o") and b_args[0] == "finetune"
-    assert a_kw == dict(init_from=None, steps=5, batch_size=2, device="cpu", precision="fp32",
-                        overrides=["optim.lr=2e-4", "log.every=1"], dry_run=False, workers=0, weights_dir=tmp_path)
-    assert b_kw == {**a_kw, "init_from": __import__("pathlib").Path("a.pt")}
+    rt, cfg, data, out = a_args  # the opened runtime and the config resolved once, flags and --set applied
+    assert rt.device.type == "cpu" and rt.precision == "fp32" and (data, out) == ("sample", tmp_path / "o")
+    assert (cfg.name, cfg.phase, cfg.train.steps, cfg.train.batch_size, cfg.optim.lr, cfg.log.every,
+            cfg.data.workers) == ("demo", "pretrain", 5, 2, 2e-4, 1, 0)
+    assert a_kw == dict(init_from=None, weights_dir=tmp_path)
+    assert b_args[1].phase == "finetune" and b_kw == {**a_kw, "init_from": __import__("pathlib").Path("a.pt")}
+    # the phase is the preset's: a preset of the other phase is refused before any work
+    result = runner.invoke(app, ["finetune", "--preset", "demo", *common, "--from", "a.pt"])
+    assert _one_line_error(result) and "pretrain preset" in result.output and len(calls) == 2
 
 
 def test_help_shows_examples():

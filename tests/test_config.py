@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from litevae_cli.config import (Config, apply_cli_overrides, config_to_dict, dump_config, list_presets,
+from litevae_cli.config import (Config, resolve_config, config_to_dict, dump_config, list_presets,
                                 load_config)
 from litevae_cli.errors import UserError
 
@@ -23,7 +23,7 @@ def test_every_preset_loads_and_validates(name):
     assert cfg.phase in ("pretrain", "finetune")
     # A finetune preset starts from a checkpoint and trains against a discriminator.
     if cfg.phase == "finetune":
-        assert cfg.train.init_from_required and cfg.discriminator.name
+        assert cfg.discriminator.name
 
 
 def test_recipe_numbers():
@@ -39,7 +39,7 @@ def test_recipe_numbers():
 
 
 def test_b_presets_train_with_vgg_lpips_and_eval_reports_alexnet():
-    from litevae_cli.evaluate import EvalOptions
+    from litevae_cli.metrics.evaluate import EvalOptions
 
     for name in ("b-pretrain", "b-finetune"):
         cfg = load_config(name)
@@ -124,11 +124,13 @@ def test_partial_yaml_uses_defaults_and_errors_name_the_file(tmp_path):
         load_config(str(path))
 
 
-def test_apply_cli_overrides():
-    cfg = load_config("demo")
-    assert apply_cli_overrides(cfg) is cfg  # no flag given: unchanged
-    new = apply_cli_overrides(cfg, steps=3, precision="bf16")
-    assert (new.train.steps, new.train.precision, new.train.batch_size) == (3, "bf16", cfg.train.batch_size)
-    assert cfg.train.steps == load_config("demo").train.steps  # the original is not mutated
-    with pytest.raises(UserError, match="train.batch_size"):
-        apply_cli_overrides(cfg, batch_size=0)
+def test_flags_win_over_set_and_errors_name_their_source():
+    base = load_config("demo")
+    cfg = resolve_config("demo", ["train.steps=9"], {"--steps": 3, "--precision": "bf16", "--batch-size": None})
+    assert (cfg.train.steps, cfg.train.precision, cfg.train.batch_size) == (3, "bf16", base.train.batch_size)
+    with pytest.raises(UserError, match=r"train.batch_size.*\(in --batch-size\)"):
+        resolve_config("demo", flags={"--batch-size": 0})
+    with pytest.raises(UserError, match=r"'optim.lr'.*\(in --set\)"):
+        resolve_config("demo", ["optim.lr=-1"], {"--steps": 3})
+    with pytest.raises(UserError, match="finetune --from"):
+        resolve_config("demo-finetune", phase="pretrain")

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from litevae_cli import data as D
-from litevae_cli import loaders as L
-from litevae_cli import sample_images
+from litevae_cli.data import loaders as L
+from litevae_cli.data import samples as sample_images
 
 
 def _img(w, h, seed=0):
@@ -231,7 +231,7 @@ def test_sample_photos_are_decoded_once_and_other_files_every_time(tmp_path):
     from PIL import Image
 
     from litevae_cli.data import load_image
-    from litevae_cli.sample_images import sample_files
+    from litevae_cli.data.samples import sample_files
 
     path = dict(sample_files("sample"))["retina"]
     assert load_image(path) is load_image(path)

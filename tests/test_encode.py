@@ -16,11 +16,11 @@ import webdataset as wds
 from PIL import Image
 from typer.testing import CliRunner
 
-import litevae_cli.encode as E
+import litevae_cli.latents.encode as E
 from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
 from litevae_cli.cli import app
 from litevae_cli.data import eval_transform, load_image
-from litevae_cli.latent_reader import LatentShards, encode_key, list_shards, moments_from_npy
+from litevae_cli.latents.reader import LatentShards, encode_key, list_shards, moments_from_npy
 from litevae_cli.models import build_autoencoder
 
 runner = CliRunner()

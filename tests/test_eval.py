@@ -9,7 +9,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from typer.testing import CliRunner
 
-from litevae_cli import evaluate, weights
+from litevae_cli.metrics import evaluate, weights
 from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
 from litevae_cli.cli import app
 from litevae_cli.errors import UserError
@@ -69,7 +69,7 @@ def test_rfid_without_inception_stops_before_any_work(ckpt, no_weights, monkeypa
 def _direct_reference(ckpt, resolution, data="sample-holdout"):
     """uint8 originals and reconstructions computed here, independently of the eval loop."""
     from litevae_cli.checkpoint import load_autoencoder
-    from litevae_cli.loaders import make_eval_loader
+    from litevae_cli.data.loaders import make_eval_loader
 
     model = load_autoencoder(ckpt).model
     reals, recons = [], []
@@ -111,7 +111,7 @@ def test_eval_metrics_match_skimage_lpips_and_direct_fid(ckpt, no_weights, lpips
     assert row["lpips"] == pytest.approx(lpips_direct, rel=1e-5)
     from cleanfid.fid import fid_from_feats
 
-    from litevae_cli.fid import clean_resize
+    from litevae_cli.metrics.fid import clean_resize
 
     # Compare with clean-fid's own fid_from_feats on the same features (the scipy-direct check with
     # well-conditioned features is in test_fid.py).
@@ -122,7 +122,7 @@ def test_eval_metrics_match_skimage_lpips_and_direct_fid(ckpt, no_weights, lpips
 
 
 def test_identical_images_psnr_capped_ssim_one(lpips_random):
-    from litevae_cli.image_metrics import PSNR_CAP_DB
+    from litevae_cli.metrics.image import PSNR_CAP_DB
 
     acc = evaluate.MetricAccumulator(["lpips", "psnr", "ssim"], lpips_random)
     x = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)

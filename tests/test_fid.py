@@ -6,7 +6,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from litevae_cli import fid, weights
+from litevae_cli.metrics import fid, weights
 from litevae_cli.errors import UserError
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from litevae_cli.checkpoint import load_checkpoint
 from litevae_cli.models import list_models
-from litevae_cli.train import train
+from litevae_cli.training.loop import train
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -112,22 +112,25 @@ def test_resume_on_cuda_follows_the_uninterrupted_run(tmp_path, no_tf32):
 def test_encode_dataset_on_cuda_with_pinned_memory(tmp_path, tiny_ckpt, monkeypatch, no_tf32):
     import webdataset as wds
 
-    from litevae_cli import encode
+    from litevae_cli import runtime
+    from litevae_cli.latents.encode import encode_dataset
 
     data = _images(tmp_path / "images", n=6, size=48)
     pinned = []
-    to_host = encode._to_host
+    to_host = runtime.Runtime.to_host
 
-    def spy(t, rt):
-        host, ev = to_host(t, rt)
+    def spy(rt, t):
+        host, ev = to_host(rt, t)
         pinned.append(host.is_pinned())
         return host, ev
 
-    monkeypatch.setattr(encode, "_to_host", spy)
+    monkeypatch.setattr(runtime.Runtime, "to_host", spy)
     common = dict(resolution=32, batch_size=4, shard_size=4, dtype="fp32", workers=2, progress_bar=False)
-    cuda_stats = encode.encode_dataset(tiny_ckpt, data, tmp_path / "cuda", device="cuda", **common)
+    with runtime.open("cuda", "fp32") as rt:
+        cuda_stats = encode_dataset(rt, tiny_ckpt, data, tmp_path / "cuda", **common)
     assert pinned and all(pinned)  # every batch's moments came back through pinned host memory
-    encode.encode_dataset(tiny_ckpt, data, tmp_path / "cpu", device="cpu", **common)
+    with runtime.open("cpu", "fp32") as rt:
+        encode_dataset(rt, tiny_ckpt, data, tmp_path / "cpu", **common)
     assert cuda_stats["count"] == 6
 
     def moments(out):

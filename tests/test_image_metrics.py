@@ -1,4 +1,4 @@
-"""PSNR / SSIM in litevae_cli.image_metrics agree with scikit-image to 1e-4 (random and real images)."""
+"""PSNR / SSIM in litevae_cli.metrics.image agree with scikit-image to 1e-4 (random and real images)."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 from skimage import data as skdata
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from litevae_cli.image_metrics import PSNR_CAP_DB, psnr_uint8, ssim, to_uint8
+from litevae_cli.metrics.image import PSNR_CAP_DB, psnr_uint8, ssim, to_uint8
 
 
 def _sk_ssim(a_hwc, b_hwc):

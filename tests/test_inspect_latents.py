@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from litevae_cli import inspect_latents as il
+from litevae_cli.latents import inspect as il
 from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
 from litevae_cli.cli import app
 from litevae_cli.models import build_autoencoder
@@ -133,7 +133,7 @@ def test_cli_inspect_latents_on_images(ckpt, tmp_path):
 def test_cli_inspect_latents_on_shards(tmp_path):
     import webdataset as wds
 
-    from litevae_cli.latent_reader import moments_numpy, npy_bytes  # encode-dataset's format
+    from litevae_cli.latents.reader import moments_numpy, npy_bytes  # encode-dataset's format
 
     rng = np.random.default_rng(4)
     moments = torch.from_numpy(rng.normal(size=(5, 8, 4, 4)).astype(np.float32))

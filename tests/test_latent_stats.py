@@ -2,7 +2,7 @@
 
 import torch
 
-from litevae_cli.latent_stats import RunningChannelStats
+from litevae_cli.latents.stats import RunningChannelStats
 
 
 def test_streaming_matches_direct_and_merges():

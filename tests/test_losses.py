@@ -1,4 +1,4 @@
-"""Tests for litevae_cli.losses: each term against a direct reference computation, and GeneratorLoss."""
+"""Tests for litevae_cli.training.losses: each term against a direct reference computation, and GeneratorLoss."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from litevae_cli.config import LossCfg
 from litevae_cli.errors import UserError
-from litevae_cli.losses import (GeneratorLoss, adversarial_g_loss, discriminator_loss, gaussian_loss, kl_loss,
+from litevae_cli.training.losses import (GeneratorLoss, adversarial_g_loss, discriminator_loss, gaussian_loss, kl_loss,
                                 l1_loss, wavelet_loss)
 from litevae_cli.models.posterior import DiagonalGaussian
 

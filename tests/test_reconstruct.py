@@ -13,7 +13,7 @@ from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_a
 from litevae_cli.cli import app
 from litevae_cli.models import build_autoencoder
 from litevae_cli.models.posterior import DiagonalGaussian
-from litevae_cli.reconstruct import reconstruct_tensor, tile_starts
+from litevae_cli.metrics.reconstruct import reconstruct_tensor, tile_starts
 from litevae_cli.runtime import setup_runtime
 
 runner = CliRunner()

@@ -18,13 +18,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import litevae_cli.checkpoint as checkpoint
-from litevae_cli import evaluate
+from litevae_cli.metrics import evaluate
 from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_autoencoder, load_checkpoint, save_atomic
 from litevae_cli.cli import app
 from litevae_cli.data import resolve_source
 from litevae_cli.errors import UserError
 from litevae_cli.outputs import LOCK_NAME, OutputLock
-from litevae_cli.train import train
+from litevae_cli.training.loop import train
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -127,7 +127,7 @@ def test_6_outputs_are_checked_before_the_work(tiny_ckpt, tiny_preset, make_imag
     data = make_images(n=1)
     afile = tmp_path / "afile"
     afile.write_text("x")
-    monkeypatch.setattr(checkpoint, "build_autoencoder", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(checkpoint, "create_autoencoder", lambda *a, **k: pytest.fail("work started"))
     cases = [
         (["pretrain", "--preset", tiny_preset(), "--data", data, "--out", afile], "is a file"),
         (["pretrain", "--preset", tiny_preset(), "--data", data, "--out", unwritable / "run"], "cannot write in"),
@@ -200,7 +200,7 @@ def test_6_finetune_from_a_checkpoint_missing_a_tensor(tiny_ckpt, tiny_preset, m
     ckpt = torch.load(tiny_ckpt, weights_only=True)
     del ckpt["model"]["decoder.conv_out.weight"]
     save_atomic(ckpt, tmp_path / "partial.pt")
-    res = _cli("finetune", "--preset", tiny_preset(), "--data", make_images(n=1), "--out", tmp_path / "ft",
+    res = _cli("finetune", "--preset", tiny_preset(phase="finetune"), "--data", make_images(n=1), "--out", tmp_path / "ft",
                "--from", tmp_path / "partial.pt")
     assert _one_line(res) and "missing 1 tensor(s), e.g. decoder.conv_out.weight" in res.output, res.output
 

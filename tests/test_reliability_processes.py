@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-import litevae_cli.train
+import litevae_cli.training.loop
 from litevae_cli import stopping
 from litevae_cli.cli import app
 
@@ -78,7 +78,7 @@ def test_training_group_sigterm_dead_worker_second_run_and_run_record(tmp_path, 
     # Resume on other data (one warning line); a loader worker killed under the run (a real fork of this
     # process, SIGKILLed after a step) is a stop too: last.pt from the last completed step, exit 128+9.
     workers = []
-    watch, step_once = stopping.StopSignal.watch, litevae_cli.train.train_step
+    watch, step_once = stopping.StopSignal.watch, litevae_cli.training.loop.train_step
 
     def watching(self, iterator):
         workers.extend(w.pid for w in iterator._workers)
@@ -92,10 +92,10 @@ def test_training_group_sigterm_dead_worker_second_run_and_run_record(tmp_path, 
         return result
 
     monkeypatch.setattr(stopping.StopSignal, "watch", watching)
-    monkeypatch.setattr(litevae_cli.train, "train_step", kill_after_a_step)
+    monkeypatch.setattr(litevae_cli.training.loop, "train_step", kill_after_a_step)
     other = make_images("other", n=3)
     capsys.readouterr()
-    assert litevae_cli.train.train("pretrain", preset, str(other), out, device="cpu") == 128 + signal.SIGKILL
+    assert litevae_cli.training.loop.train("pretrain", preset, str(other), out, device="cpu") == 128 + signal.SIGKILL
     output = capsys.readouterr().out
     assert [line for line in output.splitlines() if "warning" in line] == [
         f"warning: resuming on different data: {out / 'checkpoints' / 'last.pt'} was trained on {data}, "

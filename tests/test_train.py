@@ -16,10 +16,10 @@ from PIL import Image
 from litevae_cli.checkpoint import load_checkpoint
 from litevae_cli.config import config_from_dict
 from litevae_cli.errors import UserError
-from litevae_cli.losses import GeneratorLoss
+from litevae_cli.training.losses import GeneratorLoss
 from litevae_cli.runtime import setup_runtime
-from litevae_cli.train import train, train_step
-from litevae_cli.train_state import build_train_state, capture_rng, restore_rng
+from litevae_cli.training.loop import train, train_step
+from litevae_cli.training.state import build_train_state, capture_rng, restore_rng
 
 TINY = {
     "name": "tiny", "phase": "pretrain",
@@ -175,7 +175,7 @@ def test_finetune_from_loads_ema_weights_and_checks_the_model(tmp_path, capsys):
     a = write_preset(tmp_path, train={"ema_decay": 0.5, "steps": 2})
     assert train("pretrain", a, data, tmp_path / "a", device="cpu") == 0
     ckpt_a = tmp_path / "a" / "checkpoints" / "last.pt"
-    ft = write_preset(tmp_path, "ft.yaml", phase="finetune", train={"steps": 1, "init_from_required": True},
+    ft = write_preset(tmp_path, "ft.yaml", phase="finetune", train={"steps": 1, },
                       discriminator={"name": "patchgan-tiny"})
     with pytest.raises(UserError, match="--from"):
         train("finetune", ft, data, tmp_path / "b", device="cpu")

@@ -5,7 +5,7 @@ import torch
 import torchvision
 
 from litevae_cli.errors import UserError
-from litevae_cli.weights import build_lpips, find_weight
+from litevae_cli.metrics.weights import build_lpips, find_weight
 
 
 def test_missing_weight_message_names_file_url_and_place(tmp_path, monkeypatch):

@@ -19,10 +19,10 @@ import torch
 import torchvision
 from typer.testing import CliRunner
 
-from litevae_cli import weights_download
+from litevae_cli.metrics import weights_download
 from litevae_cli.cli import app
 from litevae_cli.errors import UserError
-from litevae_cli.weights import build_lpips, find_weight
+from litevae_cli.metrics.weights import build_lpips, find_weight
 
 runner = CliRunner()
 ALEX, VGG = "alexnet-owt-7be5be79.pth", "vgg16-397923af.pth"
@@ -149,3 +149,19 @@ def test_pins_cover_every_weight_and_match_torchvisions_name_prefixes():
         stem = wf.filename.rsplit(".", 1)[0]
         if wf.url.startswith("https://download.pytorch.org/"):  # torchvision: name-<first 8 hex of sha256>.pth
             assert pin.sha256.startswith(stem.rsplit("-", 1)[1])
+
+
+@pytest.mark.parametrize("command, preset", [("pretrain", "demo"), ("finetune", "demo-finetune")])
+def test_train_commands_and_train_carry_the_flag_into_the_loop(monkeypatch, tmp_path, command, preset):
+    from litevae_cli.training import loop
+
+    seen = []
+    monkeypatch.setattr(loop, "run", lambda rt, cfg, data, out, **kw: seen.append(weights_download.requested()) or 0)
+    monkeypatch.delenv(weights_download.ENV_DOWNLOAD, raising=False)
+    for flag in ([], ["--download-weights"]):
+        result = runner.invoke(app, [command, "--preset", preset, "--data", "sample", "--out", str(tmp_path / "run"),
+                                     "--device", "cpu", "--precision", "fp32", *flag])
+        assert result.exit_code == 0, result.output
+    assert loop.train(command, preset, "sample", tmp_path / "run", device="cpu", precision="fp32",
+                      download_weights=True) == 0
+    assert seen == [False, True, True] and not weights_download.requested()  # the flag ends with the command

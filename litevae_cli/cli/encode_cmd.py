@@ -1,4 +1,4 @@
-"""`litevae encode-dataset`: validate the options, call `litevae_cli.encode.encode_dataset`, print a summary."""
+"""`litevae encode-dataset`: open the runtime, call `litevae_cli.latents.encode.encode_dataset`, print a summary."""
 
 from __future__ import annotations
 
@@ -44,12 +44,15 @@ def encode_dataset(
       litevae encode-dataset runs/b12 --data /data/imagenet/train --out latents/in256 --flip\n
       torchrun --nproc_per_node 8 -m litevae_cli encode-dataset model.safetensors --data 'shards/{000000..000999}.tar' --out latents/
     """
-    from litevae_cli.encode import encode_dataset as run
-    from litevae_cli.latent_reader import STATS_NAME
+    from litevae_cli import runtime
+    from litevae_cli.latents.encode import encode_dataset as run
+    from litevae_cli.latents.reader import STATS_NAME
 
-    result = run(model, data, Path(out), resolution=resolution, batch_size=batch_size or 32, shard_size=shard_size,
-                 flip=flip, dtype=dtype, overwrite=overwrite, device=device, precision=precision or "fp32",
-                 workers=min(4, os.cpu_count() or 1) if workers is None else workers, crop=crop, limit=limit)
+    workers = min(4, os.cpu_count() or 1) if workers is None else workers
+    with runtime.open(device, precision or "fp32") as rt:
+        result = run(rt, model, data, Path(out), resolution=resolution, batch_size=batch_size or 32,
+                     shard_size=shard_size, flip=flip, dtype=dtype, overwrite=overwrite, workers=workers, crop=crop,
+                     limit=limit)
     if "scaling_factor" not in result:  # not rank 0 under torchrun
         return
     rate = result["encoded_now"] / result["seconds"] if result["seconds"] > 0 else float("nan")

@@ -1,8 +1,8 @@
 """`litevae eval`: reconstruction metrics (rFID, LPIPS, PSNR, SSIM) under the field's protocol.
 
-Validates the options, checks that --json can be written and locates every weight file first (a
-missing one stops the command before any model is loaded), then makes one call to `evaluate.run_eval`
-and prints the protocol and a table. With --json, unreadable images are listed in NAME.skipped.txt
+Resolves the options (every weight file located, or with --download-weights fetched and verified: a
+missing one stops the command before any model is loaded), checks that --json can be written, opens
+the runtime and makes one call to `metrics.evaluate.run_eval`, then prints the protocol and a table. With --json, unreadable images are listed in NAME.skipped.txt
 beside the JSON file.
 """
 
@@ -49,29 +49,17 @@ def eval_command(
       litevae eval model.safetensors --data /data/imagenet/val --metrics rfid,lpips,psnr,ssim --resolution 256,512 --json eval.json\n
       litevae eval runs/b12 --data /data/imagenet/val --metrics rfid,lpips --download-weights
     """
-    from litevae_cli.evaluate import (EvalOptions, check_options, locate_weights, parse_metrics, parse_resolutions,
-                                      required_weights)
+    from litevae_cli import runtime
+    from litevae_cli.metrics.evaluate import resolve_options, run_eval
     from litevae_cli.outputs import check_out_file, skipped_lines, writing
 
-    opts = EvalOptions(metrics=parse_metrics(metrics), resolutions=parse_resolutions(resolution),
-                       batch_size=batch_size or 16, limit=limit, crop=crop, lpips_net=lpips_net,
-                       weights_dir=weights_dir, use_ema=not no_ema, workers=workers)
-    check_options(opts)
+    opts = resolve_options(metrics, resolution, batch_size=batch_size or 16, limit=limit, crop=crop,
+                           lpips_net=lpips_net, weights_dir=weights_dir, use_ema=not no_ema, workers=workers,
+                           download_weights=download_weights)
     if json_out is not None:
         check_out_file(json_out, "--json")
-    from litevae_cli.weights_download import allowed
-
-    with allowed(download_weights):  # fetched here (when asked), so run_eval finds every file on disk
-        locate_weights(required_weights(opts.metrics, opts.lpips_net), weights_dir)  # before torch work
-
-    from litevae_cli.evaluate import run_eval
-    from litevae_cli.runtime import setup_runtime, teardown_runtime
-
-    rt = setup_runtime(device, precision or "fp32")
-    try:
+    with runtime.open(device, precision or "fp32") as rt:
         report = run_eval(model, data, opts, rt)
-    finally:
-        teardown_runtime(rt)
     if not rt.is_main:
         return
     skipped = report.pop("skipped_files")

@@ -1,9 +1,9 @@
 """`litevae inspect-latents`: posterior statistics, MMD to N(0, I), scale/shift and plots of a latent space.
 
 Two sources: MODEL encoding `--data` images at `--resolution`, or `--latents` pointing at the shards
-written by `litevae encode-dataset` (no model needed). One call to `inspect_latents.inspect`. The outputs
-are checked before any work; with --data, unreadable images are skipped, counted in the report and
-listed in OUT/skipped.txt.
+written by `litevae encode-dataset` (no model needed). One call to `latents.inspect.inspect_latents`,
+which checks the outputs before any work; with --data, unreadable images are skipped, counted in the
+report and listed in OUT/skipped.txt.
 """
 
 from __future__ import annotations
@@ -49,56 +49,16 @@ def inspect_latents_command(
       litevae inspect-latents runs/b12 --data sample-holdout --out inspect/\n
       litevae inspect-latents --latents latents/ --out inspect/ --json inspect/latents.json
     """
-    from litevae_cli.errors import UserError
+    from litevae_cli import runtime
+    from litevae_cli.latents.inspect import inspect_latents
+    from litevae_cli.outputs import check_out_file
 
-    if latents is not None and (model is not None or data is not None):
-        raise UserError("give either --latents, or MODEL with --data, not both")
-    if latents is None and (model is None or data is None):
-        raise UserError("give MODEL and --data (images to encode), or --latents DIR (encode-dataset shards)")
-
-    from litevae_cli import inspect_latents as il
-    from litevae_cli.data import check_side
-    from litevae_cli.outputs import SKIPPED_NAME, SkipLog, check_out_dir, check_out_file, writing
-    from litevae_cli.progress import make_progress
-
-    check_side(resolution, "--resolution")
-    check_out_dir(out)
     if json_out is not None:
         check_out_file(json_out, "--json")
-
-    bs = batch_size or 16
-    if latents is not None:
-        title, meta = Path(latents).name or str(latents), {"latents": str(latents)}
-        with make_progress() as progress:
-            batches = il.read_shards(latents, bs, limit, examples)
-            report = il.inspect(batches, out, title, mmd_samples, examples, seed, progress)
-    else:
-        from litevae_cli.checkpoint import load_autoencoder
-        from litevae_cli.data import resolve_source
-        from litevae_cli.loaders import require_readable
-        from litevae_cli.runtime import setup_runtime
-
-        source = resolve_source(data)
-        require_readable(source)
-        rt = setup_runtime(device, precision or "fp32", init_distributed=False)
-        loaded = load_autoencoder(model, use_ema=not no_ema)
-        net = loaded.model.to(rt.device).eval()
-        total = min(len(source), limit or len(source)) if source.indexable else None
-        title = f"{loaded.spec.encoder} nz={loaded.spec.nz} @{resolution}"
-        meta = {"model": {"name": f"{loaded.spec.encoder} + {loaded.spec.decoder} (nz={loaded.spec.nz})",
-                          "path": str(loaded.path), "step": loaded.step, "ema": loaded.used_ema},
-                "data": str(data), "resolution": resolution}
-        typer.echo(f"model: {loaded.describe()}")
-        with writing(out):
-            Path(out).mkdir(parents=True, exist_ok=True)
-        skips = SkipLog(Path(out) / SKIPPED_NAME, typer.echo)
-        with make_progress() as progress:
-            batches = il.encode_images(net, source, resolution, bs, rt, limit, skips=skips)
-            report = il.inspect(batches, out, title, mmd_samples, examples, seed, progress, total)
-        meta["skipped"] = skips.count
-        if skips.count:
-            typer.echo(skips.summary())
-    report = {**meta, **report}
+    with runtime.open(device, precision or "fp32", distributed=False) as rt:
+        report = inspect_latents(rt, out, model=model, data=data, latents=latents, resolution=resolution, limit=limit,
+                                 mmd_samples=mmd_samples, examples=examples, seed=seed, batch_size=batch_size or 16,
+                                 use_ema=not no_ema, log=typer.echo)
     print_report(report)
     if json_out is not None:
         write_json(json_out, report)

@@ -1,4 +1,4 @@
-"""`litevae reconstruct`: validate the options, call `litevae_cli.reconstruct.reconstruct_images`, print a table."""
+"""`litevae reconstruct`: open the runtime, call `litevae_cli.metrics.reconstruct.reconstruct_images`, print a table."""
 
 from __future__ import annotations
 
@@ -34,14 +34,15 @@ def reconstruct(
       litevae reconstruct runs/b12 photo.jpg --out recon/\n
       litevae reconstruct model.safetensors big_scan.png --native --tile 512 --out recon/
     """
+    from litevae_cli import runtime
     from litevae_cli.errors import UserError
-    from litevae_cli.reconstruct import ERROR_AMPLIFY, reconstruct_images
+    from litevae_cli.metrics.reconstruct import ERROR_AMPLIFY, reconstruct_images
 
     if native and resolution is not None:
         raise UserError("give either --resolution or --native, not both")
     res = None if native else (resolution or 256)
-    results = reconstruct_images(model, images, Path(out), resolution=res, tile=tile or None, overlap=overlap,
-                                 device=device, precision=precision or "fp32")
+    with runtime.open(device, precision or "fp32", distributed=False) as rt:
+        results = reconstruct_images(rt, model, images, Path(out), resolution=res, tile=tile or None, overlap=overlap)
     from rich.console import Console
     from rich.table import Table
 

@@ -1,4 +1,4 @@
-"""`litevae pretrain` and `litevae finetune`: thin Typer commands over `litevae_cli.train.train`.
+"""`litevae pretrain` and `litevae finetune`: thin Typer commands over `litevae_cli.training.loop.train`.
 
 Both commands take the same options (declared once below) and make the same library call; finetune
 only adds `--from`. torch is imported inside the call, so `litevae --help` stays fast.
@@ -6,6 +6,7 @@ only adds `--from`. torch is imported inside the call, so `litevae --help` stays
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -28,21 +29,28 @@ FromOpt = Annotated[Optional[Path], typer.Option("--from", help="Phase-A checkpo
                                                                 "when present); optimizers and step start fresh.")]
 
 
-def _run(command: str, preset, data, out, init_from, steps, batch_size, device, precision, overrides, dry_run,
+def _run(phase: str, preset, data, out, init_from, steps, batch_size, device, precision, overrides, dry_run,
          workers, weights_dir, download_weights=False) -> None:
+    """The command: resolve the config (one pass; the phase checked), open the runtime, run the loop
+    (missing reference weights fetched and verified during it when --download-weights)."""
     import os
 
     # Before torch (and its OpenMP) loads: idle OpenMP threads sleep instead of spinning. On shared or
     # busy CPUs spinning threads steal the cores the step needs (demo step on a loaded 2-core machine:
     # 2.5-7 s with the default policy, 1.0 s with PASSIVE). An explicit setting in the environment wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from litevae_cli.train import train
-    from litevae_cli.weights_download import allowed
+    from litevae_cli import runtime
+    from litevae_cli.config import dump_config, resolve_config
+    from litevae_cli.metrics.weights_download import allowed
+    from litevae_cli.training import loop
 
-    with allowed(download_weights):
-        code = train(command, preset, data, out, init_from=init_from, steps=steps, batch_size=batch_size,
-                     device=device, precision=precision, overrides=overrides or [], dry_run=dry_run, workers=workers,
-                     weights_dir=weights_dir)
+    cfg = resolve_config(preset, overrides, {"--steps": steps, "--batch-size": batch_size, "--precision": precision,
+                                             "--workers": workers}, phase=phase)
+    if dry_run:  # print the resolved config; touch nothing
+        dump_config(cfg, sys.stdout)
+        return
+    with allowed(download_weights), runtime.open(device, cfg.train.precision) as rt:
+        code = loop.run(rt, cfg, data, Path(out), init_from=init_from, weights_dir=weights_dir)
     if code:
         raise typer.Exit(code)
 

@@ -32,6 +32,13 @@ class DiagonalGaussian:
     def mode(self) -> torch.Tensor:
         return self.mean
 
-    def kl(self) -> torch.Tensor:
-        """KL(q || N(0, I)) per element, [N, nz, h, w]: 0.5 * (mu^2 + var - 1 - logvar)."""
-        return 0.5 * (self.mean.square() + self.var - 1.0 - self.logvar)
+    def kl(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """KL(q || N(0, I)) per element, [N, nz, h, w], in `dtype` (default: the moments'):
+        0.5 * (mu^2 + var - 1 - logvar), the one statement of the formula (loss and inspect-latents)."""
+        mean, logvar = (self.mean, self.logvar) if dtype is None else (self.mean.to(dtype), self.logvar.to(dtype))
+        return kl_standard_normal(mean, logvar)
+
+
+def kl_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, 1)) per element: 0.5 * (mu^2 + var - 1 - logvar)."""
+    return 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar)

@@ -3,6 +3,8 @@
 In the manner of timm: `@register_model("litevae-b", kind="encoder")` on a function that sets the
 architecture numbers and calls one constructor; `create_model(name, **overrides)` builds it, dropping
 overrides that are None. Presets and checkpoints store these names, never class paths.
+As in timm, `litevae_cli/models/__init__.py` imports every model family, whose decorators fill the
+registry; this module imports none of them (no import cycle).
 """
 
 from __future__ import annotations
@@ -42,13 +44,7 @@ def register_model(name: str, kind: str, description: str = "", test_variant: bo
     return wrap
 
 
-def _ensure_loaded() -> None:
-    # Importing the model families runs their @register_model decorators.
-    from litevae_cli.models import decoders, discriminators, litevae_encoder, sd_vae_encoder  # noqa: F401
-
-
 def get_entry(name: str) -> ModelEntry:
-    _ensure_loaded()
     if name not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY))
         raise KeyError(f"unknown model {name!r}; registered models: {known}")
@@ -64,7 +60,6 @@ def create_model(name: str, **overrides) -> nn.Module:
 
 def list_models(kind: str | None = None, include_test: bool = True) -> list[str]:
     """Names of registered models, optionally of one kind, sorted."""
-    _ensure_loaded()
     return sorted(
         e.name
         for e in _REGISTRY.values()

@@ -25,12 +25,13 @@ Conventions (checked against PyWavelets in tests/test_wavelets.py):
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import pywt
 import torch
 import torch.nn.functional as F
+
+from litevae_cli.runtime import float32_region as _float32_region
 
 
 @functools.lru_cache(maxsize=None)
@@ -89,13 +90,6 @@ def _haar_level(x: torch.Tensor) -> torch.Tensor:
     torch.lerp(even, odd, 0.5, out=even)  # (A, H); elementwise in place: each element reads only its own inputs
     torch.sub(even, odd, out=odd)  # (V, D) = (A - P2, H - P3)
     return y.view(n, 4 * c, h // 2, w // 2)
-
-
-def _float32_region(device: torch.device):
-    """Autocast off, so the transform runs in float32 even inside a mixed-precision region."""
-    if device.type == "meta":  # FLOP counting on the meta device: autocast does not apply there
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, enabled=False)
 
 
 def _check_even(x: torch.Tensor) -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from litevae_cli.atomic_write import atomic_path
 from litevae_cli.errors import UserError, one_line
-from litevae_cli.weights import WEIGHTS
+from litevae_cli.metrics.weights import WEIGHTS
 
 ENV_DOWNLOAD = "LITEVAE_DOWNLOAD_WEIGHTS"
 ENV_MIRROR = "LITEVAE_WEIGHTS_MIRROR"

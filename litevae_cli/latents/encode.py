@@ -1,6 +1,6 @@
 """The encode-dataset engine: images -> posterior moments in WebDataset shards, stats.json, resumable.
 
-Owns the loop and the on-disk bookkeeping; the shard format itself is defined in `latent_reader`.
+Owns the loop and the on-disk bookkeeping; the shard format itself is defined in `latents.reader`.
 DIR after a run:
   latents-%06d.tar          (latents-r{rank}-%06d.tar under torchrun), written with ShardWriter
   progress-r{rank}.jsonl    append-only journal: a header line (the settings), then one line per
@@ -38,22 +38,18 @@ from typing import Callable, Optional
 import torch
 
 from litevae_cli.checkpoint import load_autoencoder, resolve_model_path
-from litevae_cli.data import check_side, resolve_source, source_id
-from litevae_cli.loaders import make_eval_loader, require_readable
+from litevae_cli.data import CROPS, MULTIPLE, check_crop, check_side, resolve_source, source_id
+from litevae_cli.data.loaders import make_eval_loader, require_readable
 from litevae_cli.errors import Stopped, UserError
-from litevae_cli.latent_reader import (DTYPES, FORMAT, FORMAT_VERSION, STATS_NAME, TORCH_DTYPES, encode_key,
+from litevae_cli.latents.reader import (DTYPES, FORMAT, FORMAT_VERSION, STATS_NAME, TORCH_DTYPES, encode_key,
                                        list_shards, moments_numpy, npy_bytes, shard_pattern, shard_regex)
-from litevae_cli.latent_stats import RunningChannelStats
+from litevae_cli.latents.stats import RunningChannelStats
 from litevae_cli.outputs import (SKIPPED_NAME, SkipLog, check_out_dir, fsync_path, locked, sha256_file,
                                  skipped_lines, writing)
 from litevae_cli.progress import make_progress
-from litevae_cli.runtime import Runtime, all_reduce_sum, barrier, setup_runtime, use_channels_last
+from litevae_cli.runtime import Runtime, all_reduce_sum, barrier
 from litevae_cli.stopping import StopSignal
 
-CROP_RECIPES = {
-    "center": "resize the shorter side to R (PIL bicubic, antialiased), center crop RxR",
-    "adm": "ADM center_crop_arr: halve with BOX while short side >= 2R, bicubic to short side R, center crop",
-}
 WRITER_QUEUE_BATCHES = 4  # batches in flight between the encoder and the writer thread
 
 
@@ -229,17 +225,6 @@ class ShardSink:
 
 
 # ----------------------------------------------------------------------------- engine
-def _to_host(t: torch.Tensor, rt: Runtime):
-    """Copy to the host; on CUDA asynchronously into pinned memory, returning the event to wait on."""
-    if rt.device.type != "cuda":
-        return t.cpu(), None
-    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-    host.copy_(t, non_blocking=True)
-    ev = torch.cuda.Event()
-    ev.record()
-    return host, ev
-
-
 def encode_batch(encoder: torch.nn.Module, x: torch.Tensor, flip: bool, rt: Runtime, store: torch.dtype):
     """Moments (mean, clamped logvar) in `store` dtype: [B, 2nz, h, w], or [2B, ...] with flip (the
     flipped images second: one forward pass of twice the batch keeps the device busy)."""
@@ -253,10 +238,8 @@ def _encode_batch(encoder, batch: dict, flip: bool, rt: Runtime, store: torch.dt
     """A loader batch -> the writer's _Batch (moments on the host; an all-unreadable batch has none)."""
     x, mom, flipped, ev = batch["images"], torch.empty(0), None, None
     if len(x):
-        x = x.to(rt.device, non_blocking=True)
-        if use_channels_last(rt):
-            x = x.contiguous(memory_format=torch.channels_last)
-        mom, ev = _to_host(encode_batch(encoder, x, flip, rt, store), rt)
+        x = rt.batch(x, channels_last=True)
+        mom, ev = rt.to_host(encode_batch(encoder, x, flip, rt, store))
         mom, flipped = (mom[: len(x)], mom[len(x):]) if flip else (mom, None)
     return _Batch(mom, flipped, batch["meta"], batch["skipped"], ev)
 
@@ -301,10 +284,9 @@ def _resume(journal: Journal, header: dict, out: Path, rt: Runtime, log: Callabl
 
 def _finish(out: Path, rt: Runtime, stats: RunningChannelStats, journal: Journal, info: dict, written: int) -> dict:
     """Reduce over ranks; rank 0 writes stats.json and skipped.txt from every rank's journal."""
-    # NCCL reduces device tensors only (hence the moves); the stats sums live on the host in float64.
-    totals = torch.tensor([journal.count(), len(journal.skipped()), written], dtype=torch.float64, device=rt.device)
-    totals = all_reduce_sum(rt, totals).cpu()
-    stats.reduce_across_ranks(lambda t: all_reduce_sum(rt, t.to(rt.device)).cpu())
+    # The stats sums live on the host in float64; all_reduce_sum reduces them on the device.
+    totals = all_reduce_sum(rt, torch.tensor([journal.count(), len(journal.skipped()), written], dtype=torch.float64))
+    stats.reduce_across_ranks(lambda t: all_reduce_sum(rt, t))
     barrier(rt)  # every journal is final before rank 0 reads them
     result = {"count": int(totals[0]), "skipped": int(totals[1])}
     session = {"encoded_now": int(totals[2])}  # returned, not written: this session's count over all ranks
@@ -331,21 +313,19 @@ def _finish(out: Path, rt: Runtime, stats: RunningChannelStats, journal: Journal
     return {**doc, **session}
 
 
-def encode_dataset(model: str, data: str, out: str | Path, *, resolution: int = 256, batch_size: int = 32,
-                   shard_size: int = 1000, flip: bool = False, dtype: str = "fp16", overwrite: bool = False,
-                   device: Optional[str] = None, precision: str = "fp32", workers: int = 4, crop: str = "center",
-                   limit: Optional[int] = None, log: Callable = print, progress_bar: bool = True) -> dict:
-    """Encode `data` with MODEL's encoder into shards in `out` (module docstring); returns stats.json's dict
+def encode_dataset(rt: Runtime, model: str, data: str, out: str | Path, *, resolution: int = 256,
+                   batch_size: int = 32, shard_size: int = 1000, flip: bool = False, dtype: str = "fp16",
+                   overwrite: bool = False, workers: int = 4, crop: str = "center", limit: Optional[int] = None,
+                   log: Callable = print, progress_bar: bool = True) -> dict:
+    """Encode `data` with MODEL's encoder on the runtime `rt` into shards in `out` (module docstring); returns stats.json's dict
     plus `encoded_now` (this session) and `seconds` (the encoding loop's wall time). `log` prints; resume
     notes come from every rank, the rest from rank 0 only. Holds OUT's lock throughout; a stop signal or a
     dead loader worker commits the shard in progress and raises `Stopped` (rerun to resume)."""
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if crop not in CROP_RECIPES:
-        raise UserError(f"--crop must be center or adm, got {crop!r}")
+    check_crop(crop)
     check_side(resolution, "--resolution")
     out = check_out_dir(out)
-    rt = setup_runtime(device, precision)
     path = resolve_model_path(model)
     loaded = load_autoencoder(path)
     src = resolve_source(data)
@@ -354,7 +334,7 @@ def encode_dataset(model: str, data: str, out: str | Path, *, resolution: int = 
     say(f"model: {loaded.describe()}")
     model_sha = sha256_file(path)
     header = {"model_sha256": model_sha, "data": source_id(data), "resolution": resolution, "crop": crop,
-              "dtype": dtype, "flip": flip, "precision": precision, "world_size": rt.world_size, "nz": loaded.spec.nz}
+              "dtype": dtype, "flip": flip, "precision": rt.precision, "world_size": rt.world_size, "nz": loaded.spec.nz}
     with locked(out, rt), StopSignal() as signals:
         _prepare_out(out, rt, overwrite, say)
         journal = Journal(out, rt.rank)
@@ -364,9 +344,7 @@ def encode_dataset(model: str, data: str, out: str | Path, *, resolution: int = 
             stats.load_state({k: torch.tensor(v, dtype=torch.float64) for k, v in journal.shards[-1]["stats"].items()})
         loader = make_eval_loader(src, resolution, batch_size, workers=workers, crop=crop, rank=rt.rank,
                                   world_size=rt.world_size, limit=limit, skip_keys=journal.done_keys())
-        encoder = loaded.model.encoder.to(rt.device).eval()
-        if use_channels_last(rt):
-            encoder = encoder.to(memory_format=torch.channels_last)
+        encoder = rt.place(loaded.model.encoder, channels_last=True).eval()
         n_shards = sum(1 for r in journal.shards if r["shard"])
         t0, skips, skipped_before = time.perf_counter(), SkipLog(None, say), len(journal.skipped())
         batches = iter(loader)  # fork the loader's workers before the writer thread exists
@@ -391,10 +369,11 @@ def encode_dataset(model: str, data: str, out: str | Path, *, resolution: int = 
         seconds = time.perf_counter() - t0
         info = {"model": {"encoder": loaded.spec.encoder, "decoder": loaded.spec.decoder, "nz": loaded.spec.nz,
                           "path": str(path), "sha256": model_sha, "step": loaded.step, "ema": loaded.used_ema},
-                "nz": loaded.spec.nz, "resolution": resolution, "latent_size": [resolution // 8, resolution // 8],
-                "crop": crop, "crop_recipe": CROP_RECIPES[crop], "dtype": dtype,
+                "nz": loaded.spec.nz, "resolution": resolution,
+                "latent_size": [resolution // MULTIPLE, resolution // MULTIPLE],
+                "crop": crop, "crop_recipe": CROPS[crop], "dtype": dtype,
                 "dtype_note": "bf16 is stored as its uint16 bit pattern" if dtype == "bf16" else "",
-                "flip": flip, "precision": precision, "data": header["data"], "world_size": rt.world_size}
+                "flip": flip, "precision": rt.precision, "data": header["data"], "world_size": rt.world_size}
         result = _finish(out, rt, stats, journal, info, sink.written)
     result["seconds"] = seconds
     return result

@@ -29,8 +29,18 @@ from typing import Callable, Optional
 
 import torch
 
-from litevae_cli.data import check_side
+from litevae_cli.checkpoint import load_autoencoder
+from litevae_cli.config import LPIPS_NETS
+from litevae_cli.data import CROPS, check_crop, check_side, resolve_source
+from litevae_cli.data.loaders import make_eval_loader, require_readable
 from litevae_cli.errors import Stopped, UserError
+from litevae_cli.metrics import image as image_metrics
+from litevae_cli.metrics.fid import RFID, load_inception
+from litevae_cli.metrics.weights import build_lpips, find_weight
+from litevae_cli.metrics.weights_download import allowed
+from litevae_cli.progress import make_progress
+from litevae_cli.runtime import all_reduce_sum, gather_objects
+from litevae_cli.stopping import StopSignal
 
 METRICS = ("rfid", "lpips", "psnr", "ssim")
 
@@ -46,6 +56,18 @@ class EvalOptions:
     weights_dir: Optional[Path] = None
     use_ema: bool = True
     workers: int = 0
+    weights: Optional[dict[str, Path]] = None  # the located weight files (`resolve_options`); None: run_eval looks
+
+
+def resolve_options(metrics: str, resolution: str, download_weights: bool = False, **options) -> EvalOptions:
+    """`--metrics` and `--resolution` parsed, every option checked and every weight file the metrics need
+    located (fetched and verified here when `download_weights`, `--download-weights`): all of it before
+    the runtime opens or a model loads."""
+    opts = EvalOptions(metrics=parse_metrics(metrics), resolutions=parse_resolutions(resolution), **options)
+    check_options(opts)
+    with allowed(download_weights):
+        opts.weights = locate_weights(required_weights(opts.metrics, opts.lpips_net), opts.weights_dir)
+    return opts
 
 
 def parse_metrics(text: str) -> list[str]:
@@ -69,10 +91,9 @@ def parse_resolutions(text: str) -> list[int]:
 
 
 def check_options(opts: EvalOptions) -> None:
-    if opts.crop not in ("center", "adm"):
-        raise UserError(f"--crop must be center or adm, got {opts.crop!r}")
-    if opts.lpips_net not in ("alex", "vgg"):
-        raise UserError(f"--lpips-net must be alex or vgg, got {opts.lpips_net!r}")
+    check_crop(opts.crop)
+    if opts.lpips_net not in LPIPS_NETS:
+        raise UserError(f"--lpips-net must be {' or '.join(LPIPS_NETS)}, got {opts.lpips_net!r}")
 
 
 def required_weights(metrics: list[str], lpips_net: str = "alex") -> list[str]:
@@ -82,8 +103,6 @@ def required_weights(metrics: list[str], lpips_net: str = "alex") -> list[str]:
 
 def locate_weights(keys: list[str], weights_dir=None) -> dict[str, Path]:
     """Every needed file, or ONE UserError listing each missing file (name, URL, where to put it)."""
-    from litevae_cli.weights import find_weight
-
     found, missing = {}, []
     for key in keys:
         try:
@@ -97,12 +116,8 @@ def locate_weights(keys: list[str], weights_dir=None) -> dict[str, Path]:
 
 def protocol(opts: EvalOptions) -> dict:
     """The protocol as data (JSON) and as the lines the table prints."""
-    from litevae_cli import image_metrics
-
-    crop = ("resize shorter side to R (PIL bicubic), center crop RxR" if opts.crop == "center"
-            else "guided-diffusion (ADM) center_crop_arr: box-halve while >= 2R, bicubic resize, center crop")
     p = {
-        "crop": crop,
+        "crop": CROPS[opts.crop],
         "reconstruction": "decode(posterior mean), clamp to [-1,1], quantise to uint8 before any metric",
         "psnr": f"per image on uint8, peak 255, averaged; exact reconstructions capped at "
                 f"{image_metrics.PSNR_CAP_DB:g} dB",
@@ -117,7 +132,6 @@ def protocol(opts: EvalOptions) -> dict:
 
 class MetricAccumulator:
     """Sums of per-image PSNR/SSIM/LPIPS (float64) and the rFID feature statistics for one resolution."""
-
     def __init__(self, metrics: list[str], lpips_model=None, rfid_factory: Optional[Callable] = None):
         self.metrics = metrics
         self.lpips_model = lpips_model
@@ -128,7 +142,6 @@ class MetricAccumulator:
 
     @torch.no_grad()
     def update(self, real_u8: torch.Tensor, recon_u8: torch.Tensor) -> None:
-        from litevae_cli import image_metrics
 
         self.count += real_u8.shape[0]
         if "psnr" in self.sums:
@@ -161,9 +174,7 @@ class MetricAccumulator:
 @torch.no_grad()
 def reconstruct_uint8(model, images: torch.Tensor, rt) -> tuple[torch.Tensor, torch.Tensor]:
     """(originals uint8, reconstructions uint8) for a batch in [-1, 1]; recon = decode(posterior mean)."""
-    from litevae_cli import image_metrics
-
-    x = images.to(rt.device, non_blocking=True)
+    x = rt.batch(images)
     with rt.autocast():
         rec = model.decode(model.encode(x).mode())
     if rec.shape != x.shape:
@@ -176,9 +187,6 @@ def evaluate_resolution(model, source, resolution: int, opts: EvalOptions, rt, a
                         progress=None, signals=None) -> dict:
     """One pass over `source` at `resolution`; returns the row (metrics averaged over all ranks) with
     every rank's unreadable images under `skipped_files`. `signals`: a StopSignal to obey."""
-    from litevae_cli.loaders import make_eval_loader
-    from litevae_cli.runtime import all_reduce_sum, gather_objects
-
     loader = make_eval_loader(source, resolution, opts.batch_size, workers=opts.workers, crop=opts.crop,
                               rank=rt.rank, world_size=rt.world_size, limit=opts.limit)
     total = None
@@ -196,7 +204,7 @@ def evaluate_resolution(model, source, resolution: int, opts: EvalOptions, rt, a
                             info=f"{int(acc.count)} images")
 
     def reduce(t: torch.Tensor) -> torch.Tensor:
-        return all_reduce_sum(rt, t.to(rt.device)).cpu() if rt.distributed else t  # mps has no float64
+        return all_reduce_sum(rt, t)  # float64 on the host, reduced on the device (identity in one process)
 
     if signals is not None and signals.requested:
         raise Stopped(f"{signals.reason}: eval stopped at {resolution} px after {int(acc.count)} images; "
@@ -218,26 +226,19 @@ def run_eval(model_arg, data: str, opts: EvalOptions, rt, *, lpips_model=None, f
     lpips_model / feature_fn (+ feature_dim, resize) are injection points for tests: when given, the
     corresponding weight file is not looked up.
     """
-    from litevae_cli.checkpoint import load_autoencoder
-    from litevae_cli.data import resolve_source
-    from litevae_cli.fid import RFID, load_inception
-    from litevae_cli.loaders import require_readable
-    from litevae_cli.progress import make_progress
-    from litevae_cli.stopping import StopSignal
-    from litevae_cli.weights import build_lpips
-
     check_options(opts)
     needed = [m for m in opts.metrics if not ((m == "lpips" and lpips_model is not None)
                                               or (m == "rfid" and feature_fn is not None))]
-    paths = locate_weights(required_weights(needed, opts.lpips_net), opts.weights_dir)  # before any work
+    paths = opts.weights if opts.weights is not None else locate_weights(required_weights(needed, opts.lpips_net),
+                                                                         opts.weights_dir)  # before any work
     source = resolve_source(data)
     require_readable(source)
     loaded = load_autoencoder(model_arg, use_ema=opts.use_ema, map_location="cpu")
-    model = loaded.model.to(rt.device).eval()
+    model = rt.place(loaded.model).eval()
     if "lpips" in opts.metrics and lpips_model is None:
         lpips_model = build_lpips(opts.lpips_net, opts.weights_dir)
     if lpips_model is not None:
-        lpips_model = lpips_model.to(rt.device).eval()
+        lpips_model = rt.place(lpips_model).eval()
     if "rfid" in opts.metrics and feature_fn is None:
         feature_fn = load_inception(paths["inception"], rt.device)
 
@@ -251,7 +252,7 @@ def run_eval(model_arg, data: str, opts: EvalOptions, rt, *, lpips_model=None, f
             rows.append(evaluate_resolution(model, source, res, opts, rt, acc, progress, signals))
             skipped.update(rows[-1].pop("skipped_files"))  # the same files at every resolution
     return {
-        "model": {"name": f"{loaded.spec.encoder} + {loaded.spec.decoder} (nz={loaded.spec.nz})",
+        "model": {"name": loaded.spec.describe(),
                   "spec": loaded.spec.to_dict(), "path": str(loaded.path), "step": loaded.step,
                   "ema": loaded.used_ema, "described": loaded.describe()},
         "data": {"spec": str(data), "limit": opts.limit, "crop": opts.crop},

@@ -3,7 +3,7 @@
 Generator (P Sec. 4 / App. G):
     L = w_l1 * L1 + w_lpips * LPIPS + w_kl * KL + w_wave * L_wave + w_gauss * L_gauss + w_adv * L_adv
 Every term is a MEAN (spec decision): reconstruction terms per pixel (and per channel), KL per latent
-element. The weights are preset values (`LossCfg`); the adversarial weight is a constant, not VQGAN's
+element. The weights are preset values (a preset's `loss:` section, any `LossWeights`); the adversarial weight is a constant, not VQGAN's
 adaptive weight (P: the adaptive weight made mixed-precision training unstable).
 
 Discriminator: hinge (P Table 16 baseline) or non-saturating. Discriminators return a tuple of logit
@@ -16,29 +16,33 @@ terms compare small differences that bf16/fp16 would round away, and the DWT is 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Protocol, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from litevae_cli.config import LossCfg
+from litevae_cli.config import ADV_KINDS
 from litevae_cli.errors import UserError
 from litevae_cli.models.posterior import DiagonalGaussian
 from litevae_cli.models.wavelets import dwt2, split_bands
+from litevae_cli.runtime import float32_region as _fp32
 
-ADV_KINDS = ("hinge", "non-saturating")
 TERMS = ("l1", "lpips", "kl", "wavelet", "gaussian", "adv", "total")  # fixed log columns
 
 
-def _fp32(device: torch.device):
-    """Autocast off, so every loss is computed in float32 inside a mixed-precision region."""
-    if device.type == "meta":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, enabled=False)
+class LossWeights(Protocol):
+    """The term weights GeneratorLoss reads (a preset's `loss:` section, `config.LossCfg`, has them)."""
+
+    l1: float
+    lpips: float
+    lpips_net: str  # alex | vgg
+    kl: float
+    wavelet: float
+    gaussian: float
+    adversarial: float
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,8 +103,7 @@ def gaussian_loss(x: torch.Tensor, x_hat: torch.Tensor, kernel_size: int = 5, si
 def kl_loss(posterior: DiagonalGaussian) -> torch.Tensor:
     """KL(q(z|x) || N(0, I)), mean per latent element (spec decision; 0.5*(mu^2 + var - 1 - logvar))."""
     with _fp32(posterior.mean.device):
-        mean, logvar = posterior.mean.float(), posterior.logvar.float()
-        return (0.5 * (mean.square() + logvar.exp() - 1.0 - logvar)).mean()
+        return posterior.kl(dtype=torch.float32).mean()
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,7 +177,7 @@ class GeneratorLoss(nn.Module):
     (the lpips package's linear heads have dropout).
     """
 
-    def __init__(self, cfg: LossCfg, adv_kind: str = "hinge", weights_dir: Optional[str | Path] = None,
+    def __init__(self, cfg: LossWeights, adv_kind: str = "hinge", weights_dir: Optional[str | Path] = None,
                  lpips_random_backbone: bool = False):
         super().__init__()
         _check_kind(adv_kind)
@@ -182,7 +185,7 @@ class GeneratorLoss(nn.Module):
         self.adv_kind = adv_kind  # hinge | non-saturating, as the discriminator's loss
         self.lpips: Optional[nn.Module] = None
         if cfg.lpips > 0:
-            from litevae_cli.weights import build_lpips
+            from litevae_cli.metrics.weights import build_lpips
 
             # A missing backbone file is a UserError naming it: a silent skip would change the recipe.
             self.lpips = build_lpips(cfg.lpips_net, weights_dir, random_backbone=lpips_random_backbone)

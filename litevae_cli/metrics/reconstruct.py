@@ -4,7 +4,7 @@ Owns `litevae reconstruct`'s work: load the model, prepare each image (`--resolu
 transform, shorter side to R then center crop; `--native`: the image as it is, edge-padded to a
 multiple of 8 and at least `data.MIN_SIDE` and cropped back), encode to the posterior MEAN and
 decode, write `<name>_recon.png` and `<name>_compare.png` (original | reconstruction | error map),
-and return PSNR / SSIM per image (from `image_metrics`, on the uint8 images). An unreadable image is
+and return PSNR / SSIM per image (from `metrics.image`, on the uint8 images). An unreadable image is
 skipped, named in OUT/skipped.txt and the command goes on; none readable is a one-line error.
 
 Tiling: an image larger than `tile` on either side is cut into tile x tile crops whose starts are
@@ -31,9 +31,9 @@ from litevae_cli.checkpoint import load_autoencoder
 from litevae_cli.data import (MIN_SIDE, MULTIPLE, DataError, check_side, eval_transform, load_image, pil_to_tensor,
                               resolve_source)
 from litevae_cli.errors import UserError
-from litevae_cli.image_metrics import psnr_uint8, ssim, to_uint8
+from litevae_cli.metrics.image import psnr_uint8, ssim, to_uint8
 from litevae_cli.outputs import SKIPPED_NAME, SkipLog, check_out_dir, writing
-from litevae_cli.runtime import Runtime, setup_runtime
+from litevae_cli.runtime import Runtime
 
 DEFAULT_TILE = 512
 ERROR_AMPLIFY = 5.0  # the error map shows min(1, 5 * mean |x - x_hat| / 255) on a black-red-yellow-white scale
@@ -77,7 +77,7 @@ def _ramp(length: int, start: int, total: int, overlap: int) -> torch.Tensor:
 def autoencode(model, x: torch.Tensor, rt: Runtime) -> torch.Tensor:
     """Posterior mean -> decoder, in float32 on the host."""
     with torch.inference_mode(), rt.autocast():
-        out = model.decode(model.encode(x.to(rt.device)).mode())
+        out = model.decode(model.encode(rt.batch(x)).mode())
     return out.float().cpu()
 
 
@@ -163,11 +163,11 @@ def prepare(img: Image.Image, resolution: Optional[int]) -> torch.Tensor:
     return eval_transform(img, resolution, "center")[0][None]
 
 
-def reconstruct_images(model: str, images: Sequence[str], out: str | Path, *, resolution: Optional[int] = 256,
-                       tile: Optional[int] = DEFAULT_TILE, overlap: Optional[int] = None, device: Optional[str] = None,
-                       precision: str = "fp32", amplify: float = ERROR_AMPLIFY,
+def reconstruct_images(rt: Runtime, model: str, images: Sequence[str], out: str | Path, *,
+                       resolution: Optional[int] = 256, tile: Optional[int] = DEFAULT_TILE,
+                       overlap: Optional[int] = None, amplify: float = ERROR_AMPLIFY,
                        log: Callable = print) -> list[Reconstruction]:
-    """Write a reconstruction and a comparison PNG per image into `out`; resolution None = native size.
+    """Write a reconstruction and a comparison PNG per image into `out`, on the runtime `rt`; resolution None = native size.
     Unreadable images are skipped and listed in OUT/skipped.txt (`log` prints the first few)."""
     if resolution is not None:
         check_side(resolution, "--resolution")
@@ -178,10 +178,9 @@ def reconstruct_images(model: str, images: Sequence[str], out: str | Path, *, re
                             f"and tile >= {MIN_SIDE} (got {tile}, {overlap})")
     items = collect_images(images)
     out = check_out_dir(out)
-    rt = setup_runtime(device, precision, init_distributed=False)
     loaded = load_autoencoder(model)
     log(f"model: {loaded.describe()}")
-    net = loaded.model.to(rt.device).eval()
+    net = rt.place(loaded.model).eval()
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)
     results, skips = [], SkipLog(out / SKIPPED_NAME, log)

@@ -42,8 +42,8 @@ class LossMeter:
         if not self.sums:
             return {}
         keys = sorted(self.sums)
-        total = torch.stack([self.sums[k].to(rt.device) for k in keys])
-        counts = torch.tensor([float(self.counts[k]) for k in keys], device=rt.device)
+        total = torch.stack([self.sums[k] for k in keys])  # on the device the losses were computed on
+        counts = torch.tensor([float(self.counts[k]) for k in keys], device=total.device)
         both = all_reduce_sum(rt, torch.cat([total, counts]))
         return {k: float(s / c) for k, s, c in zip(keys, both[:len(keys)].tolist(), both[len(keys):].tolist())}
 

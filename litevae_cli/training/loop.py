@@ -1,10 +1,12 @@
 """The training loop of both LiteVAE phases: `litevae pretrain` (phase A) and `litevae finetune` (phase B).
 
-Three layers, as in litgpt: `train()` resolves the config (and `--dry-run`) and the runtime; `main()`
-builds the data, the state and the loss, and resumes a run or starts a finetune from `--from`; `fit()`
-is the loop, one readable `while` in the manner of edm2 (status, samples, checkpoint, then the step),
-and `train_step()` is one optimizer step. Recipe (spec "Training recipe"; P App. F): Adam for the
-autoencoder and, when a discriminator is configured, a second Adam for it from
+Layers, as in litgpt: the command resolves the config (`config.resolve_config`, which checks the
+phase) and opens the runtime; `run()` builds the data, the state and the loss, and resumes a run or
+starts a finetune from `--from` (required when `phase: finetune` and OUT holds no run); `fit()` is the
+loop, one readable `while` in the manner of edm2 (status, samples, checkpoint, then the step), and
+`train_step()` is one optimizer step, in `loss_fn` (`training.losses.GeneratorLoss`). `train()` is
+the command's three steps as one call, for Python callers. Recipe (spec "Training recipe"; P App. F):
+Adam for the autoencoder and, when a discriminator is configured, a second Adam for it from
 `discriminator.start_step` on; the adversarial term has the constant weight `loss.adversarial`
 (no adaptive weight: P reports it unstable in mixed precision); EMA of the autoencoder.
 
@@ -20,7 +22,7 @@ worker that died are checked before the next batch is fetched; last.pt is writte
 completed step and the process exits 128+signal with one line. Before any of that, everything is
 checked (config, data with a readable image, --from, a writable --out) and OUT is locked for the
 run (`litevae_cli.outputs`); unreadable images are skipped, counted in metrics.jsonl and named in
-OUT/skipped.txt. config.yaml and every checkpoint record the run (`train_state.run_record`).
+OUT/skipped.txt. config.yaml and every checkpoint record the run (`training.state.run_record`).
 Test hook: with LITEVAE_TEST_RANK_DUMP=DIR every rank saves its final autoencoder and discriminator
 parameters to DIR/rank<r>.pt
 (the DDP test compares them); nothing else reads it.
@@ -28,66 +30,44 @@ parameters to DIR/rank<r>.pt
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from rich.console import Console
 
+from litevae_cli import runtime
 from litevae_cli.checkpoint import (LAST_NAME, checkpoint_dir, latest_checkpoint, load_checkpoint, prune_numbered,
                                     save_atomic)
-from litevae_cli.config import Config, apply_cli_overrides, config_to_dict, dump_config, load_config
+from litevae_cli.config import Config, dump_config, resolve_config
 from litevae_cli.data import resolve_source
-from litevae_cli.loaders import make_train_loader, require_readable
+from litevae_cli.data.loaders import make_train_loader, require_readable
 from litevae_cli.errors import UserError
-from litevae_cli.losses import GeneratorLoss, discriminator_loss
+from litevae_cli.metrics.weights_download import allowed
 from litevae_cli.outputs import SKIPPED_NAME, SkipLog, check_out_dir, locked, writing
 from litevae_cli.progress import make_progress
-from litevae_cli.runtime import (Runtime, all_reduce_sum, barrier, seed_everything, setup_runtime,
-                                 teardown_runtime, use_channels_last)
+from litevae_cli.runtime import Runtime, all_reduce_sum, any_rank, barrier, seed_everything
 from litevae_cli.stopping import StopSignal
-from litevae_cli.train_log import LossMeter, RunLog, save_reconstructions
-from litevae_cli.train_state import (TrainState, all_finite, build_train_state, check_resumable, gather_rng,
-                                     load_init_weights, load_resume, make_checkpoint, restore_rng, run_record,
-                                     update_ema)
+from litevae_cli.training.log import LossMeter, RunLog, save_reconstructions
+from litevae_cli.training.losses import GeneratorLoss, discriminator_loss
+from litevae_cli.training.state import (TrainState, all_finite, build_train_state, check_resumable, gather_rng,
+                                        load_init_weights, load_resume, make_checkpoint, restore_rng, run_record,
+                                        update_ema)
 
-COMMANDS = ("pretrain", "finetune")
 SAMPLE_IMAGES = 8  # images in each reconstruction grid
 
 
-def resolve_config(preset: str, overrides=(), *, steps=None, batch_size=None, precision=None,
-                   workers=None) -> Config:
-    """The preset plus `--set` overrides, then the dedicated flags (which win)."""
-    overrides = list(overrides or ())
-    if workers is not None:
-        overrides.append(f"data.workers={workers}")
-    cfg = load_config(preset, overrides)
-    return apply_cli_overrides(cfg, steps=steps, batch_size=batch_size, precision=precision)
-
-
 def train(command: str, preset: str, data: str, out: str | Path, *, init_from: str | Path | None = None,
-          steps: int | None = None, batch_size: int | None = None, device: str | None = None,
-          precision: str | None = None, overrides=(), dry_run: bool = False, workers: int | None = None,
-          weights_dir: str | Path | None = None) -> int:
-    """Set-up layer: config, dry-run, runtime. Returns the process exit code."""
-    if command not in COMMANDS:
-        raise ValueError(f"command must be one of {COMMANDS}")
-    cfg = resolve_config(preset, overrides, steps=steps, batch_size=batch_size, precision=precision,
-                         workers=workers)
-    if dry_run:  # print the resolved config; touch nothing
-        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None), end="")
-        return 0
-    if command == "pretrain" and cfg.train.init_from_required:
-        raise UserError(f"preset {cfg.name!r} starts from a trained model: use `litevae finetune --from CKPT`")
-    rt = setup_runtime(device, cfg.train.precision)
-    try:
-        return main(rt, cfg, command, data, Path(out), init_from, weights_dir)
-    finally:
-        teardown_runtime(rt)
+          device: str | None = None, overrides=(), weights_dir: str | Path | None = None,
+          download_weights: bool = False, **flags) -> int:
+    """`litevae pretrain|finetune` as one Python call: resolve the config (`flags`: steps, batch_size,
+    precision, workers, as the CLI flags), open the runtime, `run()` (missing reference weights fetched
+    and verified when `download_weights`, as --download-weights). Returns the process exit code."""
+    cfg = resolve_config(preset, overrides, {f"--{k.replace('_', '-')}": v for k, v in flags.items()}, phase=command)
+    with allowed(download_weights), runtime.open(device, cfg.train.precision) as rt:
+        return run(rt, cfg, data, Path(out), init_from=init_from, weights_dir=weights_dir)
 
 
 def micro_batch_size(rt: Runtime, cfg: Config) -> int:
@@ -98,21 +78,22 @@ def micro_batch_size(rt: Runtime, cfg: Config) -> int:
     return cfg.train.batch_size // per_step
 
 
-def main(rt: Runtime, cfg: Config, command: str, data: str, out: Path, init_from, weights_dir) -> int:
+def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | None = None,
+        weights_dir: str | Path | None = None) -> int:
     """Check everything, build loss and state, then, holding OUT's lock: resume from OUT or initialise
-    from --from, start the loader and fit()."""
+    from --from, start the loader and fit(). Returns the process exit code."""
     source = resolve_source(data)
     micro = micro_batch_size(rt, cfg)
     resume_path = latest_checkpoint(out)
-    if resume_path is None and init_from is None and (command == "finetune" or cfg.train.init_from_required):
-        raise UserError(f"`litevae {command}` with preset {cfg.name!r} needs --from CKPT "
+    if resume_path is None and init_from is None and cfg.phase == "finetune":
+        raise UserError(f"`litevae finetune` with preset {cfg.name!r} needs --from CKPT "
                         f"(a phase-A checkpoint), and {out} holds no run to resume")
     if resume_path is None and init_from is not None and not Path(init_from).exists():
         raise UserError(f"--from checkpoint not found: {init_from}")
     check_out_dir(out)
     require_readable(source)
     # Built before seeding: LPIPS construction must not shift the training RNG streams.
-    loss_fn = GeneratorLoss(cfg.loss, cfg.discriminator.loss, weights_dir=weights_dir).to(rt.device)
+    loss_fn = rt.place(GeneratorLoss(cfg.loss, cfg.discriminator.loss, weights_dir=weights_dir))
     seed_everything(cfg.train.seed)  # identical initial weights on every rank
     state = build_train_state(rt, cfg)
     state.run = run_record(data)
@@ -149,8 +130,7 @@ def main(rt: Runtime, cfg: Config, command: str, data: str, out: Path, init_from
                 dump_config(cfg, out / "config.yaml", run=state.run)
             for stale in checkpoint_dir(out).glob(".*.pt.*"):  # temp files of a save cut short by kill -9
                 stale.unlink(missing_ok=True)
-        m = cfg.model
-        rt.print(f"{command} {cfg.name}: {m.encoder} + {m.decoder} (nz={m.nz}), disc {cfg.discriminator.name}, "
+        rt.print(f"{cfg.phase} {cfg.name}: {cfg.model.describe()}, disc {cfg.discriminator.name}, "
                  f"{cfg.data.resolution}px, batch {cfg.train.batch_size} = {micro} x {cfg.train.grad_accum} accum "
                  f"x {rt.world_size} ranks, {cfg.train.steps} steps, {rt.device} {rt.precision}, data {source.spec}, "
                  f"out {out}")
@@ -172,20 +152,7 @@ def _prepare(rt: Runtime, images: torch.Tensor, resolution: int) -> tuple[torch.
     weight = 1.0
     if images.shape[0] == 0:
         images, weight = torch.zeros(1, 3, resolution, resolution), 0.0
-    fmt = torch.channels_last if use_channels_last(rt) else torch.contiguous_format
-    return images.to(rt.device, non_blocking=True, memory_format=fmt), weight
-
-
-def _maybe_no_sync(rt: Runtime, module, last: bool):
-    """Gradient accumulation under DDP: all-reduce only on the last micro-batch."""
-    return contextlib.nullcontext() if (last or not rt.distributed) else module.no_sync()
-
-
-def _any_rank(rt: Runtime, *flags: bool) -> list[bool]:
-    if not rt.distributed:
-        return [bool(f) for f in flags]
-    summed = all_reduce_sum(rt, torch.tensor([float(f) for f in flags], device=rt.device))
-    return [bool(v > 0) for v in summed.tolist()]
+    return rt.batch(images, channels_last=True), weight
 
 
 def train_step(rt: Runtime, cfg: Config, state: TrainState, loss_fn, micro_images: list[torch.Tensor],
@@ -202,7 +169,7 @@ def train_step(rt: Runtime, cfg: Config, state: TrainState, loss_fn, micro_image
     for i, raw in enumerate(micro_images):
         x, weight = _prepare(rt, raw, cfg.data.resolution)
         seen += raw.shape[0]
-        with _maybe_no_sync(rt, state.model_ddp, i == k - 1):
+        with rt.no_sync(state.model_ddp, i == k - 1):
             with rt.autocast():
                 x_hat, posterior = state.model_ddp(x)
                 # Plain module, frozen: D gets no gradient and no DDP sync from the generator's step.
@@ -212,7 +179,7 @@ def train_step(rt: Runtime, cfg: Config, state: TrainState, loss_fn, micro_image
         bad |= not bool(torch.isfinite(total.detach()))
         g_terms.append({"total": total.detach(), **terms})
         pairs.append((x, x_hat.detach(), weight))
-    bad, stop = _any_rank(rt, bad, lost_loader)
+    bad, stop = any_rank(rt, bad, lost_loader)
     if bad or stop:
         state.opt_g.zero_grad(set_to_none=True)
         return StepResult(g_terms, [], seen, bad and not stop, stop)
@@ -224,14 +191,14 @@ def train_step(rt: Runtime, cfg: Config, state: TrainState, loss_fn, micro_image
         state.disc.requires_grad_(True)
         d_bad = False
         for i, (x, x_fake, weight) in enumerate(pairs):
-            with _maybe_no_sync(rt, state.disc_ddp, i == k - 1):
+            with rt.no_sync(state.disc_ddp, i == k - 1):
                 with rt.autocast():
                     real_logits, fake_logits = state.disc_ddp(x), state.disc_ddp(x_fake)
                 loss_d, terms = discriminator_loss(real_logits, fake_logits, cfg.discriminator.loss)
                 state.scaler.scale(loss_d * (weight / k)).backward()
             d_bad |= not bool(torch.isfinite(loss_d.detach()))
             d_terms.append({"total": loss_d.detach(), **terms})
-        (d_bad,) = _any_rank(rt, d_bad)
+        (d_bad,) = any_rank(rt, d_bad)
         if not d_bad:
             state.scaler.step(state.opt_d)
         state.opt_d.zero_grad(set_to_none=True)
@@ -297,14 +264,14 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
         task = progress.add_task(f"{cfg.phase} {cfg.name}", total=total_steps, completed=start_step, info="")
         while True:
             if not stop:  # before fetching the next batch; every rank agrees
-                (stop,) = _any_rank(rt, signals.requested)
+                (stop,) = any_rank(rt, signals.requested)
             done = state.step >= total_steps or stop
             progressed = state.step > start_step
 
             # Status: metrics.jsonl, TensorBoard, progress text (collective: every rank, same steps).
             if progressed and (state.step % cfg.log.every == 0 or done):
                 now = time.perf_counter()
-                counts = all_reduce_sum(rt, torch.tensor([float(tick_images), float(tick_skipped)], device=rt.device))
+                counts = all_reduce_sum(rt, torch.tensor([float(tick_images), float(tick_skipped)]))
                 record = {"step": state.step, **meter.means(rt),
                           "img_per_s": counts[0].item() / max(now - tick_time, 1e-9),
                           "skipped_images": int(counts[1].item()), "nonfinite_steps": state.nonfinite_total,
@@ -341,7 +308,7 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
             images = [b["images"] for b in micro]
             lost = len(images) < accum
             if samples is None and any(len(x) for x in images):
-                samples = next(x for x in images if len(x))[:SAMPLE_IMAGES].to(rt.device)
+                samples = rt.batch(next(x for x in images if len(x))[:SAMPLE_IMAGES])
             result = train_step(rt, cfg, state, loss_fn, images + [torch.empty(0, 3, 1, 1)] * (accum - len(images)),
                                 lost)
             if result.stop:  # nothing was updated: last.pt is written from the last completed step

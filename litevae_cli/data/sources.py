@@ -7,7 +7,7 @@ are rescaled to 8 bit (never clipped at 255); anything with alpha (RGBA, LA, PA,
 COMPOSITED ON WHITE. EXIF orientation is not applied (same as torchvision/clean-fid/ADM pipelines).
 
 Sources (`resolve_source`):
-  * `sample`, `sample-holdout`, `sample-all`: the embedded set (see `litevae_cli.sample_images`),
+  * `sample`, `sample-holdout`, `sample-all`: the embedded set (see `litevae_cli.data.samples`),
     keys `sample/<name>`.
   * a directory: recursive (jpg/jpeg/png/webp/bmp, any case; hidden names skipped), sorted by relative
     posix path; key = relative path without extension (with it, if two files would share a key).
@@ -23,7 +23,7 @@ Sources (`resolve_source`):
 
 `MIN_SIDE` is the smallest image side every registered model encodes and decodes (at 8 px a
 GroupNorm sees one value per channel); `check_side` is the one check of a resolution option.
-The train and eval loaders built on these live in `litevae_cli.loaders`.
+The train and eval loaders built on these live in `litevae_cli.data.loaders`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from litevae_cli import sample_images
+from litevae_cli.data import samples as sample_images
 from litevae_cli.errors import UserError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -51,6 +51,11 @@ DEFAULT_SHUFFLE_BUFFER = 1000
 MULTIPLE = 8  # the encoders' 3-level DWT halves the size three times; the decoders upsample x8
 MIN_SIDE = 16  # smallest image side the models take (8 px: the 1x1 latent breaks GroupNorm)
 URL_TIMEOUT_S = 15
+# The eval crops (`--crop`), by name: what each does (encode-dataset records it, eval prints it).
+CROPS = {
+    "center": "resize the shorter side to R (PIL bicubic, antialiased), center crop RxR",
+    "adm": "ADM center_crop_arr: halve with BOX while short side >= 2R, bicubic to short side R, center crop",
+}
 
 
 class DataError(UserError):
@@ -179,6 +184,13 @@ def source_id(spec: str) -> str:
     return os.path.abspath(os.path.expanduser(spec))
 
 
+def check_crop(crop: str, what: str = "--crop") -> str:
+    """`crop` as one of CROPS, else a UserError about `what`."""
+    if crop not in CROPS:
+        raise UserError(f"{what} must be {' or '.join(CROPS)}, got {crop!r}")
+    return crop
+
+
 def check_side(value: int, what: str) -> int:
     """`value` as an image side: a multiple of MULTIPLE and at least MIN_SIDE, else a UserError about `what`."""
     if value % MULTIPLE or value < MIN_SIDE:
@@ -289,6 +301,6 @@ def eval_transform(img: Image.Image, resolution: int, crop: str = "center"):
         img = img.resize(tuple(round(x * scale) for x in img.size), resample=Image.BICUBIC)
         left, top = (img.size[0] - resolution) // 2, (img.size[1] - resolution) // 2
     else:
-        raise DataError(f"unknown crop {crop!r} (choose center or adm)")
+        raise DataError(f"unknown crop {crop!r} (choose {' or '.join(CROPS)})")
     box = (left, top, left + resolution, top + resolution)
     return pil_to_tensor(img.crop(box)), box, (w0, h0)

@@ -12,13 +12,13 @@ several torchrun ranks), `stats.json` and `skipped.txt`. Each tar sample (plain 
   json             key, source, orig_size [w,h], crop_box [l,t,r,b], resolution, crop, moments_dtype,
                    cls / class_name when known.
   cls              the class index as ASCII text (only when the source has classes).
-stats.json: see `litevae_cli.encode`; `scaling_factor` / `shift_factor` follow diffusers:
+stats.json: see `litevae_cli.latents.encode`; `scaling_factor` / `shift_factor` follow diffusers:
 z_model = (z - shift_factor) * scaling_factor.
 
 Reader example (the README's):
 
     from torch.utils.data import DataLoader
-    from litevae_cli.latent_reader import LatentShards
+    from litevae_cli.latents.reader import LatentShards
 
     ds = LatentShards("latents/", sample=True, flip_prob=0.5, shuffle_buffer=1000, seed=0)
     loader = DataLoader(ds, batch_size=64, num_workers=4)
@@ -44,6 +44,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from litevae_cli.outputs import SKIPPED_NAME  # noqa: F401 - part of the format (see above)
+from litevae_cli.runtime import process_rank
 
 FORMAT = "litevae-latents"
 FORMAT_VERSION = 1
@@ -158,9 +159,7 @@ class LatentShards(IterableDataset):
         return z / self.scale + self.shift
 
     def _consumer(self) -> tuple[int, int]:
-        rank, world = 0, 1
-        if self.split_by_rank and torch.distributed.is_available() and torch.distributed.is_initialized():
-            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        rank, world = process_rank() if self.split_by_rank else (0, 1)
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         return rank * nw + wid, world * nw

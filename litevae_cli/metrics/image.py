@@ -17,8 +17,6 @@ Validated against scikit-image in tests/test_image_metrics.py (random and skimag
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -101,8 +99,3 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Ten
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
     return s.mean(dim=(2, 3)).mean(dim=1)  # per channel, then over channels (skimage's channel_axis)
-
-
-def psnr_from_mse(mse: float, peak: float = 255.0) -> float:
-    """Scalar helper with the same cap (e.g. for a dataset-level PSNR of the mean MSE)."""
-    return PSNR_CAP_DB if mse <= 0 else min(PSNR_CAP_DB, 10.0 * math.log10(peak**2 / mse))

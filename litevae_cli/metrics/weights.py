@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from litevae_cli.config import LPIPS_NETS
 from litevae_cli.errors import UserError
 
 
@@ -61,7 +62,7 @@ def find_weight(key: str, weights_dir: str | Path | None = None) -> Path:
     for d in dirs:
         if (d / wf.filename).is_file():
             return d / wf.filename
-    from litevae_cli import weights_download  # lazy: it imports this module
+    from litevae_cli.metrics import weights_download  # lazy: it imports this module
 
     if weights_download.requested():
         return weights_download.download_weight(key, dirs[0])
@@ -78,8 +79,8 @@ def build_lpips(net: str = "alex", weights_dir: str | Path | None = None, random
     """
     import lpips
 
-    if net not in ("alex", "vgg"):
-        raise UserError(f"LPIPS network must be alex or vgg, got {net!r}")
+    if net not in LPIPS_NETS:
+        raise UserError(f"LPIPS network must be {' or '.join(LPIPS_NETS)}, got {net!r}")
     path = None if random_backbone else find_weight(net, weights_dir)
     model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
     if path is not None:

@@ -5,8 +5,9 @@ Adam optimizers, the GradScaler, step and data position), its construction from 
 update, RNG capture/restore in a `weights_only=True`-loadable form, the checkpoint dict (layout in
 `litevae_cli.checkpoint`'s docstring), resuming a run and initialising a finetune from `--from`,
 and the run record (`run_record`: --data, command line, versions) kept in config.yaml and checkpoints.
-A model the config cannot build, or weights that do not fit it, are one-line UserErrors.
-The loop itself is in `litevae_cli.train`.
+A model the config cannot build, or weights that do not fit it, are one-line UserErrors. Device
+placement, the DDP wrappers and the GradScaler come from the runtime (`rt.place`, `rt.wrap`).
+The loop itself is in `litevae_cli.training.loop`.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, load_weights, resolve_model_path
+from litevae_cli.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, load_weights,
+                                    resolve_model_path, stored_config)
 from litevae_cli.config import Config, config_to_dict
 from litevae_cli.data import source_id
 from litevae_cli.errors import UserError, as_user_error
-from litevae_cli.models import Autoencoder, build_autoencoder, create_model
-from litevae_cli.runtime import Runtime, gather_objects, use_channels_last
+from litevae_cli.model_spec import describe_spec
+from litevae_cli.models import Autoencoder, create_autoencoder, create_model
+from litevae_cli.runtime import Runtime, gather_objects
 
 
 @dataclass
@@ -51,33 +54,18 @@ class TrainState:
     run: dict = field(default_factory=dict)  # run_record(): what produced this run
 
 
-def _wrap_ddp(rt: Runtime, module: nn.Module) -> nn.Module:
-    if not rt.distributed:
-        return module
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    ids = [rt.device.index] if rt.device.type == "cuda" else None
-    # Every parameter of the autoencoder and of the discriminators takes part in each loss, so
-    # find_unused_parameters (an extra graph traversal per step) is not needed.
-    return DDP(module, device_ids=ids, find_unused_parameters=False)
-
-
 def build_train_state(rt: Runtime, cfg: Config) -> TrainState:
     """Fresh models (seeded identically on every rank), EMA, discriminator, Adam x2 (P App. F), scaler."""
-    m = cfg.model
-    with as_user_error(f"config model ({_describe(_spec_dict(cfg))}) cannot be built"):
-        model = build_autoencoder(m.encoder, m.decoder, m.nz, m.encoder_kwargs, m.decoder_kwargs).to(rt.device)
+    with as_user_error(f"config model ({cfg.model.describe()}) cannot be built"):
+        model = rt.place(create_autoencoder(cfg.model), channels_last=True)
     disc = None
     if cfg.discriminator.name is not None:
         with as_user_error(f"config discriminator {cfg.discriminator.name} {cfg.discriminator.kwargs} cannot be built"):
-            disc = create_model(cfg.discriminator.name, **cfg.discriminator.kwargs).to(rt.device)
+            disc = rt.place(create_model(cfg.discriminator.name, **cfg.discriminator.kwargs), channels_last=True)
         side = getattr(disc, "downscale", 1)  # the UNet discriminator pools its input down to 4x4
         if cfg.data.resolution % side:
             raise UserError(f"discriminator {cfg.discriminator.name} needs data.resolution to be a multiple of "
                             f"{side}, got {cfg.data.resolution}")
-    if use_channels_last(rt):
-        model = model.to(memory_format=torch.channels_last)
-        disc = disc.to(memory_format=torch.channels_last) if disc is not None else None
     ema = None
     if cfg.train.ema_decay is not None:
         ema = copy.deepcopy(model).eval().requires_grad_(False)
@@ -87,10 +75,8 @@ def build_train_state(rt: Runtime, cfg: Config) -> TrainState:
     if disc is not None:  # P App. F: the discriminator uses the same Adam settings (its own lr/betas keys)
         opt_d = torch.optim.Adam(disc.parameters(), lr=o.disc_lr, betas=tuple(o.disc_betas),
                                  weight_decay=o.weight_decay)
-    # Loss scaling only for fp16; bf16 has fp32's exponent range and needs none.
-    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16")
-    return TrainState(model, _wrap_ddp(rt, model), ema, disc, _wrap_ddp(rt, disc) if disc is not None else None,
-                      opt_g, opt_d, scaler)
+    return TrainState(model, rt.wrap(model), ema, disc, rt.wrap(disc) if disc is not None else None,
+                      opt_g, opt_d, rt.grad_scaler())
 
 
 @torch.no_grad()
@@ -143,7 +129,9 @@ def all_finite(module: nn.Module) -> bool:
 
 def make_checkpoint(rt: Runtime, cfg: Config, state: TrainState, rng: list[dict]) -> dict:
     """The checkpoint dict (format in litevae_cli.checkpoint). The caller checks `all_finite` first,
-    so last.pt is never overwritten by a diverged model."""
+    so last.pt is never overwritten by a diverged model. The model spec is stored once (model_spec)."""
+    config = config_to_dict(cfg)
+    del config["model"]
     return {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -159,7 +147,7 @@ def make_checkpoint(rt: Runtime, cfg: Config, state: TrainState, rng: list[dict]
         "rng": {"world_size": rt.world_size, "ranks": rng},
         # Samples consumed per rank; the global stream position is data_position * world_size.
         "data_position": {"per_rank": state.data_position, "world_size": rt.world_size},
-        "config": config_to_dict(cfg),
+        "config": config,
         "run": state.run,
     }
 
@@ -174,32 +162,19 @@ def run_record(data: str) -> dict:
 
 def check_resumable(ckpt: dict, cfg: Config, path: Path) -> list[str]:
     """Refuse a resume whose model, phase or discriminator differ; return the other keys that differ."""
-    old, new = ckpt.get("config") or {}, config_to_dict(cfg)
+    old, new = stored_config(ckpt) or {}, config_to_dict(cfg)
     if old.get("phase") != new["phase"]:
         raise UserError(f"{path} is a {old.get('phase')!r} run but the config says phase={new['phase']!r}; "
                         "use a new --out directory")
-    if old.get("model") != new["model"] or ckpt.get("model_spec") != _spec_dict(cfg):
-        raise UserError(f"the model in {path} ({_describe(old.get('model'))}) differs from the config's "
-                        f"({_describe(new['model'])}); use a new --out directory")
+    if ckpt.get("model_spec") != new["model"]:
+        raise UserError(f"the model in {path} ({describe_spec(ckpt.get('model_spec'))}) differs from the config's "
+                        f"({cfg.model.describe()}); use a new --out directory")
     if (old.get("discriminator") or {}).get("name") != new["discriminator"]["name"] or \
             (old.get("discriminator") or {}).get("kwargs") != new["discriminator"]["kwargs"]:
         raise UserError(f"the discriminator in {path} differs from the config's "
                         f"({new['discriminator']['name']}); use a new --out directory")
     return [f"{s}.{k}" for s in new if isinstance(new[s], dict) and isinstance(old.get(s), dict)
             for k in new[s] if old[s].get(k) != new[s][k]]
-
-
-def _spec_dict(cfg: Config) -> dict:
-    m = cfg.model
-    return {"encoder": m.encoder, "decoder": m.decoder, "nz": m.nz, "encoder_kwargs": dict(m.encoder_kwargs),
-            "decoder_kwargs": dict(m.decoder_kwargs)}
-
-
-def _describe(model: dict | None) -> str:
-    if not model:
-        return "unknown"
-    extra = {k: v for k, v in model.items() if k.endswith("_kwargs") and v}
-    return f"{model.get('encoder')} + {model.get('decoder')}, nz={model.get('nz')}" + (f", {extra}" if extra else "")
 
 
 def load_resume(rt: Runtime, state: TrainState, ckpt: dict, path: Path) -> Optional[dict]:
@@ -230,10 +205,9 @@ def load_init_weights(state: TrainState, cfg: Config, path: str | Path) -> bool:
     autoencoder and the EMA copy; the discriminator, optimizers and step stay fresh. Returns used_ema."""
     path = resolve_model_path(path)  # a checkpoint file, or a run directory -> its last checkpoint
     ckpt = load_checkpoint(path, map_location="cpu")
-    if ckpt.get("model_spec") != _spec_dict(cfg):
-        theirs = ckpt.get("model_spec") or {}
-        raise UserError(f"--from {path} holds {_describe(theirs)} but the preset wants "
-                        f"{_describe(_spec_dict(cfg))}")
+    if ckpt.get("model_spec") != cfg.model.to_dict():
+        raise UserError(f"--from {path} holds {describe_spec(ckpt.get('model_spec'))} but the preset wants "
+                        f"{cfg.model.describe()}")
     used_ema = ckpt.get("ema") is not None
     weights = ckpt["ema"] if used_ema else ckpt.get("model")
     load_weights(state.model, weights, f"--from {path}")

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from litevae_cli.errors import UserError
-from litevae_cli.latent_stats import RunningChannelStats
+from litevae_cli.latents.stats import RunningChannelStats
+from litevae_cli.models.posterior import LOGVAR_RANGE, kl_standard_normal
 
 SIGMAS = (25.0, 50.0, 100.0, 250.0, 500.0)  # P Table 6
 MMD_ESTIMATOR = ("unbiased MMD^2 (Gretton et al. 2012, Eq. 3) per Gaussian kernel exp(-||x-y||^2/(2 s^2)), "
@@ -149,7 +150,7 @@ class LatentInspector:
         self.moments.update(mu)
         self.stats.update(mu)
         self.std_sum += torch.exp(0.5 * logvar).sum(dim=(0, 2, 3))
-        self.kl_sum += (0.5 * (mu.square() + logvar.exp() - 1.0 - logvar)).sum(dim=(0, 2, 3))
+        self.kl_sum += kl_standard_normal(mu, logvar).sum(dim=(0, 2, 3))
         room = self.keep - sum(k.shape[0] for k in self.kept)
         if room > 0:
             self.kept.append(mu[:room].float())
@@ -189,7 +190,7 @@ class LatentInspector:
         }
 
     def write_plots(self, out: Path, title: str) -> dict[str, str]:
-        from litevae_cli.plots import histogram_grid, latent_grid
+        from litevae_cli.latents.plots import histogram_grid, latent_grid
 
         kept = torch.cat(self.kept).double()
         factors = self.stats.to_dict()
@@ -216,7 +217,7 @@ def encode_images(model, source, resolution: int, batch_size: int, rt, limit: Op
                   crop: str = "center", workers: int = 0, skips=None) -> Iterator[LatentBatch]:
     """Encode `source` (ImageSource) with MODEL at `resolution` (center crop) -> LatentBatches.
     Unreadable images go to `skips` (an outputs.SkipLog) when given."""
-    from litevae_cli.loaders import make_eval_loader
+    from litevae_cli.data.loaders import make_eval_loader
 
     loader = make_eval_loader(source, resolution, batch_size, workers=workers, crop=crop, limit=limit)
     for batch in loader:
@@ -225,7 +226,7 @@ def encode_images(model, source, resolution: int, batch_size: int, rt, limit: Op
         if batch["images"].shape[0] == 0:
             continue
         with rt.autocast():
-            post = model.encode(batch["images"].to(rt.device))
+            post = model.encode(rt.batch(batch["images"]))
         yield LatentBatch(post.mean.float(), post.logvar.float(), [m["key"] for m in batch["meta"]], batch["images"])
 
 
@@ -262,7 +263,7 @@ def read_shards(latents: str, batch_size: int = 64, limit: Optional[int] = None,
     """LatentBatches from encode-dataset shards (a directory of latents-*.tar or a brace pattern)."""
     import braceexpand
 
-    from litevae_cli.latent_reader import iter_moments, list_shards
+    from litevae_cli.latents.reader import iter_moments, list_shards
 
     urls = list_shards(latents) if Path(latents).is_dir() else [
         u for u in braceexpand.braceexpand(str(latents)) if Path(u).is_file()]
@@ -282,8 +283,51 @@ def read_shards(latents: str, batch_size: int = 64, limit: Optional[int] = None,
 
 
 def _shard_batch(items) -> LatentBatch:
-    from litevae_cli.models.posterior import LOGVAR_RANGE
-
     mean, logvar = torch.stack([m for _, m, _ in items]).chunk(2, dim=1)
     images = [im for _, _, im in items]
     return LatentBatch(mean, logvar.clamp(*LOGVAR_RANGE), [k for k, _, _ in items], images)
+
+
+# ----------------------------------------------------------------------------- the command's work
+def inspect_latents(rt, out: str | Path, *, model: Optional[str] = None, data: Optional[str] = None,
+                    latents: Optional[str] = None, resolution: int = 256, limit: Optional[int] = None,
+                    mmd_samples: int = 1000, examples: int = 4, seed: int = 0, batch_size: int = 16,
+                    use_ema: bool = True, log=print) -> dict:
+    """`litevae inspect-latents`: MODEL encoding `data` on the runtime `rt`, or the `latents` shards of
+    encode-dataset; the outputs are checked first. Returns the report with what was inspected; the
+    plots are in `out` (and, with `data`, the unreadable images in OUT/skipped.txt)."""
+    from litevae_cli.checkpoint import load_autoencoder
+    from litevae_cli.data import check_side, resolve_source
+    from litevae_cli.data.loaders import require_readable
+    from litevae_cli.outputs import SKIPPED_NAME, SkipLog, check_out_dir, writing
+    from litevae_cli.progress import make_progress
+
+    if latents is not None and (model is not None or data is not None):
+        raise UserError("give either --latents, or MODEL with --data, not both")
+    if latents is None and (model is None or data is None):
+        raise UserError("give MODEL and --data (images to encode), or --latents DIR (encode-dataset shards)")
+    check_side(resolution, "--resolution")
+    out = check_out_dir(out)
+    if latents is not None:
+        with make_progress() as progress:
+            report = inspect(read_shards(latents, batch_size, limit, examples), out, Path(latents).name or str(latents),
+                             mmd_samples, examples, seed, progress)
+        return {"latents": str(latents), **report}
+    source = resolve_source(data)
+    require_readable(source)
+    loaded = load_autoencoder(model, use_ema=use_ema)
+    net = rt.place(loaded.model).eval()
+    total = min(len(source), limit or len(source)) if source.indexable else None
+    meta = {"model": {"name": loaded.spec.describe(), "path": str(loaded.path), "step": loaded.step,
+                      "ema": loaded.used_ema}, "data": str(data), "resolution": resolution}
+    log(f"model: {loaded.describe()}")
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+    skips = SkipLog(out / SKIPPED_NAME, log)
+    with make_progress() as progress:
+        batches = encode_images(net, source, resolution, batch_size, rt, limit, skips=skips)
+        report = inspect(batches, out, f"{loaded.spec.encoder} nz={loaded.spec.nz} @{resolution}", mmd_samples,
+                         examples, seed, progress, total)
+    if skips.count:
+        log(skips.summary())
+    return {**meta, "skipped": skips.count, **report}

@@ -30,7 +30,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from litevae_cli.weights import find_weight
+from litevae_cli.metrics.weights import find_weight
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 INCEPTION_DIM = 2048

@@ -38,7 +38,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from litevae_cli.data import (DEFAULT_RESCALE, DEFAULT_SHUFFLE_BUFFER, SHARD_IMAGE_EXTS, DataError, ImageItem,
+from litevae_cli.data.sources import (DEFAULT_RESCALE, DEFAULT_SHUFFLE_BUFFER, SHARD_IMAGE_EXTS, DataError, ImageItem,
                               ImageSource, decode_image_bytes, eval_transform, load_image, resolve_source,
                               shard_stem, train_transform)
 from litevae_cli.errors import one_line

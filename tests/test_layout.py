@@ -1,0 +1,141 @@
+"""The package's shape (issue 15): thin subcommand modules, the runtime set up only in runtime.py, the
+registry filled by `models/__init__.py` with no import cycle, one model spec type that imports no torch."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "litevae_cli"
+COMMAND_MODULES = sorted((PACKAGE / "cli").glob("*_cmd.py"))
+# What only runtime.py may name: process groups, DDP, autocast, device selection, runtime set-up.
+RUNTIME_ONLY = {"init_process_group", "destroy_process_group", "DistributedDataParallel", "set_device",
+                "autocast", "setup_runtime", "teardown_runtime", "select_device"}
+
+
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), str(path))
+
+
+def _module_level_imports(tree: ast.Module) -> list[str]:
+    names = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names.append(node.module or "")
+    return names
+
+
+def _is_rt_device(node: ast.AST) -> bool:
+    return isinstance(node, ast.Attribute) and node.attr == "device" and isinstance(node.value, ast.Name) \
+        and node.value.id == "rt"
+
+
+def test_every_subcommand_module_is_found():
+    assert {p.stem for p in COMMAND_MODULES} >= {"train_cmd", "eval_cmd", "encode_cmd", "reconstruct_cmd",
+                                                  "inspect_cmd", "export_cmd", "models_cmd"}
+
+
+@pytest.mark.parametrize("path", COMMAND_MODULES, ids=lambda p: p.stem)
+def test_subcommand_module_is_thin(path):
+    tree = _tree(path)
+    # No torch at import time, and nothing from the package but the CLI's own shared module.
+    for name in _module_level_imports(tree):
+        assert not name.startswith("torch"), f"{path.name} imports {name} at module level"
+        assert not name.startswith("litevae_cli") or name == "litevae_cli.cli.common", (path.name, name)
+    # No runtime set-up, no torch calls, no device placement: one `with runtime.open(...)` at most.
+    opens = 0
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            assert node.attr not in RUNTIME_ONLY, f"{path.name} names {node.attr}"
+            if isinstance(node.value, ast.Name):
+                assert node.value.id != "torch", f"{path.name} calls torch.{node.attr}"
+                opens += (node.value.id, node.attr) == ("runtime", "open")
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+            assert not any(n == "torch" or n.startswith("torch.") for n in names), f"{path.name} imports torch"
+            assert not set(names) & RUNTIME_ONLY, f"{path.name} imports {set(names) & RUNTIME_ONLY}"
+        assert not _is_rt_device(node), f"{path.name} places something on rt.device itself"
+    assert opens <= 1, f"{path.name} opens the runtime {opens} times"
+
+
+def test_importing_the_cli_loads_no_torch():
+    code = "import sys, litevae_cli.cli; sys.exit(int(any(m == 'torch' or m.startswith('torch.') for m in sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("path", sorted(p for p in PACKAGE.rglob("*.py") if p.name != "runtime.py"),
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_only_runtime_sets_up_the_runtime(path):
+    """Process groups, DDP wrapping, autocast and device placement on rt.device live in runtime.py."""
+    for node in ast.walk(_tree(path)):
+        if isinstance(node, ast.Attribute):
+            assert node.attr not in RUNTIME_ONLY or node.attr == "autocast" and _is_rt(node.value), \
+                f"{path.name}:{node.lineno} uses {node.attr}"
+            assert not (node.attr == "distributed" and isinstance(node.value, ast.Name) and node.value.id == "torch"), \
+                f"{path.name}:{node.lineno} uses torch.distributed"
+        if isinstance(node, ast.ImportFrom):
+            assert not (node.module or "").startswith("torch.distributed"), f"{path.name} imports torch.distributed"
+            assert not {a.name for a in node.names} & RUNTIME_ONLY, f"{path.name}:{node.lineno} imports set-up"
+        if isinstance(node, ast.Import):
+            assert not any(a.name.startswith("torch.distributed") for a in node.names), path.name
+        if isinstance(node, ast.Call):  # x.to(rt.device) or device=rt.device: ask rt.place / rt.batch
+            moved = isinstance(node.func, ast.Attribute) and node.func.attr == "to" and any(map(_is_rt_device, node.args))
+            assert not moved and not any(k.arg == "device" and _is_rt_device(k.value) for k in node.keywords), \
+                f"{path.name}:{node.lineno} places a tensor or module on rt.device itself"
+
+
+def _is_rt(node: ast.AST) -> bool:
+    return isinstance(node, ast.Name) and node.id == "rt"
+
+
+def test_the_registry_imports_no_model_family_and_the_package_fills_it():
+    tree = _tree(PACKAGE / "models" / "registry.py")
+    imported = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert all("litevae_cli" not in (getattr(n, "module", None) or "") for n in imported)
+    assert all(not a.name.startswith("litevae_cli") for n in imported if isinstance(n, ast.Import) for a in n.names)
+    code = ("from litevae_cli.models.registry import list_models; "
+            "import sys; sys.exit(0 if {'litevae-b', 'smc-decoder', 'unet-disc-s'} <= set(list_models()) else 1)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_one_model_spec_type_without_torch():
+    code = ("import sys; from litevae_cli.config import Config; from litevae_cli.model_spec import ModelSpec; "
+            "assert Config.__dataclass_fields__['model'].type in ('ModelSpec', ModelSpec); "
+            "print(ModelSpec('litevae-b', 'smc-decoder', 12, {}, {'channels': 64}).describe()); "
+            "sys.exit(int('torch' in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "litevae-b + smc-decoder (nz=12, decoder_kwargs={'channels': 64})"
+    from litevae_cli.models import build_autoencoder
+    from litevae_cli.model_spec import ModelSpec
+
+    ae = build_autoencoder("litevae-tiny", "smc-decoder-tiny", nz=4)
+    assert isinstance(ae.spec, ModelSpec) and ae.spec.describe() == "litevae-tiny + smc-decoder-tiny (nz=4)"
+
+
+def test_a_checkpoint_stores_the_model_spec_once_and_old_version_2_files_still_load(tmp_path):
+    import torch
+
+    from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_autoencoder, stored_config
+    from litevae_cli.config import config_to_dict, load_config
+    from litevae_cli.models import create_autoencoder
+    from litevae_cli.runtime import setup_runtime
+    from litevae_cli.training.state import build_train_state, make_checkpoint
+
+    cfg = load_config("demo", ["model.encoder=litevae-tiny", "model.decoder=smc-decoder-tiny", "model.nz=4",
+                               "model.encoder_kwargs={}", "model.decoder_kwargs={}"])
+    rt = setup_runtime("cpu", "fp32", init_distributed=False)
+    ckpt = make_checkpoint(rt, cfg, build_train_state(rt, cfg), [])
+    assert "model" not in ckpt["config"] and ckpt["model_spec"] == cfg.model.to_dict()
+    assert stored_config(ckpt) == config_to_dict(cfg)
+    # A version-2 file as litevae 0.2.0 wrote it (the spec in model_spec AND in config.model) loads the same.
+    old = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model_spec": cfg.model.to_dict(),
+           "model": create_autoencoder(cfg.model).state_dict(), "ema": None, "step": 3,
+           "config": config_to_dict(cfg)}
+    torch.save(old, tmp_path / "old.pt")
+    loaded = load_autoencoder(tmp_path / "old.pt")
+    assert loaded.spec == cfg.model and loaded.config == config_to_dict(cfg) and loaded.step == 3
