@@ -1,4 +1,4 @@
-"""Checkpoints: atomic save, safe load (`weights_only=True` / safetensors), latest, export, MODEL resolution.
+"""Checkpoints: atomic save (mode 0644 under umask 022), retention, safe load (`weights_only=True` / safetensors), latest, export, MODEL resolution.
 
 A training checkpoint is a plain dict (torch.save) with these keys:
     format="litevae-checkpoint", version=CHECKPOINT_VERSION (2),
@@ -9,7 +9,7 @@ A training checkpoint is a plain dict (torch.save) with these keys:
     config       the resolved preset without its `model` section (that is model_spec); `stored_config`
                  gives it whole, also for earlier version-2 files, which repeated the spec there
 An exported model is one `.safetensors` file holding the (EMA when present) autoencoder weights, with
-the spec, step, source and format version in its metadata. Both load without running code from the file:
+the spec, step, source and format version in its metadata, written atomically like a checkpoint. Both load without running code from the file:
 a pickle that would run code is refused with a message that says so (and never suggests
 weights_only=False). A file without its model spec, or with weights that do not fit the spec, is a
 one-line UserError.
@@ -26,14 +26,13 @@ directory (its checkpoints/last.pt), an exported .safetensors model, or a diffus
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from litevae_cli.atomic_write import atomic_path
 from litevae_cli.errors import UserError, as_user_error, one_line
 from litevae_cli.model_spec import ModelSpec
 from litevae_cli.models.autoencoder import Autoencoder, create_autoencoder
@@ -42,23 +41,28 @@ CHECKPOINT_FORMAT = "litevae-checkpoint"
 CHECKPOINT_VERSION = 2  # bump whenever a stored state_dict would mean something else in the current code
 EXPORT_FORMAT = "litevae-export"
 LAST_NAME = "last.pt"
+_NUMBERED = re.compile(r"step-(\d+)\.pt")  # numbered checkpoints, pruned by train.keep_checkpoints
 
 
 def save_atomic(obj: dict, path: str | Path) -> Path:
-    """torch.save to a temp file in the same directory, fsync, then rename over `path`."""
+    """torch.save to a temp file in the same directory, fsync, then rename over `path` (mode as open() gives)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
     return path
+
+
+def prune_numbered(ckpt_dir: str | Path, keep: int) -> list[Path]:
+    """Delete all but the `keep` newest step-XXXXXXX.pt files (0 = keep all); last.pt is never touched.
+    Returns what was deleted. A numbered file that is also last.pt (a hard link) only loses its name."""
+    if keep <= 0:
+        return []
+    numbered = sorted((int(m.group(1)), p) for p in Path(ckpt_dir).glob("step-*.pt")
+                      if (m := _NUMBERED.fullmatch(p.name)))
+    doomed = [p for _, p in numbered[:-keep]]
+    for p in doomed:
+        p.unlink(missing_ok=True)
+    return doomed
 
 
 def safe_torch_load(path: Path, map_location="cpu", what: str = "checkpoint"):
@@ -200,11 +204,11 @@ def export_model(checkpoint: str | Path, out: str | Path, use_ema: bool = True) 
     if out.suffix != ".safetensors":
         raise UserError(f"export path must end in .safetensors, got {out}")
     loaded = load_autoencoder(checkpoint, use_ema=use_ema)
-    out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in loaded.model.state_dict().items()}
     meta = {"format": EXPORT_FORMAT, "version": str(CHECKPOINT_VERSION), "model_spec": json.dumps(loaded.spec.to_dict()),
             "step": str(loaded.step if loaded.step is not None else ""), "ema": str(loaded.used_ema)}
-    save_file(state, str(out), metadata=meta)
+    with atomic_path(out) as tmp:
+        save_file(state, str(tmp), metadata=meta)
     return out
 
 

@@ -91,6 +91,7 @@ class TrainCfg:
     ema_warmup: bool = True  # ramp the EMA decay up at the start (OL)
     seed: int = 0
     max_nonfinite: int = 20  # consecutive non-finite steps before stopping
+    keep_checkpoints: int = 0  # numbered checkpoints kept, newest first (last.pt always); 0 = keep all
 
 
 @dataclass
@@ -131,7 +132,7 @@ _MINIMA: dict[str, float] = {
     "data.rescale": 1e-6, "data.workers": 0, "train.seed": 0,
     "optim.lr": 0.0, "optim.betas": 0.0, "optim.weight_decay": 0.0, "optim.disc_lr": 0.0, "optim.disc_betas": 0.0,
     "loss.l1": 0.0, "loss.lpips": 0.0, "loss.kl": 0.0, "loss.wavelet": 0.0, "loss.gaussian": 0.0,
-    "loss.adversarial": 0.0,
+    "loss.adversarial": 0.0, "train.keep_checkpoints": 0,
     "train.steps": 1, "train.batch_size": 1, "train.grad_accum": 1, "train.ema_decay": 0.0,
     "train.max_nonfinite": 1, "log.every": 1, "log.sample_every": 1, "log.checkpoint_every": 1,
 }

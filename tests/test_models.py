@@ -82,24 +82,26 @@ def test_encoder_unet_heads_are_bare_convs():
         assert not hasattr(unet, "norm_out") and isinstance(unet.conv_out, torch.nn.Conv2d)
 
 
-def _forward_backward(name: str, size: int = 64):
+def _forward_backward(name: str, size: int = 64, device: str = "cpu"):
+    """Also run on CUDA by tests/test_gpu.py for every registered model."""
     torch.manual_seed(0)
     model = create_model(name, nz=4) if get_entry(name).kind != "discriminator" else create_model(name)
+    model = model.to(device)
     kind = get_entry(name).kind
     if kind == "decoder":
-        x = torch.randn(2, 4, size // 8, size // 8)
+        x = torch.randn(2, 4, size // 8, size // 8, device=device)
         out = model(x)
         assert out.shape == (2, 3, size, size)
         loss = out.square().mean()
     elif kind == "encoder":
-        x = torch.rand(2, 3, size, size) * 2 - 1
+        x = torch.rand(2, 3, size, size, device=device) * 2 - 1
         post = model(x)
         assert post.mean.shape == (2, 4, size // 8, size // 8) and post.logvar.shape == post.mean.shape
         z = post.sample()
         loss = z.square().mean() + post.kl().mean()
         out = post.moments
     else:
-        x = torch.rand(2, 3, size, size) * 2 - 1
+        x = torch.rand(2, 3, size, size, device=device) * 2 - 1
         outs = model(x)
         assert isinstance(outs, tuple) and all(o.shape[0] == 2 for o in outs)
         loss = sum(o.square().mean() for o in outs)

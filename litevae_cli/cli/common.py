@@ -24,6 +24,10 @@ PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="fp32, 
 BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per batch.")]
 OutDirOpt = Annotated[Path, typer.Option("--out", help="Output directory.")]
 JsonOutOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON to this file.")]
+DownloadWeightsOpt = Annotated[bool, typer.Option(
+    "--download-weights", help="Fetch missing reference weights (LPIPS backbone, Inception) into --weights-dir or the "
+    "torch hub cache, each checked against a pinned sha256; from $LITEVAE_WEIGHTS_MIRROR when set. "
+    "Same as LITEVAE_DOWNLOAD_WEIGHTS=1.")]
 
 
 def write_json(path: Path, obj: dict) -> None:

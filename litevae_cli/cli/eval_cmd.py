@@ -1,8 +1,8 @@
 """`litevae eval`: reconstruction metrics (rFID, LPIPS, PSNR, SSIM) under the field's protocol.
 
-Resolves the options, checks that --json can be written, opens the runtime and makes one call to
-`metrics.evaluate.run_eval` (which locates every weight file first: a missing one stops the command
-before any model is loaded), then prints the protocol and a table. With --json, unreadable images are listed in NAME.skipped.txt
+Resolves the options (every weight file located, or with --download-weights fetched and verified: a
+missing one stops the command before any model is loaded), checks that --json can be written, opens
+the runtime and makes one call to `metrics.evaluate.run_eval`, then prints the protocol and a table. With --json, unreadable images are listed in NAME.skipped.txt
 beside the JSON file.
 """
 
@@ -13,7 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from litevae_cli.cli.common import BatchSizeOpt, DeviceOpt, JsonOutOpt, PrecisionOpt, user_errors, write_json
+from litevae_cli.cli.common import (BatchSizeOpt, DeviceOpt, DownloadWeightsOpt, JsonOutOpt, PrecisionOpt, user_errors,
+                                    write_json)
 
 
 @user_errors
@@ -33,6 +34,7 @@ def eval_command(
     workers: Annotated[int, typer.Option("--workers", min=0, help="Data loader worker processes.")] = 0,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
+    download_weights: DownloadWeightsOpt = False,
 ) -> None:
     """Evaluate an autoencoder's reconstructions: one row per resolution.
 
@@ -44,14 +46,16 @@ def eval_command(
 
     Examples:\n
       litevae eval runs/b12 --data sample-holdout --metrics psnr,ssim\n
-      litevae eval model.safetensors --data /data/imagenet/val --metrics rfid,lpips,psnr,ssim --resolution 256,512 --json eval.json
+      litevae eval model.safetensors --data /data/imagenet/val --metrics rfid,lpips,psnr,ssim --resolution 256,512 --json eval.json\n
+      litevae eval runs/b12 --data /data/imagenet/val --metrics rfid,lpips --download-weights
     """
     from litevae_cli import runtime
     from litevae_cli.metrics.evaluate import resolve_options, run_eval
     from litevae_cli.outputs import check_out_file, skipped_lines, writing
 
     opts = resolve_options(metrics, resolution, batch_size=batch_size or 16, limit=limit, crop=crop,
-                           lpips_net=lpips_net, weights_dir=weights_dir, use_ema=not no_ema, workers=workers)
+                           lpips_net=lpips_net, weights_dir=weights_dir, use_ema=not no_ema, workers=workers,
+                           download_weights=download_weights)
     if json_out is not None:
         check_out_file(json_out, "--json")
     with runtime.open(device, precision or "fp32") as rt:

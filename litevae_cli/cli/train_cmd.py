@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from litevae_cli.cli.common import BatchSizeOpt, DeviceOpt, PrecisionOpt, user_errors
+from litevae_cli.cli.common import BatchSizeOpt, DeviceOpt, DownloadWeightsOpt, PrecisionOpt, user_errors
 
 PresetOpt = Annotated[str, typer.Option("--preset", help="Preset name (see presets/) or path to a YAML file.")]
 DataOpt = Annotated[str, typer.Option("--data", help="Image folder, shard pattern dir/train-{000000..000009}.tar, "
@@ -32,8 +32,9 @@ FromOpt = Annotated[Optional[Path], typer.Option("--from", help="Model to start 
 
 
 def _run(phase: str, preset, data, out, init_from, steps, batch_size, device, precision, overrides, dry_run,
-         workers, weights_dir) -> None:
-    """The command: resolve the config (one pass; the phase checked), open the runtime, run the loop."""
+         workers, weights_dir, download_weights=False) -> None:
+    """The command: resolve the config (one pass; the phase checked), open the runtime, run the loop
+    (missing reference weights fetched and verified during it when --download-weights)."""
     import os
 
     # Before torch (and its OpenMP) loads: idle OpenMP threads sleep instead of spinning. On shared or
@@ -42,6 +43,7 @@ def _run(phase: str, preset, data, out, init_from, steps, batch_size, device, pr
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from litevae_cli import runtime
     from litevae_cli.config import dump_config, resolve_config
+    from litevae_cli.metrics.weights_download import allowed
     from litevae_cli.training import loop
 
     cfg = resolve_config(preset, overrides, {"--steps": steps, "--batch-size": batch_size, "--precision": precision,
@@ -49,7 +51,7 @@ def _run(phase: str, preset, data, out, init_from, steps, batch_size, device, pr
     if dry_run:  # print the resolved config; touch nothing
         dump_config(cfg, sys.stdout)
         return
-    with runtime.open(device, cfg.train.precision) as rt:
+    with allowed(download_weights), runtime.open(device, cfg.train.precision) as rt:
         code = loop.run(rt, cfg, data, Path(out), init_from=init_from, weights_dir=weights_dir)
     if code:
         raise typer.Exit(code)
@@ -58,7 +60,8 @@ def _run(phase: str, preset, data, out, init_from, steps, batch_size, device, pr
 @user_errors
 def pretrain(preset: PresetOpt, data: DataOpt, out: RunOutOpt, steps: StepsOpt = None, batch_size: BatchSizeOpt = None,
              device: DeviceOpt = None, precision: PrecisionOpt = None, overrides: SetOpt = None,
-             dry_run: DryRunOpt = False, workers: WorkersOpt = None, weights_dir: WeightsDirOpt = None) -> None:
+             dry_run: DryRunOpt = False, workers: WorkersOpt = None, weights_dir: WeightsDirOpt = None,
+             download_weights: DownloadWeightsOpt = False) -> None:
     """Phase A: train an autoencoder from scratch (P: 128 px crops, no discriminator).
 
     Rerunning the same command with the same --out resumes from OUT/checkpoints/last.pt.
@@ -67,17 +70,18 @@ def pretrain(preset: PresetOpt, data: DataOpt, out: RunOutOpt, steps: StepsOpt =
     Examples:\n
       litevae pretrain --preset demo --data sample --out runs/demo\n
       litevae pretrain --preset b-pretrain --data /data/imagenet/train --out runs/b-a --dry-run\n
+      litevae pretrain --preset b-pretrain --data /data/imagenet/train --out runs/b-a --download-weights\n
       litevae pretrain --preset b-pretrain --data 'shards/train-{000000..000099}.tar' --out runs/b-a --set optim.lr=2e-4
     """
     _run("pretrain", preset, data, out, None, steps, batch_size, device, precision, overrides, dry_run, workers,
-         weights_dir)
+         weights_dir, download_weights)
 
 
 @user_errors
 def finetune(preset: PresetOpt, data: DataOpt, out: RunOutOpt, init_from: FromOpt = None, steps: StepsOpt = None,
              batch_size: BatchSizeOpt = None, device: DeviceOpt = None, precision: PrecisionOpt = None,
              overrides: SetOpt = None, dry_run: DryRunOpt = False, workers: WorkersOpt = None,
-             weights_dir: WeightsDirOpt = None) -> None:
+             weights_dir: WeightsDirOpt = None, download_weights: DownloadWeightsOpt = False) -> None:
     """Phase B: continue a phase-A model at higher resolution with the discriminator on.
 
     --from loads the model weights (EMA when present); discriminator, optimizers and step start fresh.
@@ -88,4 +92,4 @@ def finetune(preset: PresetOpt, data: DataOpt, out: RunOutOpt, init_from: FromOp
       litevae finetune --preset b-finetune --from runs/b-a/checkpoints/last.pt --data /data/imagenet/train --out runs/b-b
     """
     _run("finetune", preset, data, out, init_from, steps, batch_size, device, precision, overrides, dry_run, workers,
-         weights_dir)
+         weights_dir, download_weights)

@@ -37,6 +37,7 @@ from litevae_cli.errors import Stopped, UserError
 from litevae_cli.metrics import image as image_metrics
 from litevae_cli.metrics.fid import RFID, load_inception
 from litevae_cli.metrics.weights import build_lpips, find_weight
+from litevae_cli.metrics.weights_download import allowed
 from litevae_cli.progress import make_progress
 from litevae_cli.runtime import all_reduce_sum, gather_objects
 from litevae_cli.stopping import StopSignal
@@ -58,12 +59,14 @@ class EvalOptions:
     weights: Optional[dict[str, Path]] = None  # the located weight files (`resolve_options`); None: run_eval looks
 
 
-def resolve_options(metrics: str, resolution: str, **options) -> EvalOptions:
+def resolve_options(metrics: str, resolution: str, download_weights: bool = False, **options) -> EvalOptions:
     """`--metrics` and `--resolution` parsed, every option checked and every weight file the metrics need
-    located: all of it before the runtime opens or a model loads."""
+    located (fetched and verified here when `download_weights`, `--download-weights`): all of it before
+    the runtime opens or a model loads."""
     opts = EvalOptions(metrics=parse_metrics(metrics), resolutions=parse_resolutions(resolution), **options)
     check_options(opts)
-    opts.weights = locate_weights(required_weights(opts.metrics, opts.lpips_net), opts.weights_dir)
+    with allowed(download_weights):
+        opts.weights = locate_weights(required_weights(opts.metrics, opts.lpips_net), opts.weights_dir)
     return opts
 
 

@@ -1,12 +1,14 @@
 """Pretrained weights the toolkit uses but cannot ship: where they are looked up, and the LPIPS builder.
 
-Files (looked up by name, never downloaded by us):
+Files (looked up by name; downloaded only when asked, by `weights_download`):
 - LPIPS backbones, in torchvision's cache `$TORCH_HOME/hub/checkpoints` (torch.hub.get_dir()):
   `alexnet-owt-7be5be79.pth` (AlexNet, the default) and `vgg16-397923af.pth` (VGG-16).
   LPIPS's own linear layers ship inside the `lpips` package.
 - clean-fid's Inception, `inception-2015-12-05.pt`, looked up where clean-fid keeps it (/tmp by default).
 Search order: `--weights-dir` first, then the standard caches. A missing file is a `UserError` that
-names the file, its official URL and where to put it; commands check before doing any work.
+names the file, its official URL and where to put it (commands check before doing any work), unless
+downloads are on (`--download-weights`, LITEVAE_DOWNLOAD_WEIGHTS=1): then `weights_download` fetches it
+into the first folder searched and verifies its pinned sha256.
 """
 
 from __future__ import annotations
@@ -60,8 +62,13 @@ def find_weight(key: str, weights_dir: str | Path | None = None) -> Path:
     for d in dirs:
         if (d / wf.filename).is_file():
             return d / wf.filename
+    from litevae_cli.metrics import weights_download  # lazy: it imports this module
+
+    if weights_download.requested():
+        return weights_download.download_weight(key, dirs[0])
     where = f"{dirs[0]} (--weights-dir)" if weights_dir else f"{torch_hub_checkpoints()} or a folder given as --weights-dir"
-    raise UserError(f"missing {wf.filename} ({wf.purpose}); download {wf.url} and put it in {where}")
+    raise UserError(f"missing {wf.filename} ({wf.purpose}); download {wf.url} and put it in {where}, "
+                    f"or rerun with --download-weights (or {weights_download.ENV_DOWNLOAD}=1) to fetch and verify it")
 
 
 def build_lpips(net: str = "alex", weights_dir: str | Path | None = None, random_backbone: bool = False):

@@ -4,9 +4,11 @@ Owns (all on rank 0 only; the loop decides when):
 - `OUT/metrics.jsonl`: one JSON object per `log.every` steps with `step`, every generator loss term
   as `g/<term>` and every discriminator term as `d/<term>` (means over the steps since the previous
   line and over ranks), `img_per_s` (all ranks), `skipped_images`, `nonfinite_steps`, `lr`, `disc_lr`.
-- `OUT/tb/`: the same scalars, when `log.tensorboard` is set and tensorboard is importable.
 - `OUT/samples/step-XXXXXXX.png`: input row over reconstruction row (posterior mean, no noise, so
   writing samples never draws from the training RNG and cannot change a resumed run).
+- `OUT/tb/` (TensorBoard, when `log.tensorboard` is set): the same scalars under the same names, the
+  learning rates (`lr`, `disc_lr`) among them, and every reconstruction grid as the image
+  `reconstructions` at its step. A resumed run purges the events after its checkpoint's step.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ class RunLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                self.note = "log.tensorboard is on but tensorboard is not installed; metrics go to metrics.jsonl only"
+                self.note = ("log.tensorboard is on but tensorboard is not installed (a dependency: rerun `make install`); "
+                             "metrics go to metrics.jsonl only")
             else:
                 self.writer = SummaryWriter(str(out / "tb"), purge_step=resume_step)
 
@@ -93,6 +96,14 @@ class RunLog:
                 if k != "step" and isinstance(v, (int, float)):
                     self.writer.add_scalar(k, v, record["step"])
             self.writer.flush()
+
+    def add_grid(self, tag: str, png: Path, step: int) -> None:
+        """A written reconstruction grid (PNG) as a TensorBoard image."""
+        if self.writer is None:
+            return
+        with Image.open(png) as im:
+            self.writer.add_image(tag, np.asarray(im.convert("RGB")), step, dataformats="HWC")
+        self.writer.flush()
 
     def close(self) -> None:
         if self.writer is not None:

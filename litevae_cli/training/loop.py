@@ -39,11 +39,13 @@ import torch
 from rich.console import Console
 
 from litevae_cli import runtime
-from litevae_cli.checkpoint import LAST_NAME, checkpoint_dir, latest_checkpoint, load_checkpoint, save_atomic
+from litevae_cli.checkpoint import (LAST_NAME, checkpoint_dir, latest_checkpoint, load_checkpoint, prune_numbered,
+                                    save_atomic)
 from litevae_cli.config import Config, dump_config, resolve_config
 from litevae_cli.data import resolve_source
 from litevae_cli.data.loaders import make_train_loader, require_readable
 from litevae_cli.errors import UserError
+from litevae_cli.metrics.weights_download import allowed
 from litevae_cli.outputs import SKIPPED_NAME, SkipLog, check_out_dir, locked, writing
 from litevae_cli.progress import make_progress
 from litevae_cli.runtime import Runtime, all_reduce_sum, any_rank, barrier, seed_everything
@@ -58,11 +60,13 @@ SAMPLE_IMAGES = 8  # images in each reconstruction grid
 
 
 def train(command: str, preset: str, data: str, out: str | Path, *, init_from: str | Path | None = None,
-          device: str | None = None, overrides=(), weights_dir: str | Path | None = None, **flags) -> int:
+          device: str | None = None, overrides=(), weights_dir: str | Path | None = None,
+          download_weights: bool = False, **flags) -> int:
     """`litevae pretrain|finetune` as one Python call: resolve the config (`flags`: steps, batch_size,
-    precision, workers, as the CLI flags), open the runtime, `run()`. Returns the process exit code."""
+    precision, workers, as the CLI flags), open the runtime, `run()` (missing reference weights fetched
+    and verified when `download_weights`, as --download-weights). Returns the process exit code."""
     cfg = resolve_config(preset, overrides, {f"--{k.replace('_', '-')}": v for k, v in flags.items()}, phase=command)
-    with runtime.open(device, cfg.train.precision) as rt:
+    with allowed(download_weights), runtime.open(device, cfg.train.precision) as rt:
         return run(rt, cfg, data, Path(out), init_from=init_from, weights_dir=weights_dir)
 
 
@@ -207,8 +211,8 @@ def train_step(rt: Runtime, cfg: Config, state: TrainState, loss_fn, micro_image
 
 
 def save_checkpoint(rt: Runtime, cfg: Config, state: TrainState, out: Path, numbered: bool) -> Path:
-    """last.pt (atomic) and, when `numbered`, step-XXXXXXX.pt as a hard link of the same file.
-    Collective (gathers every rank's RNG); only rank 0 writes."""
+    """last.pt (atomic) and, when `numbered`, step-XXXXXXX.pt as a hard link of the same file; then only
+    the `train.keep_checkpoints` newest numbered files stay. Collective (gathers every rank's RNG); only rank 0 writes."""
     if not all_finite(state.model):  # identical weights on every rank, so every rank raises together
         raise UserError(f"step {state.step}: the autoencoder weights are not finite; "
                         "the last good checkpoint is left as it was")
@@ -229,6 +233,7 @@ def save_checkpoint(rt: Runtime, cfg: Config, state: TrainState, out: Path, numb
                     os.replace(tmp, last)
                 except OSError:
                     save_atomic(ckpt, last)
+                prune_numbered(ckpt_dir, cfg.train.keep_checkpoints)  # after last.pt is safe
     barrier(rt)
     return last
 
@@ -287,6 +292,7 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
                 grid = out / "samples" / f"step-{state.step:07d}.png"
                 with writing(grid):
                     save_reconstructions(net, samples, grid, rt.autocast)
+                log.add_grid("reconstructions", grid, state.step)
 
             # Checkpoint: step-XXXXXXX.pt every checkpoint_every, last.pt always the newest.
             if progressed and (state.step % cfg.log.checkpoint_every == 0 or done):

@@ -1,0 +1,143 @@
+"""Opt-in download of the reference weights `weights.WEIGHTS` names, verified against pinned sha256s.
+
+Nothing is fetched unless asked: `--download-weights` (pretrain, finetune, eval) or the environment
+variable LITEVAE_DOWNLOAD_WEIGHTS=1. Then a file that `weights.find_weight` cannot find is fetched into
+`--weights-dir` when given, else the torch hub cache `$TORCH_HOME/hub/checkpoints` (searched by every
+command, for the Inception file too, and kept across reboots unlike clean-fid's /tmp).
+Source: the official URL, or LITEVAE_WEIGHTS_MIRROR (an http(s):// or file:// base URL or a plain folder)
+joined with the file name, for sites without internet access.
+The bytes go to a temp file in the target folder (`atomic_write.atomic_path`), hashed while they arrive;
+only a file whose sha256 equals the pinned one is renamed into place. A mismatch is a one-line UserError
+naming the file, the expected and the actual hash, and the temp file is removed: nothing is left behind.
+
+Pinned hashes (full sha256; torchvision embeds only the first 8 hex digits in its file names, which
+these match). Where each was checked:
+- alexnet-owt-7be5be79.pth, vgg16-397923af.pth: several independent public records of the file fetched
+  from download.pytorch.org (sizes 244,408,911 and 553,433,881 bytes), found with the search tool.
+- inception-2015-12-05.pt: pinned by k-diffusion (crowsonkb/k-diffusion, k_diffusion/evaluation.py) for
+  the same NVIDIA URL that clean-fid uses (95,607,719 bytes); clean-fid and torch-fidelity pin none.
+None of the three could be downloaded and hashed here (no internet); tests use local files.
+LPIPS's own linear layers (alex.pth / vgg.pth, v0.1) ship inside the `lpips` package: never downloaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from litevae_cli.atomic_write import atomic_path
+from litevae_cli.errors import UserError, one_line
+from litevae_cli.metrics.weights import WEIGHTS
+
+ENV_DOWNLOAD = "LITEVAE_DOWNLOAD_WEIGHTS"
+ENV_MIRROR = "LITEVAE_WEIGHTS_MIRROR"
+CHUNK = 1 << 20
+TIMEOUT_S = 60  # per connection attempt and per read, not for the whole file
+
+
+@dataclass(frozen=True)
+class Pin:
+    sha256: str
+    size: int  # bytes; for the progress bar when the server sends no Content-Length
+
+
+PINNED: dict[str, Pin] = {
+    "alexnet-owt-7be5be79.pth": Pin("7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02", 244_408_911),
+    "vgg16-397923af.pth": Pin("397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0", 553_433_881),
+    "inception-2015-12-05.pt": Pin("f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4", 95_607_719),
+}
+
+_flag = False  # --download-weights, for the duration of one command (`allowed`)
+
+
+@contextlib.contextmanager
+def allowed(flag: bool):
+    """Within the block, missing weights are downloaded when `flag` (the command's --download-weights)."""
+    global _flag
+    before = _flag
+    _flag = before or bool(flag)
+    try:
+        yield
+    finally:
+        _flag = before
+
+
+def requested() -> bool:
+    """--download-weights is in effect, or LITEVAE_DOWNLOAD_WEIGHTS is 1 / true / yes / on."""
+    value = os.environ.get(ENV_DOWNLOAD, "").strip().lower()
+    if value not in ("", "0", "false", "no", "off", "1", "true", "yes", "on"):
+        raise UserError(f"{ENV_DOWNLOAD} must be 1 or 0, got {os.environ[ENV_DOWNLOAD]!r}")
+    return _flag or value in ("1", "true", "yes", "on")
+
+
+def source_url(filename: str, official: str) -> str:
+    """The official URL, or LITEVAE_WEIGHTS_MIRROR's base joined with the file name."""
+    mirror = os.environ.get(ENV_MIRROR, "").strip()
+    if not mirror:
+        return official
+    scheme = urllib.parse.urlparse(mirror).scheme
+    if not scheme:  # a plain folder
+        return (Path(mirror).expanduser().resolve() / filename).as_uri()
+    if scheme not in ("http", "https", "file"):
+        raise UserError(f"{ENV_MIRROR} must be an http(s):// or file:// URL or a folder, got {mirror!r}")
+    return mirror.rstrip("/") + "/" + urllib.parse.quote(filename)
+
+
+def _progress(filename: str):
+    from rich.console import Console
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                               TransferSpeedColumn)
+
+    console = Console(stderr=True)
+    # A live bar on a terminal, on rank 0 under torchrun; logs get the one "downloaded ..." line instead.
+    show = console.is_terminal and os.environ.get("RANK", "0") == "0"
+    return Progress(TextColumn(f"[bold]download {filename}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                    TimeRemainingColumn(), console=console, disable=not show)
+
+
+def _fetch(url: str, dest: Path, filename: str, size: int) -> str:
+    """Stream `url` into `dest`; returns the sha256 of what arrived."""
+    digest = hashlib.sha256()
+    request = urllib.request.Request(url, headers={"User-Agent": "litevae"})
+    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, open(dest, "wb") as f, \
+            _progress(filename) as bar:
+        total = int(response.headers.get("Content-Length") or 0) or size
+        task = bar.add_task("download", total=total)
+        while chunk := response.read(CHUNK):
+            digest.update(chunk)
+            f.write(chunk)
+            bar.advance(task, len(chunk))
+    return digest.hexdigest()
+
+
+def download_weight(key: str, folder: str | Path) -> Path:
+    """Fetch `key`'s file into `folder`, verify its sha256, then move it into place; returns its path."""
+    wf = WEIGHTS[key]
+    pin = PINNED[wf.filename]
+    folder = Path(folder)
+    url = source_url(wf.filename, wf.url)
+    dest = folder / wf.filename
+    nothing_left = f"nothing was kept in {folder}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create {folder} to download {wf.filename} into: {err.strerror or one_line(err)}") from None
+    with atomic_path(dest) as tmp:  # any exception below removes the temp file
+        try:
+            actual = _fetch(url, tmp, wf.filename, pin.size)
+        except urllib.error.HTTPError as err:
+            raise UserError(f"cannot download {wf.filename} from {url}: HTTP {err.code} {err.reason}; {nothing_left}") from None
+        except (urllib.error.URLError, OSError) as err:  # no route, refused, timed out, disk full
+            reason = getattr(err, "reason", None) or err.strerror or one_line(err)
+            raise UserError(f"cannot download {wf.filename} from {url}: {reason}; {nothing_left}") from None
+        if actual != pin.sha256:
+            raise UserError(f"refused {wf.filename} from {url}: sha256 mismatch, expected {pin.sha256}, "
+                            f"got {actual}; {nothing_left}")
+    print(f"downloaded {wf.filename} ({wf.purpose}) from {url} into {folder}, sha256 verified", flush=True)
+    return dest
