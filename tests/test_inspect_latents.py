@@ -97,6 +97,10 @@ def test_inspector_report_and_plots(tmp_path):
     np.testing.assert_allclose(rep["kl_per_element"]["per_channel"], kl.mean(axis=(0, 2, 3)))
     assert rep["recommended"]["scaling_factor"] == pytest.approx(1 / mu.std())
     assert rep["recommended"]["shift_factor"] == pytest.approx(mu.mean())
+    # Sampled latents z = mu + sigma * eps: Var[z] = Var[mu] + E[sigma^2], the same mean.
+    sampled = rep["recommended_for_sampled_latents"]
+    assert sampled["scaling_factor"] == pytest.approx(1 / np.sqrt(mu.var() + np.exp(logvar).mean()))
+    assert sampled["shift_factor"] == pytest.approx(mu.mean())
     mmd = rep["mmd2_to_standard_normal"]
     assert mmd["samples"] == 5 and mmd["dim"] == 48 and set(mmd["raw"]) == {"25", "50", "100", "250", "500", "sum"}
     kept = torch.from_numpy(mu[:5]).float()

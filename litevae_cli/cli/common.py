@@ -19,6 +19,9 @@ from litevae_cli.errors import Stopped, UserError, one_line
 
 EXIT_USER_ERROR = 2
 
+# What every MODEL argument accepts (checkpoint.load_autoencoder resolves it).
+MODEL_HELP = "Checkpoint .pt, run directory (its last checkpoint), export .safetensors or diffusers folder."
+
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cuda, mps or cpu (default: the best available).")]
 PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 or fp16.")]
 BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per batch.")]

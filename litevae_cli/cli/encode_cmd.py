@@ -9,13 +9,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from litevae_cli.cli.common import BatchSizeOpt, DeviceOpt, OutDirOpt, PrecisionOpt, user_errors
+from litevae_cli.cli.common import MODEL_HELP, BatchSizeOpt, DeviceOpt, OutDirOpt, PrecisionOpt, user_errors
 
 
 @user_errors
 def encode_dataset(
-    model: Annotated[str, typer.Argument(
-        help="Checkpoint .pt, run directory (its last checkpoint) or exported .safetensors.")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     data: Annotated[str, typer.Option("--data",
         help="Image folder, WebDataset shards (dir/x-{000000..000009}.tar) or sample/sample-holdout/sample-all.")],
     out: OutDirOpt,

@@ -13,13 +13,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from litevae_cli.cli.common import (BatchSizeOpt, DeviceOpt, DownloadWeightsOpt, JsonOutOpt, PrecisionOpt, user_errors,
-                                    write_json)
+from litevae_cli.cli.common import (MODEL_HELP, BatchSizeOpt, DeviceOpt, DownloadWeightsOpt, JsonOutOpt, PrecisionOpt,
+                                    user_errors, write_json)
 
 
 @user_errors
 def eval_command(
-    model: Annotated[str, typer.Argument(help="Checkpoint .pt, exported .safetensors or run directory.")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     data: Annotated[str, typer.Option("--data", help="Images: a folder, .tar shards, or sample / sample-holdout.")],
     metrics: Annotated[str, typer.Option("--metrics", help="Comma list of rfid, lpips, psnr, ssim.")] = "psnr,ssim",
     resolution: Annotated[str, typer.Option("--resolution", help="One or more, comma separated: 256,512.")] = "256",

@@ -8,15 +8,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from litevae_cli.cli.common import user_errors
+from litevae_cli.cli.common import MODEL_HELP, user_errors
 
 FORMATS = ("safetensors", "diffusers")
 
 
 @user_errors
 def export(
-    model: Annotated[str, typer.Argument(help="Checkpoint .pt, run directory (its last checkpoint), export "
-                                              ".safetensors or diffusers folder.")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     out: Annotated[Path, typer.Argument(help="Output: a file ending in .safetensors, or a folder with --format "
                                              "diffusers.")],
     fmt: Annotated[str, typer.Option("--format", help="safetensors (one file) or diffusers (a folder that "

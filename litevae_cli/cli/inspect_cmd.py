@@ -13,15 +13,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from litevae_cli.cli.common import (BatchSizeOpt, DeviceOpt, JsonOutOpt, OutDirOpt, PrecisionOpt, user_errors,
-                                    write_json)
+from litevae_cli.cli.common import (MODEL_HELP, BatchSizeOpt, DeviceOpt, JsonOutOpt, OutDirOpt, PrecisionOpt,
+                                    user_errors, write_json)
 
 
 @user_errors
 def inspect_latents_command(
     out: OutDirOpt,
-    model: Annotated[Optional[str], typer.Argument(help="Checkpoint .pt, exported .safetensors or run "
-                                                  "directory (leave out with --latents).")] = None,
+    model: Annotated[Optional[str], typer.Argument(
+        help=MODEL_HELP[:-1] + " (leave out with --latents).")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="Images to encode: folder, .tar shards, "
                                                 "sample or sample-holdout.")] = None,
     latents: Annotated[Optional[str], typer.Option("--latents", help="Instead of MODEL + --data: an "
@@ -89,7 +89,10 @@ def print_report(r: dict) -> None:
         console.print(f"MMD^2: {mmd.get('note')}")
     console.print(f"  estimator: {mmd['estimator']}")
     rec = r["recommended"]
+    smp = r["recommended_for_sampled_latents"]
     console.print(f"recommended scaling_factor {rec['scaling_factor']:.6g}  shift_factor {rec['shift_factor']:.6g}  "
-                  f"({rec['convention']})")
+                  f"(posterior mean; {rec['convention']})")
+    console.print(f"            scaling_factor {smp['scaling_factor']:.6g}  shift_factor {smp['shift_factor']:.6g}  "
+                  "(sampled latents: diffusers' latent_dist.sample() * scaling_factor)")
     for name, path in r["plots"].items():
         console.print(f"plot {name}: {path}")

@@ -7,13 +7,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from litevae_cli.cli.common import DeviceOpt, OutDirOpt, PrecisionOpt, user_errors
+from litevae_cli.cli.common import MODEL_HELP, DeviceOpt, OutDirOpt, PrecisionOpt, user_errors
 
 
 @user_errors
 def reconstruct(
-    model: Annotated[str, typer.Argument(
-        help="Checkpoint .pt, run directory (its last checkpoint) or exported .safetensors.")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     images: Annotated[list[str], typer.Argument(help="Image files or folders.")],
     out: OutDirOpt,
     resolution: Annotated[Optional[int], typer.Option("--resolution",

@@ -18,7 +18,8 @@ What is measured (posterior q(z|x) = N(mu, diag(sigma^2)), log-variance clamped 
   reported per sigma and as their SUM ("sum", the MMD^2 of the sum kernel). It is MMD^2, not its
   square root, and can be slightly negative when the two sets are close. Computed twice: on the raw
   latents ("raw") and on (z - shift_factor) * scaling_factor ("normalised").
-- recommended scaling_factor / shift_factor (latents.stats.RunningChannelStats, diffusers' convention).
+- recommended scaling_factor / shift_factor of the posterior mean and of sampled latents
+  (latents.stats.RunningChannelStats, diffusers' convention).
 Plots (plots.py, PNG): per-channel histograms of mu (raw and normalised) against the N(0,1)
 density, from the same first m images; and the latent channels of the first few images next to the
 input, each channel mapped from mean +- 3 std of that channel to black..white.
@@ -148,7 +149,7 @@ class LatentInspector:
                             "inspect one resolution at a time")
         self.images += mu.shape[0]
         self.moments.update(mu)
-        self.stats.update(mu)
+        self.stats.update(mu, logvar)
         self.std_sum += torch.exp(0.5 * logvar).sum(dim=(0, 2, 3))
         self.kl_sum += kl_standard_normal(mu, logvar).sum(dim=(0, 2, 3))
         room = self.keep - sum(k.shape[0] for k in self.kept)
@@ -186,7 +187,11 @@ class LatentInspector:
             "kl_per_element": {"mean": float(self.kl_sum.sum() / (per_elem * self.shape[0])),
                                "per_channel": (self.kl_sum / per_elem).tolist(), "unit": "nats"},
             "mmd2_to_standard_normal": mmd,
+            # Posterior-mean factors (what `sample=False` readers use) and those of sampled latents
+            # z = mu + sigma * eps (what diffusers scripts feed: latent_dist.sample() * scaling_factor).
             "recommended": {k: factors[k] for k in ("scaling_factor", "shift_factor", "convention")},
+            "recommended_for_sampled_latents": {k: factors["normalization"]["sample"][k]
+                                                for k in ("scaling_factor", "shift_factor")},
         }
 
     def write_plots(self, out: Path, title: str) -> dict[str, str]:
