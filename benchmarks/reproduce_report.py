@@ -157,6 +157,10 @@ def render(results: dict) -> str:
     body = []
     for claim in CLAIMS:
         m = claim.metrics[0]
+        if not any(r["arm"] == claim.variant for r in runs) or not any(r["arm"] == "base" for r in runs):
+            verdicts.append((claim.title, m.label, "not run"))
+            body += [f"## {claim.title}", "", "Not run: its arms did not finish.", ""]
+            continue
         v, why = verdict(per_seed(runs, "base", m.key), per_seed(runs, claim.variant, m.key), m.higher_is_better)
         verdicts.append((claim.title, m.label, v))
         body += [f"## {claim.title}", "", f"Paper: {claim.paper_note}", "", *claim_table(claim, runs, seeds, arm_names),
@@ -167,7 +171,7 @@ def render(results: dict) -> str:
             ev, ewhy = verdict(per_seed(runs, "base", extra.key), per_seed(runs, claim.variant, extra.key),
                                extra.higher_is_better)
             body.append(f"- {extra.label}: {ev} ({ewhy}).")
-        if claim.variant == "sd-encoder" and claim.metrics[0].key == "psnr":
+        if claim.variant == "sd-encoder" and claim.metrics[0].key == "psnr" and results["encoder_throughput"]:
             tv, tlines = throughput_section(results["encoder_throughput"])
             verdicts.append(("P Table 3: encoder throughput, LiteVAE faster than SD-VAE", "img/s", tv))
             body += ["", "Encoder cost (P Table 3):", "", *tlines, "", f"**Verdict (img/s): {tv}**.", ""]
@@ -183,6 +187,8 @@ def header(results: dict, verdicts: list) -> list[str]:
              "paper's *direction* shows at this scale, not whether its numbers do.", "",
              "| claim | decided on | verdict |", "|---|---|---|"]
     lines += [f"| {t} | {m} | **{v}** |" for t, m, v in verdicts]
+    if len(results["runs"]) < results.get("planned_runs", 0):
+        lines += ["", f"**Partial run**: {len(results['runs'])} of {results['planned_runs']} arm runs finished."]
     return lines + [""]
 
 
