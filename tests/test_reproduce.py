@@ -57,3 +57,24 @@ def test_bad_options_fail_in_one_line(tmp_path):
     run = subprocess.run([sys.executable, str(SCRIPT), "--jobs", "0", "--out", str(tmp_path)],
                          capture_output=True, text=True)
     assert run.returncode != 0 and "--jobs must be at least 1" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_paper_scale_jobs_match_the_papers_recipe(tmp_path):
+    from reproduce import SCALES, build_jobs, parse_args
+
+    from litevae_cli.models.complexity import model_complexity
+
+    args = parse_args(["--scale", "paper", "--data", str(tmp_path), "--holdout", str(tmp_path), "--jobs", "8"])
+    jobs, tput = build_jobs(args, SCALES["paper"], tmp_path, str(tmp_path))
+    by_name = {j["name"]: j for j in jobs}
+    assert len(jobs) == 10 and {j["seed"] for j in jobs} == {0, 1}
+    base, full = by_name["base-s0"], by_name["full-res-s0"]
+    assert (base["pretrain_res"], base["finetune_res"], base["pretrain_steps"], base["finetune_steps"]) == \
+        (128, 256, 100_000, 50_000)
+    assert full["full_res_pretrain"] and full["pretrain_steps"] == 25_000  # 1/4 of the steps at 4x the pixels
+    assert "model.encoder=sd-vae-encoder" in by_name["sd-encoder-s1"]["sets"]
+    assert "model.decoder=sd-vae-decoder" in by_name["gn-decoder-s0"]["sets"]
+    assert {"loss.wavelet=0", "loss.gaussian=0"} <= set(by_name["no-hf-s1"]["sets"])
+    lite = model_complexity(tput["litevae_encoder"], 256, nz=tput["nz"], **tput["litevae_kwargs"])
+    sd = model_complexity("sd-vae-encoder", 256, nz=tput["nz"], **tput["sd_kwargs"])
+    assert tput["litevae_encoder"] == "litevae-b" and 4.5 < sd["params"] / lite["params"] < 5.5  # P: 34.16/6.75
