@@ -171,7 +171,7 @@ def worker_env(slot: int, cpu: bool) -> dict:
 def run_jobs(jobs: list[dict], n_slots: int, cpu: bool, out: Path, bundle: bool = False) -> None:
     """Run the jobs whose result does not exist yet, one worker process per job on `n_slots` cores/GPUs;
     with `bundle`, one worker per slot runs its share in turn (saves the start-up of short jobs)."""
-    todo = [j for j in jobs if not Path(j["result"]).exists()]
+    todo = [j for j in jobs if j.get("remeasure") or not Path(j["result"]).exists()]
     print(f"{len(jobs) - len(todo)} of {len(jobs)} jobs already done; running {len(todo)} on {n_slots} "
           f"{'core' if cpu else 'device'}(s)", flush=True)
     units = [todo[i::n_slots] for i in range(n_slots)] if bundle else [[j] for j in todo]
@@ -252,6 +252,8 @@ def parse_args(argv=None):
     p.add_argument("--weights-dir", type=Path, help="LPIPS backbone weights (paper scale trains with LPIPS)")
     p.add_argument("--report", type=Path, help="also write the Markdown report here (e.g. REPRODUCTION.md)")
     p.add_argument("--report-only", action="store_true", help="train nothing: report the jobs finished so far")
+    p.add_argument("--remeasure", action="store_true", help="train nothing: measure the finished arms' final "
+                   "checkpoints again (after a change to what is measured), keeping their training record")
     args = p.parse_args(argv)
     if args.quick:
         args.scale = "quick"
@@ -277,18 +279,26 @@ def main(argv=None) -> int:
     holdout = args.holdout or str(out / "data" / "holdout")
     photos = None if args.holdout else write_holdout(Path(holdout))
     jobs, tput = build_jobs(args, scale, out, holdout)
+    if args.remeasure:
+        jobs = [dict(j, remeasure=True) for j in jobs]
     start = time.time()
+    invocations = load_invocations(out)
     if not args.report_only:
         # img/s last: pinned to its core, beside at most one training job. Quick jobs are short: one worker
         # per core runs its share.
+        n_run = sum(bool(j.get("remeasure")) or not Path(j["result"]).exists() for j in [*jobs, tput])
         run_jobs([*jobs, tput], args.jobs, cpu, out, bundle=args.scale == "quick")
+        invocations.append({"started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(start)),
+                            "minutes": round((time.time() - start) / 60, 2), "jobs_run": n_run,
+                            "remeasure": args.remeasure, "command": "python " + " ".join(sys.argv)})
+        (out / "invocations.json").write_text(json.dumps(invocations, indent=1))
     finished = [json.loads(Path(j["result"]).read_text()) for j in [*jobs, tput] if Path(j["result"]).exists()]
     results = {"scale": args.scale, "scale_settings": asdict(scale), "command": "python " + " ".join(sys.argv),
                "data": args.data, "holdout": holdout, "holdout_photos": photos, "jobs": args.jobs,
                "arms": {n: asdict(a) for n, a in arms(scale).items()},
                "runs": [r for r in finished if "arm" in r], "planned_runs": len(jobs),
                "encoder_throughput": next((r for r in finished if "arm" not in r), None),
-               "wall_minutes_this_invocation": round((time.time() - start) / 60, 2),
+               "wall_minutes_this_invocation": round((time.time() - start) / 60, 2), "invocations": invocations,
                "machine": machine(cpu)}
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print(f"wrote {out / 'results.json'}")
@@ -302,6 +312,18 @@ def main(argv=None) -> int:
         args.report.write_text(text)
         print(f"wrote {args.report}")
     return 0
+
+
+def load_invocations(out: Path) -> list[dict]:
+    """The wall time of every invocation that ran jobs in OUT (a resumed run has several)."""
+    path = out / "invocations.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    old = out / "results.json"  # written by a version that kept only the last invocation's time
+    if old.exists() and "invocations" not in (prev := json.loads(old.read_text())):
+        return [{"started": None, "minutes": prev["wall_minutes_this_invocation"],
+                 "jobs_run": prev["planned_runs"] + 1, "command": prev["command"]}]
+    return []
 
 
 def machine(on_cpu: bool) -> dict:

@@ -25,7 +25,7 @@ SIGMAS = ("25", "50", "100", "250", "500")
 class Metric:
     key: str  # a field of a run's result ("psnr", "mmd2.sum", "activation_ratio.max")
     label: str
-    higher_is_better: bool
+    higher_is_better: bool | None  # None: shown for context, no margin and no verdict
     paper: tuple[float, float] | None  # (baseline's, variant's) figure in the paper, None: not published
     spec: str  # format spec of its values
 
@@ -63,11 +63,15 @@ CLAIMS = (
     Claim("P Table 6: MMD^2 of the latents to N(0, I), LiteVAE vs SD-VAE-architecture encoder", "sd-encoder",
           (Metric("mmd2.sum", "MMD^2, sum over kernels", False, (15.89, 50.56), ".3g"),
            *(Metric(f"mmd2.{s}", f"MMD^2, sigma {s}", False, p, ".3g") for s, p in
-             zip(SIGMAS, ((1.44, 8.67), (7.94, 28.90), (5.14, 10.77), (1.09, 1.78), (0.28, 0.44))))),
+             zip(SIGMAS, ((1.44, 8.67), (7.94, 28.90), (5.14, 10.77), (1.09, 1.78), (0.28, 0.44)))),
+           Metric("mmd2_normalised.sum", "MMD^2 of channel-standardised latents, sum", False, None, ".3g"),
+           Metric("latent_std", "std of the posterior means (N(0, I): 1)", None, None, ".3f")),
           "Table 6: LiteVAE vs SD-VAE per RBF bandwidth sigma 25/50/100/250/500: 1.44/7.94/5.14/1.09/0.28 vs "
           "8.67/28.90/10.77/1.78/0.44 (units and sample count not stated; the sum is ours).",
           "`litevae inspect-latents` MMD: one flattened posterior mean per image, so the sample count is the "
-          "number of held-out photos; with a handful of photos the estimate is very noisy."),
+          "number of held-out photos; with a handful of photos the estimate is very noisy. The raw MMD also "
+          "measures the latents' scale (the std row; P does not say whether its latents were rescaled); the "
+          "channel-standardised MMD factors that out."),
     Claim("P Table 9: with vs without the wavelet and Gaussian high-frequency losses", "no-hf",
           (Metric("psnr", "PSNR (dB)", True, (29.73, 29.33), ".2f"), Metric("ssim", "SSIM", True, (0.88, 0.86), ".3f")),
           "Table 9 (ImageNet 128): baseline 29.33, + Gaussian 29.64, + wavelet 29.73 dB.",
@@ -112,15 +116,17 @@ def claim_table(claim: Claim, runs: list[dict], seeds: list[int], arm_names: dic
     head = "| metric | arm | paper | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | spread |"
     lines = [head, "|" + "---|" * (5 + len(seeds))]
     for m in claim.metrics:
-        arrow = "↑" if m.higher_is_better else "↓"
+        arrow = {True: " ↑", False: " ↓", None: ""}[m.higher_is_better]
         vals = {arm: per_seed(runs, arm, m.key) for arm in ("base", claim.variant)}
         for i, arm in enumerate(("base", claim.variant)):
             v = [vals[arm].get(s) for s in seeds]
             got = [x for x in v if x is not None]
             paper = fmt(m.paper[i], m.spec) if m.paper else "-"
-            lines.append(f"| {m.label} {arrow} | {arm}: {arm_names[arm]} | {paper} | "
+            lines.append(f"| {m.label}{arrow} | {arm}: {arm_names[arm]} | {paper} | "
                          + " | ".join(fmt(x, m.spec) for x in v)
                          + f" | {fmt(mean(got), m.spec)} | {fmt(max(got) - min(got), m.spec)} |")
+        if m.higher_is_better is None:
+            continue
         sign = 1 if m.higher_is_better else -1
         diffs = [sign * (vals["base"][s] - vals[claim.variant][s]) if s in vals["base"] and s in
                  vals[claim.variant] else None for s in seeds]
@@ -166,7 +172,7 @@ def render(results: dict) -> str:
         body += [f"## {claim.title}", "", f"Paper: {claim.paper_note}", "", *claim_table(claim, runs, seeds, arm_names),
                  "", f"**Verdict ({m.label}): {v}** at this scale: {why}.", ""]
         for extra in claim.metrics[1:]:
-            if extra.key.startswith("mmd2.") and extra.key != "mmd2.sum":
+            if (extra.key.startswith("mmd2.") and extra.key != "mmd2.sum") or extra.higher_is_better is None:
                 continue
             ev, ewhy = verdict(per_seed(runs, "base", extra.key), per_seed(runs, claim.variant, extra.key),
                                extra.higher_is_better)
@@ -195,9 +201,9 @@ def header(results: dict, verdicts: list) -> list[str]:
 def setup(results: dict, seeds: list[int]) -> list[str]:
     s, mach = results["scale_settings"], results["machine"]
     lines = ["## How this was run", "",
-             f"- Command: `{results['command']}` ({results['jobs']} parallel worker(s), each pinned to one core "
-             "with one thread on CPU); wall time of this invocation "
-             f"{results['wall_minutes_this_invocation']:.1f} min (jobs finished by an earlier invocation excluded).",
+             f"- Command (last invocation): `{results['command']}` ({results['jobs']} parallel worker(s), each "
+             f"pinned to one core with one thread on CPU). Wall time: {wall_time(results)}. Train minutes below "
+             "are wall clock on the machine as it was: on a shared machine they compare arms only roughly.",
              f"- Machine: {mach['cpu']}, {mach['cores']} cores, GPU {mach['gpu']}; Python {mach['python']}, "
              f"torch {mach['torch']}.",
              f"- Training data: `{results['data']}`" + (" (the 7 photos of the scikit-image wheel: astronaut, "
@@ -225,6 +231,14 @@ def setup(results: dict, seeds: list[int]) -> list[str]:
                     "```", "python benchmarks/reproduce.py --scale paper --data /data/imagenet/train \\",
                     "    --holdout /data/imagenet/val --weights-dir ~/lpips-weights --eval-limit 10000 --jobs 8 \\",
                     "    --out runs/reproduce-paper --report REPRODUCTION.md", "```"]
+
+
+def wall_time(results: dict) -> str:
+    runs = results.get("invocations") or [{"minutes": results["wall_minutes_this_invocation"], "jobs_run": None}]
+    each = "; ".join(f"{r['minutes']:.1f} min ({r['jobs_run']} jobs "
+                     f"{'measured again, no training' if r.get('remeasure') else 'run'}"
+                     + (f": `{r['command']}`" if r.get("command") else "") + ")" for r in runs)
+    return f"{sum(r['minutes'] for r in runs):.1f} min in {len(runs)} invocation(s): {each}"
 
 
 def main(argv: list[str]) -> int:

@@ -26,9 +26,9 @@ def litevae(*args: str) -> None:
 
 
 def phase_args(job: dict, command: str, preset: str, res: int, steps: int, out: Path) -> list[str]:
-    every = max(1, steps // 8)
+    every = max(1, min(steps // 8, 1000))  # a status line per 1/8 of a short run, per 1000 steps of a long one
     sets = [*job["sets"], f"data.resolution={res}", f"train.seed={job['seed']}", f"log.every={every}",
-            f"log.sample_every={steps}", f"log.checkpoint_every={max(1, steps // 4)}"]
+            f"log.sample_every={steps}", f"log.checkpoint_every={max(1, min(steps // 4, 5000))}"]
     args = [command, "--preset", preset, "--data", job["data"], "--out", str(out), "--steps", str(steps),
             *[a for s in sets for a in ("--set", s)]]
     for flag in ("batch_size", "device", "weights_dir"):
@@ -68,7 +68,8 @@ def decoder_activation_ratio(ckpt: Path, holdout: str, resolution: int, limit: i
     return {"max": max(ratios.values()), "mean": sum(ratios.values()) / len(ratios), "per_block": ratios}
 
 
-def run_job(job: dict) -> dict:
+def train_arm(job: dict) -> dict:
+    """Phase A then phase B (resumed if interrupted); numbered checkpoints pruned, last.pt kept."""
     run = Path(job["run_dir"])
     pre_res = job["finetune_res"] if job["full_res_pretrain"] else job["pretrain_res"]
     t0 = time.time()
@@ -77,25 +78,45 @@ def run_job(job: dict) -> dict:
     litevae(*phase_args(job, "finetune", job["finetune_preset"], job["finetune_res"], job["finetune_steps"],
                         run / "finetune"), "--from", str(run / "pretrain" / "checkpoints" / "last.pt"))
     t2 = time.time()
+    for numbered in run.glob("*/checkpoints/step-*.pt"):  # only needed to resume a phase: tens of MB each
+        numbered.unlink()
+    return {"pretrain_res": pre_res, "pretrain_steps": job["pretrain_steps"], "finetune_steps": job["finetune_steps"],
+            "pretrain_s": round(t1 - t0, 1), "finetune_s": round(t2 - t1, 1)}
+
+
+def measure_arm(job: dict) -> dict:
+    """Held-out PSNR/SSIM, MMD (encoder arms) and the decoder's activation ratio of the final checkpoint."""
+    run, t0 = Path(job["run_dir"]), time.time()
     ckpt = run / "finetune" / "checkpoints" / "last.pt"
     limit = ["--limit", str(job["eval_limit"])] if job.get("eval_limit") else []
     device = ["--device", job["device"]] if job.get("device") else []
     litevae("eval", str(ckpt), "--data", job["holdout"], "--metrics", "psnr,ssim", "--resolution",
             str(job["eval_res"]), "--json", str(run / "eval.json"), *limit, *device)
     ev = json.loads((run / "eval.json").read_text())["results"][0]
-    result = {"arm": job["arm"], "seed": job["seed"], "psnr": ev["psnr"], "ssim": ev["ssim"], "images": ev["images"],
-              "pretrain_res": pre_res, "pretrain_steps": job["pretrain_steps"],
-              "finetune_steps": job["finetune_steps"], "pretrain_s": round(t1 - t0, 1),
-              "finetune_s": round(t2 - t1, 1)}
+    result = {"psnr": ev["psnr"], "ssim": ev["ssim"], "images": ev["images"]}
     if job["latents"]:
         litevae("inspect-latents", str(ckpt), "--data", job["holdout"], "--resolution", str(job["eval_res"]),
                 "--out", str(run / "latents"), "--json", str(run / "latents.json"), *limit, *device)
         lat = json.loads((run / "latents.json").read_text())
         result["mmd2"] = lat["mmd2_to_standard_normal"]["raw"]
+        # The same after each channel is standardised: what is left when the latents' scale is factored out.
+        result["mmd2_normalised"] = lat["mmd2_to_standard_normal"]["normalised"]
         result["mmd_images"] = lat["mmd2_to_standard_normal"]["samples"]
+        result["latent_std"] = lat["posterior_mean"]["global_std"]
     result["activation_ratio"] = decoder_activation_ratio(ckpt, job["holdout"], job["eval_res"], 8)
-    result["eval_s"] = round(time.time() - t2, 1)
+    result["eval_s"] = round(time.time() - t0, 1)
     return result
+
+
+def run_job(job: dict) -> dict:
+    """Train and measure; with `remeasure`, measure again and keep the training record of the last result."""
+    previous = Path(job["result"])
+    if job.get("remeasure") and previous.exists():
+        trained = {k: v for k, v in json.loads(previous.read_text()).items()
+                   if k in ("pretrain_res", "pretrain_steps", "finetune_steps", "pretrain_s", "finetune_s")}
+    else:
+        trained = train_arm(job)
+    return {"arm": job["arm"], "seed": job["seed"], **trained, **measure_arm(job)}
 
 
 def encoder_throughput(job: dict) -> dict:

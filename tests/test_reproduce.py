@@ -42,6 +42,14 @@ def test_quick_run_trains_every_arm_and_reports_every_claim(tmp_path):
     # Rerunning the same command trains nothing: every job's result is reused.
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "6 of 6 jobs already done; running 0" in again.stdout
+    # --remeasure measures the final checkpoints again and keeps the training record; eval is deterministic.
+    remeasured = subprocess.run([*cmd, "--remeasure"], capture_output=True, text=True, timeout=300)
+    assert remeasured.returncode == 0, remeasured.stdout[-2000:] + remeasured.stderr[-2000:]
+    res2 = json.loads((out / "results.json").read_text())
+    for r in res2["runs"]:
+        old = runs[r["arm"]]
+        assert (r["psnr"], r["pretrain_s"], r["finetune_s"]) == (old["psnr"], old["pretrain_s"], old["finetune_s"])
+    assert [(i["jobs_run"], i["remeasure"]) for i in res2["invocations"]] == [(6, False), (0, False), (5, True)]
 
 
 def test_verdict_needs_every_seed_and_a_margin_beyond_the_seed_spread():
