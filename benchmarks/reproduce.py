@@ -327,25 +327,16 @@ def load_invocations(out: Path) -> list[dict]:
 
 
 def machine(on_cpu: bool) -> dict:
-    import platform
+    from harness import machine_info  # benchmarks/harness.py, beside this file
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    from importlib.metadata import version
-
-    gpu = None
-    if not on_cpu:  # importing torch costs seconds; only a GPU run needs its name
+    info = machine_info(threads=1)  # each worker runs one thread
+    info["cores"] = info["logical_cpus"]
+    info["gpu"] = None
+    if not on_cpu:
         import torch
 
-        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": version("torch"),
-            "gpu": gpu}
+        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return info
 
 
 if __name__ == "__main__":

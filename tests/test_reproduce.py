@@ -86,3 +86,16 @@ def test_paper_scale_jobs_match_the_papers_recipe(tmp_path):
     lite = model_complexity(tput["litevae_encoder"], 256, nz=tput["nz"], **tput["litevae_kwargs"])
     sd = model_complexity("sd-vae-encoder", 256, nz=tput["nz"], **tput["sd_kwargs"])
     assert tput["litevae_encoder"] == "litevae-b" and 4.5 < sd["params"] / lite["params"] < 5.5  # P: 34.16/6.75
+
+
+def test_both_encoders_take_the_same_logvar_init():
+    """The matched encoder comparison starts both posteriors at the same std (the demo presets' -6)."""
+    import torch
+
+    from litevae_cli.models import create_model
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    for name, kw in (("sd-vae-encoder", {"channels": 8, "mults": [1, 1, 1, 1]}), ("litevae-tiny", {})):
+        stds = [create_model(name, nz=4, logvar_init=v, **kw)(x).std.mean().item() for v in (0.0, -6.0)]
+        assert stds[1] < 0.1 < 0.5 < stds[0], (name, stds)
