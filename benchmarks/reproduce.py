@@ -17,7 +17,7 @@ then the decoder's feature maps are hooked for the max/mean activation ratio. En
 for both encoders side by side in one process. `benchmarks/reproduce_report.py` turns the results into
 REPRODUCTION.md with a verdict per claim.
 
-    python benchmarks/reproduce.py --out bench-results/reproduce            # ~1 h on 2 cores
+    python benchmarks/reproduce.py --out bench-results/reproduce            # < 1 h on 2 cores
     python benchmarks/reproduce.py --quick --out /tmp/repro                  # every arm, a few steps
     python benchmarks/reproduce.py --scale paper --data /data/imagenet/train --holdout /data/imagenet/val \\
         --weights-dir ~/lpips-weights --eval-limit 10000 --jobs 8 --out runs/reproduce-paper   # 8 GPUs
@@ -61,7 +61,8 @@ class Scale:
 
 
 SCALES: dict[str, Scale] = {
-    # ~60 min on 2 quiet cores. litevae-s (1.04 M params, 0.72 GFLOP at 64 px) + 32-channel SMC decoder.
+    # 53 min measured on the shared 2-core machine (load 0-9 during the run; less when quiet).
+    # litevae-s (1.04 M params, 0.72 GFLOP at 64 px) + 32-channel SMC decoder.
     # SD-VAE encoder at channels 72, mults (1,2,2,3): 5.3x the params, 5.5x the FLOPs (the ratio of
     # P Table 1: 34.16 M vs LiteVAE-B 6.75 M).
     "cpu": Scale("demo", "demo-finetune", 32, 64, 1000, 200, 256, (0, 1),
@@ -239,7 +240,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("bench-results/reproduce"), help="results, runs and logs")
-    p.add_argument("--scale", choices=sorted(SCALES), default="cpu", help="cpu (default, ~1 h on 2 cores), "
+    p.add_argument("--scale", choices=sorted(SCALES), default="cpu", help="cpu (default, < 1 h on 2 cores), "
                    "quick (a few steps), paper (P's recipe, for GPUs)")
     p.add_argument("--quick", action="store_true", help="same as --scale quick")
     p.add_argument("--data", default="sample", help="training images: a folder, shards, or 'sample' (default)")
