@@ -20,7 +20,7 @@ class SDVAEEncoder(nn.Module):
     """Image [N, 3, H, W] in [-1, 1] -> DiagonalGaussian over [N, nz, H/8, W/8] (for 4 multipliers)."""
 
     def __init__(self, nz: int = 12, channels: int = 128, mults: tuple[int, ...] = (1, 2, 4, 4),
-                 blocks_per_level: int = 2, quant_conv: bool = True, in_channels: int = 3):
+                 blocks_per_level: int = 2, quant_conv: bool = True, in_channels: int = 3, logvar_init: float = 0.0):
         super().__init__()
         self.nz = nz  # latent channels
         self.downsample_factor = 2 ** (len(mults) - 1)
@@ -38,6 +38,11 @@ class SDVAEEncoder(nn.Module):
         self.norm_out = group_norm(ch)
         self.conv_out = conv3x3(ch, 2 * nz)
         self.quant_conv = nn.Conv2d(2 * nz, 2 * nz, 1) if quant_conv else nn.Identity()
+        # Offset of the log-variance half of the last conv's bias, as LiteVAEEncoder's `logvar_init`, so the
+        # two encoders can start from the same posterior std in a matched comparison (REPRODUCTION.md).
+        with torch.no_grad():
+            last = self.quant_conv if quant_conv else self.conv_out
+            last.bias[nz:] += logvar_init
 
     def forward(self, x: torch.Tensor) -> DiagonalGaussian:
         h = self.mid(self.down(self.conv_in(x)))
@@ -45,8 +50,9 @@ class SDVAEEncoder(nn.Module):
 
 
 @register_model("sd-vae-encoder", "encoder", "Stable Diffusion VAE encoder with quant conv (P: 34.16 M at nz=4)")
-def sd_vae_encoder(nz: int = 12, channels: int = 128, mults: tuple[int, ...] = (1, 2, 4, 4)) -> SDVAEEncoder:
-    return SDVAEEncoder(nz, channels, tuple(mults))
+def sd_vae_encoder(nz: int = 12, channels: int = 128, mults: tuple[int, ...] = (1, 2, 4, 4),
+                   logvar_init: float = 0.0) -> SDVAEEncoder:
+    return SDVAEEncoder(nz, channels, tuple(mults), logvar_init=logvar_init)
 
 
 @register_model("sd-vae-encoder-tiny", "encoder", "tiny SD-VAE encoder for tests", test_variant=True)
