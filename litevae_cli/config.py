@@ -67,6 +67,7 @@ class OptimCfg:
     weight_decay: float = 0.0
     disc_lr: float = 1e-4  # the discriminator uses the same settings (P App. F)
     disc_betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
+    smc_gain_lr_mult: float = 1.0  # lr x this for the SMC gains g and scales s (Eq. 3); 1 = P's single lr
 
 
 @dataclass
@@ -131,6 +132,7 @@ _MINIMA: dict[str, float] = {
     "model.nz": 1, "discriminator.start_step": 0,
     "data.rescale": 1e-6, "data.workers": 0, "train.seed": 0,
     "optim.lr": 0.0, "optim.betas": 0.0, "optim.weight_decay": 0.0, "optim.disc_lr": 0.0, "optim.disc_betas": 0.0,
+    "optim.smc_gain_lr_mult": 0.0,
     "loss.l1": 0.0, "loss.lpips": 0.0, "loss.kl": 0.0, "loss.wavelet": 0.0, "loss.gaussian": 0.0,
     "loss.adversarial": 0.0, "train.keep_checkpoints": 0,
     "train.steps": 1, "train.batch_size": 1, "train.grad_accum": 1, "train.ema_decay": 0.0,

@@ -62,6 +62,7 @@ def test_demo_presets_are_what_the_readme_states():
         assert int(row["steps"]) == cfg.train.steps and int(row["batch"]) == cfg.train.batch_size, name
         assert int(row["crop"]) == cfg.data.resolution, name
         assert float(row["lr"]) == cfg.optim.lr and float(row["KL weight"]) == cfg.loss.kl, name
+        assert float(row["SMC gain lr x"]) == cfg.optim.smc_gain_lr_mult, name
         assert float(row["EMA"]) == cfg.train.ema_decay, name
         assert float(row["log-variance init"]) == cfg.model.encoder_kwargs["logvar_init"], name
         assert row["discriminator"] == (cfg.discriminator.name or "none"), name

@@ -32,6 +32,7 @@ from litevae_cli.data import source_id
 from litevae_cli.errors import UserError, as_user_error
 from litevae_cli.model_spec import describe_spec
 from litevae_cli.models import Autoencoder, create_autoencoder, create_model
+from litevae_cli.models.layers import SMConv2d
 from litevae_cli.runtime import Runtime, gather_objects
 
 
@@ -71,13 +72,24 @@ def build_train_state(rt: Runtime, cfg: Config) -> TrainState:
     if cfg.train.ema_decay is not None:
         ema = copy.deepcopy(model).eval().requires_grad_(False)
     o = cfg.optim
-    opt_g = torch.optim.Adam(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    opt_g = torch.optim.Adam(generator_param_groups(model, o.lr, o.smc_gain_lr_mult), lr=o.lr,
+                             betas=tuple(o.betas), weight_decay=o.weight_decay)
     opt_d = None
     if disc is not None:  # P App. F: the discriminator uses the same Adam settings (its own lr/betas keys)
         opt_d = torch.optim.Adam(disc.parameters(), lr=o.disc_lr, betas=tuple(o.disc_betas),
                                  weight_decay=o.weight_decay)
     return TrainState(model, rt.wrap(model), ema, disc, rt.wrap(disc) if disc is not None else None,
                       opt_g, opt_d, rt.grad_scaler())
+
+
+def generator_param_groups(model: nn.Module, lr: float, smc_gain_lr_mult: float) -> list[dict]:
+    """Adam parameter groups: everything at `lr`, and with a multiplier other than 1 the SMC gains g and
+    per-channel scales s (LiteVAE Eq. 3) in a second group at lr * multiplier (a demo-only setting)."""
+    if smc_gain_lr_mult == 1.0:
+        return [{"params": list(model.parameters())}]
+    gains = {id(p) for m in model.modules() if isinstance(m, SMConv2d) for p in (m.gain, m.scale)}
+    return [{"params": [p for p in model.parameters() if id(p) not in gains]},
+            {"params": [p for p in model.parameters() if id(p) in gains], "lr": lr * smc_gain_lr_mult}]
 
 
 @torch.no_grad()
