@@ -24,6 +24,7 @@ from litevae_cli.data import resolve_source
 from litevae_cli.metrics.image import psnr_uint8, to_uint8
 from litevae_cli.data.loaders import make_eval_loader, make_train_loader
 from litevae_cli.training.losses import GeneratorLoss
+from litevae_cli.training.state import generator_param_groups
 from litevae_cli.models import build_autoencoder
 
 
@@ -72,10 +73,7 @@ def main() -> int:
     ema = copy.deepcopy(ae)
     loss_fn = GeneratorLoss(cfg.loss)
     lr = args.lr or cfg.optim.lr
-    gains = [q for n, q in ae.named_parameters() if n.endswith((".gain", ".scale"))]
-    rest = [q for n, q in ae.named_parameters() if not n.endswith((".gain", ".scale"))]
-    opt = torch.optim.Adam([{"params": rest}, {"params": gains, "lr": lr * args.gain_lr_mult}], lr,
-                           betas=tuple(cfg.optim.betas))
+    opt = torch.optim.Adam(generator_param_groups(ae, lr, args.gain_lr_mult), lr, betas=tuple(cfg.optim.betas))
     rescale = (args.rescale_min or cfg.data.rescale[0], cfg.data.rescale[1])
     batches = iter(make_train_loader(resolve_source("sample"), args.crop or cfg.data.resolution,
                                      args.batch or cfg.train.batch_size, seed=args.seed, rescale=rescale))
