@@ -19,6 +19,11 @@ class ModelSpec:
     nz: int = 12  # latent channels (P: 4, 12 or 16; 12 is the main recipe)
     encoder_kwargs: dict = field(default_factory=dict)  # overrides passed to the encoder builder
     decoder_kwargs: dict = field(default_factory=dict)  # overrides passed to the decoder builder
+    # The latent space's published normalisation, kept from an imported VAE (or a distillation teacher) and
+    # written back on export: scaling_factor, shift_factor, latents_mean, latents_std (diffusers' names,
+    # LDM Sec. 4.3.2: the diffusion model sees (z - shift) * scale). Empty: none known (a LiteVAE trained
+    # here gets its factors from encode-dataset's stats.json).
+    latent_factors: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -26,6 +31,15 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
         return cls(**d)
+
+    @staticmethod
+    def normalized(d: dict | None):
+        """A stored spec dict as this version writes it (fields added since filled with their defaults),
+        so specs from older files compare equal to today's; anything that is not a spec comes back as is."""
+        try:
+            return ModelSpec.from_dict(d).to_dict()
+        except TypeError:
+            return d
 
     def describe(self) -> str:
         """'litevae-b + smc-decoder (nz=12)', with any builder overrides after the width."""

@@ -30,7 +30,7 @@ from litevae_cli.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_
 from litevae_cli.config import Config, config_to_dict
 from litevae_cli.data import source_id
 from litevae_cli.errors import UserError, as_user_error
-from litevae_cli.model_spec import describe_spec
+from litevae_cli.model_spec import ModelSpec, describe_spec
 from litevae_cli.models import Autoencoder, create_autoencoder, create_model
 from litevae_cli.models.layers import SMConv2d
 from litevae_cli.runtime import Runtime, gather_objects
@@ -179,7 +179,7 @@ def check_resumable(ckpt: dict, cfg: Config, path: Path) -> list[str]:
     if old.get("phase") != new["phase"]:
         raise UserError(f"{path} is a {old.get('phase')!r} run but the config says phase={new['phase']!r}; "
                         "use a new --out directory")
-    if ckpt.get("model_spec") != new["model"]:
+    if ModelSpec.normalized(ckpt.get("model_spec")) != new["model"]:
         raise UserError(f"the model in {path} ({describe_spec(ckpt.get('model_spec'))}) differs from the config's "
                         f"({cfg.model.describe()}); use a new --out directory")
     if (old.get("discriminator") or {}).get("name") != new["discriminator"]["name"] or \
