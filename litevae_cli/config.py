@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Optional, Union
 import yaml
 
 from litevae_cli.errors import UserError
-from litevae_cli.model_spec import ModelSpec
+from litevae_cli.model_spec import TRAINABLE, ModelSpec
 
 # The repo's top-level presets/ folder: the fallback when the package resource is unavailable
 # (e.g. running from a source checkout without an install).
@@ -93,6 +93,7 @@ class TrainCfg:
     seed: int = 0
     max_nonfinite: int = 20  # consecutive non-finite steps before stopping
     keep_checkpoints: int = 0  # numbered checkpoints kept, newest first (last.pt always); 0 = keep all
+    trainable: str = "all"  # all | decoder (encoder frozen: the latent space stays) | encoder (distill)
 
 
 @dataclass
@@ -104,21 +105,33 @@ class LogCfg:
 
 
 @dataclass
+class DistillCfg:
+    """`litevae distill`: a student encoder trained into a frozen teacher's latent space (training.distill)."""
+    teacher: Optional[str] = None  # the teacher VAE (any MODEL, a diffusers AutoencoderKL folder too): --teacher
+    student: str = "litevae-b"  # an encoder registry name, or a MODEL whose encoder starts the student: --student
+    student_kwargs: dict = field(default_factory=dict)  # overrides passed to the student encoder's builder
+    mean: float = 1.0  # weight of the squared error of posterior means, per channel over the teacher's latent std
+    logvar: float = 0.1  # weight of the log-variance term
+    logvar_loss: str = "kl"  # kl: KL of the variances alone | nll: NLL of a teacher sample, student mean detached
+
+
+@dataclass
 class Config:
     name: str
-    phase: str  # pretrain | finetune: the subcommand that runs it (finetune starts from --from CKPT)
-    model: ModelSpec
+    phase: str  # pretrain | finetune | distill: the subcommand that runs it (finetune starts from --from CKPT)
+    model: Optional[ModelSpec]  # null: the model of --from (finetune) or student + teacher decoder (distill)
     discriminator: DiscriminatorCfg
     data: DataCfg
     optim: OptimCfg
     loss: LossCfg
     train: TrainCfg
     log: LogCfg
+    distill: DistillCfg
 
 
 # -------------------- Constraint tables (dotted key -> rule)
 
-PHASES = ("pretrain", "finetune")  # the subcommand that runs a preset
+PHASES = ("pretrain", "finetune", "distill")  # the subcommand that runs a preset
 ADV_KINDS = ("hinge", "non-saturating")  # adversarial losses (training.losses)
 LPIPS_NETS = ("alex", "vgg")  # the lpips package's backbones (metrics.weights)
 _ENUMS: dict[str, tuple] = {
@@ -126,6 +139,8 @@ _ENUMS: dict[str, tuple] = {
     "discriminator.loss": ADV_KINDS,
     "loss.lpips_net": LPIPS_NETS,
     "train.precision": ("fp32", "bf16", "fp16"),
+    "train.trainable": TRAINABLE,
+    "distill.logvar_loss": ("kl", "nll"),
 }
 # Inclusive lower bounds; for lists, every element.
 _MINIMA: dict[str, float] = {
@@ -137,6 +152,7 @@ _MINIMA: dict[str, float] = {
     "loss.adversarial": 0.0, "train.keep_checkpoints": 0,
     "train.steps": 1, "train.batch_size": 1, "train.grad_accum": 1, "train.ema_decay": 0.0,
     "train.max_nonfinite": 1, "log.every": 1, "log.sample_every": 1, "log.checkpoint_every": 1,
+    "distill.mean": 0.0, "distill.logvar": 0.0,
 }
 # Exclusive upper bounds.
 _MAXIMA_EXCL: dict[str, float] = {"optim.betas": 1.0, "optim.disc_betas": 1.0, "train.ema_decay": 1.0,
@@ -152,7 +168,8 @@ _REGISTRY_KINDS: dict[str, tuple[str, str]] = {
 _RESERVED_KWARGS: dict[str, str] = {"nz": "model.nz"}
 # The dedicated flags of `pretrain` / `finetune` and the key each one sets (they win over --set).
 FLAG_KEYS: dict[str, str] = {"--steps": "train.steps", "--batch-size": "train.batch_size",
-                             "--precision": "train.precision", "--workers": "data.workers"}
+                             "--precision": "train.precision", "--workers": "data.workers",
+                             "--train": "train.trainable", "--teacher": "distill.teacher", "--student": "distill.student"}
 
 
 # -------------------- Dict -> dataclass with type checks
@@ -247,9 +264,10 @@ def _build(cls: type, data: Any, prefix: str, where: Where) -> Any:
 
 
 def _get(cfg: Config, dotted: str) -> Any:
+    """The value at a dotted key; None below a section that is null (`model: null`)."""
     obj: Any = cfg
     for part in dotted.split("."):
-        obj = getattr(obj, part)
+        obj = getattr(obj, part) if obj is not None else None
     return obj
 
 
@@ -276,7 +294,34 @@ def _validate(cfg: Config, where: Where) -> Config:
         name = _get(cfg, key)
         if name is not None:
             _check_registry(name, kind, key, _get(cfg, kwargs_key), kwargs_key, where)
+    _check_phase_model(cfg, where)
     return cfg
+
+
+def _check_phase_model(cfg: Config, where: Where) -> None:
+    """Where the model comes from, per phase: pretrain builds `model`; finetune takes it from the preset or,
+    with `model: null`, from --from; distill derives it (student encoder + teacher decoder, training.distill)."""
+    if cfg.phase == "pretrain" and cfg.model is None:
+        raise UserError(f"config key 'model' must describe the model to pretrain, got null{where('model')}")
+    if cfg.phase != "distill":
+        return
+    if cfg.model is not None:
+        raise UserError(f"config key 'model' must be null for distill (the model is the student encoder + the "
+                        f"teacher's decoder){where('model')}")
+    if cfg.train.trainable != "encoder" or cfg.discriminator.name is not None:
+        raise UserError(f"a distill preset trains the encoder alone (train.trainable: encoder) with no "
+                        f"discriminator{where('train.trainable')}")
+    from litevae_cli.models import get_entry  # lazy: importing the registry imports torch
+
+    try:
+        entry = get_entry(cfg.distill.student)
+    except KeyError:
+        return  # not a registry name: a MODEL path, checked when the run starts
+    if entry.kind != "encoder":
+        raise UserError(f"config key 'distill.student': {cfg.distill.student!r} is a registered {entry.kind}, "
+                        f"not an encoder{where('distill.student')}")
+    _check_registry(cfg.distill.student, "encoder", "distill.student", cfg.distill.student_kwargs,
+                    "distill.student_kwargs", where)
 
 
 def _check_registry(name: str, kind: str, key: str, kwargs: dict, kwargs_key: str, where: Where) -> None:
@@ -391,7 +436,8 @@ def resolve_config(preset: str, overrides: Iterable[str] = (), flags: dict | Non
             where.given[FLAG_KEYS[flag]] = flag
     cfg = _validate(_build(Config, data, "", where), where)
     if phase is not None and cfg.phase != phase:
-        use = "`litevae finetune --from CKPT`" if cfg.phase == "finetune" else "`litevae pretrain`"
+        use = {"finetune": "`litevae finetune --from CKPT`", "distill": "`litevae distill --teacher VAE`"}.get(
+            cfg.phase, "`litevae pretrain`")
         raise UserError(f"preset {cfg.name!r} is a {cfg.phase} preset (phase: {cfg.phase}), not for "
                         f"`litevae {phase}`: use {use}")
     return cfg

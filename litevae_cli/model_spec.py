@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+TRAINABLE = ("all", "decoder", "encoder")  # train.trainable: which half of an autoencoder trains
+
 
 @dataclass
 class ModelSpec:

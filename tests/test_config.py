@@ -20,10 +20,36 @@ def test_shipped_presets_are_listed():
 def test_every_preset_loads_and_validates(name):
     cfg = load_config(name)
     assert isinstance(cfg, Config) and cfg.name == name
-    assert cfg.phase in ("pretrain", "finetune")
-    # A finetune preset starts from a checkpoint and trains against a discriminator.
+    assert cfg.phase in ("pretrain", "finetune", "distill")
+    # A LiteVAE finetune preset trains against a discriminator; a decoder-only one keeps the encoder frozen,
+    # and a distill preset trains the student encoder alone, its model derived from --teacher.
     if cfg.phase == "finetune":
-        assert cfg.discriminator.name
+        assert cfg.discriminator.name or cfg.train.trainable == "decoder"
+    if cfg.phase == "distill":
+        assert cfg.model is None and cfg.train.trainable == "encoder" and cfg.discriminator.name is None
+
+
+def test_sd_decoder_ft_follows_the_published_recipe():
+    """sd-vae-ft-mse's ft-EMA (model card): decoder only, L1 + LPIPS, EMA weights; the model is --from's."""
+    cfg = load_config("sd-decoder-ft")
+    assert cfg.model is None and cfg.train.trainable == "decoder" and cfg.train.ema_decay
+    assert (cfg.loss.l1, cfg.loss.lpips, cfg.loss.lpips_net) == (1.0, 1.0, "vgg")
+    assert cfg.loss.kl == cfg.loss.wavelet == cfg.loss.gaussian == cfg.loss.adversarial == 0
+
+
+def test_model_source_rules_per_phase(tmp_path):
+    from litevae_cli.config import resolve_config
+
+    with pytest.raises(UserError, match="must describe the model to pretrain"):
+        resolve_config("demo", ["model=null"])
+    with pytest.raises(UserError, match="must be null for distill"):
+        resolve_config("distill", ["model.encoder=litevae-s", "model.decoder=smc-decoder"])
+    with pytest.raises(UserError, match="trains the encoder alone"):
+        resolve_config("distill", ["train.trainable=all"])
+    with pytest.raises(UserError, match="registered decoder, not an encoder"):
+        resolve_config("distill", ["distill.student=smc-decoder"])
+    with pytest.raises(UserError, match="distill.student_kwargs.bogus"):
+        resolve_config("distill", ["distill.student_kwargs.bogus=1"])
 
 
 def test_recipe_numbers():

@@ -16,7 +16,7 @@ from litevae_cli.cli.export_cmd import export
 from litevae_cli.cli.inspect_cmd import inspect_latents_command
 from litevae_cli.cli.models_cmd import models
 from litevae_cli.cli.reconstruct_cmd import reconstruct
-from litevae_cli.cli.train_cmd import finetune, pretrain
+from litevae_cli.cli.train_cmd import distill, finetune, pretrain
 
 app = typer.Typer(
     name="litevae",
@@ -45,6 +45,7 @@ def _root(
 # One line per subcommand, in workflow order: train, evaluate, use, inspect, registry.
 app.command("pretrain")(pretrain)
 app.command("finetune")(finetune)
+app.command("distill")(distill)
 app.command("eval")(eval_command)
 app.command("encode-dataset")(encode_dataset)
 app.command("reconstruct")(reconstruct)

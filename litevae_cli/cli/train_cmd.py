@@ -1,7 +1,8 @@
-"""`litevae pretrain` and `litevae finetune`: thin Typer commands over `litevae_cli.training.loop.train`.
+"""`litevae pretrain`, `litevae finetune` and `litevae distill`: thin Typer commands over `training.loop.run`.
 
-Both commands take the same options (declared once below) and make the same library call; finetune
-only adds `--from`. torch is imported inside the call, so `litevae --help` stays fast.
+The three take the same options (declared once below) and make the same library call; finetune adds
+`--from` and `--train`, distill `--teacher` and `--student`. torch is imported inside the call, so
+`litevae --help` stays fast.
 """
 
 from __future__ import annotations
@@ -31,10 +32,21 @@ FromOpt = Annotated[Optional[Path], typer.Option("--from", help="Model to start 
                                                                 "step start fresh.")]
 
 
-def _run(phase: str, preset, data, out, init_from, steps, batch_size, device, precision, overrides, dry_run,
-         workers, weights_dir, download_weights=False) -> None:
-    """The command: resolve the config (one pass; the phase checked), open the runtime, run the loop
-    (missing reference weights fetched and verified during it when --download-weights)."""
+TrainOpt = Annotated[Optional[str], typer.Option("--train", help="all, or decoder: the encoder stays frozen, so its "
+                                                                  "latents (and every diffusion model trained on "
+                                                                  "them) stay valid (sets train.trainable).")]
+TeacherOpt = Annotated[str, typer.Option("--teacher", help="The VAE whose latent space the student learns: a "
+                                                           "diffusers AutoencoderKL folder or any MODEL; frozen.")]
+StudentOpt = Annotated[Optional[str], typer.Option("--student", help="The student encoder: a registry name (default "
+                                                                     "litevae-b; `litevae models`) or a MODEL whose "
+                                                                     "encoder it starts from.")]
+
+
+def _run(phase: str, preset, data, out, flags: dict, overrides, dry_run, device, weights_dir, download_weights,
+         init_from=None) -> None:
+    """The command: resolve the config (one pass; the phase checked; `flags` maps each dedicated flag to
+    its value or None), open the runtime, run the loop (missing reference weights fetched and verified
+    during it when --download-weights)."""
     import os
 
     # Before torch (and its OpenMP) loads: idle OpenMP threads sleep instead of spinning. On shared or
@@ -46,8 +58,7 @@ def _run(phase: str, preset, data, out, init_from, steps, batch_size, device, pr
     from litevae_cli.metrics.weights_download import allowed
     from litevae_cli.training import loop
 
-    cfg = resolve_config(preset, overrides, {"--steps": steps, "--batch-size": batch_size, "--precision": precision,
-                                             "--workers": workers}, phase=phase)
+    cfg = resolve_config(preset, overrides, flags, phase=phase)
     if dry_run:  # print the resolved config; touch nothing
         dump_config(cfg, sys.stdout)
         return
@@ -73,23 +84,54 @@ def pretrain(preset: PresetOpt, data: DataOpt, out: RunOutOpt, steps: StepsOpt =
       litevae pretrain --preset b-pretrain --data /data/imagenet/train --out runs/b-a --download-weights\n
       litevae pretrain --preset b-pretrain --data 'shards/train-{000000..000099}.tar' --out runs/b-a --set optim.lr=2e-4
     """
-    _run("pretrain", preset, data, out, None, steps, batch_size, device, precision, overrides, dry_run, workers,
-         weights_dir, download_weights)
+    _run("pretrain", preset, data, out, {"--steps": steps, "--batch-size": batch_size, "--precision": precision,
+                                         "--workers": workers}, overrides, dry_run, device, weights_dir, download_weights)
 
 
 @user_errors
-def finetune(preset: PresetOpt, data: DataOpt, out: RunOutOpt, init_from: FromOpt = None, steps: StepsOpt = None,
-             batch_size: BatchSizeOpt = None, device: DeviceOpt = None, precision: PrecisionOpt = None,
-             overrides: SetOpt = None, dry_run: DryRunOpt = False, workers: WorkersOpt = None,
-             weights_dir: WeightsDirOpt = None, download_weights: DownloadWeightsOpt = False) -> None:
-    """Phase B: continue a phase-A model at higher resolution with the discriminator on.
+def finetune(preset: PresetOpt, data: DataOpt, out: RunOutOpt, init_from: FromOpt = None, train: TrainOpt = None,
+             steps: StepsOpt = None, batch_size: BatchSizeOpt = None, device: DeviceOpt = None,
+             precision: PrecisionOpt = None, overrides: SetOpt = None, dry_run: DryRunOpt = False,
+             workers: WorkersOpt = None, weights_dir: WeightsDirOpt = None,
+             download_weights: DownloadWeightsOpt = False) -> None:
+    """Phase B: continue a phase-A model at higher resolution with the discriminator on; or, with
+    --train decoder (preset sd-decoder-ft), finetune only the decoder of any VAE, the sd-vae-ft-mse way.
 
     --from loads the model weights (EMA when present); discriminator, optimizers and step start fresh.
+    A preset with `model: null` (sd-decoder-ft) takes its model from --from: a diffusers AutoencoderKL
+    folder (SD 1.x/2.x, SDXL, SD3, FLUX), an export or a checkpoint.
     Rerunning the same command with the same --out resumes that finetune instead.
 
     Examples:\n
       litevae finetune --preset demo-finetune --from runs/demo/checkpoints/last.pt --data sample --out runs/demo-ft\n
-      litevae finetune --preset b-finetune --from runs/b-a/checkpoints/last.pt --data /data/imagenet/train --out runs/b-b
+      litevae finetune --preset b-finetune --from runs/b-a/checkpoints/last.pt --data /data/imagenet/train --out runs/b-b\n
+      litevae finetune --preset sd-decoder-ft --from vae/sd15 --data /data/laion --out runs/sd15-dec
     """
-    _run("finetune", preset, data, out, init_from, steps, batch_size, device, precision, overrides, dry_run, workers,
-         weights_dir, download_weights)
+    _run("finetune", preset, data, out, {"--steps": steps, "--batch-size": batch_size, "--precision": precision,
+                                         "--workers": workers, "--train": train}, overrides, dry_run, device,
+         weights_dir, download_weights, init_from=init_from)
+
+
+@user_errors
+def distill(teacher: TeacherOpt, data: DataOpt, out: RunOutOpt, student: StudentOpt = None,
+            preset: Annotated[str, typer.Option("--preset", help="Preset name or YAML path.")] = "distill",
+            steps: StepsOpt = None, batch_size: BatchSizeOpt = None, device: DeviceOpt = None,
+            precision: PrecisionOpt = None, overrides: SetOpt = None, dry_run: DryRunOpt = False,
+            workers: WorkersOpt = None, weights_dir: WeightsDirOpt = None,
+            download_weights: DownloadWeightsOpt = False) -> None:
+    """Train a LiteVAE encoder into an existing VAE's latent space: the result encodes like the teacher
+    and decodes with the teacher's own (frozen) decoder, so diffusion models trained on the teacher's
+    latents keep working, at the cost of the student's encoder.
+
+    The student's latent channels are the teacher's (4 for SD 1.x/2.x/SDXL, 16 for SD3/FLUX). The model
+    written (checkpoints, `litevae export`) is student encoder + teacher decoder + the teacher's
+    scaling/shift factors. Rerunning the same command with the same --out resumes.
+
+    Examples:\n
+      litevae distill --teacher vae/sd15 --student litevae-b --data /data/laion --out runs/distill-sd15\n
+      litevae distill --teacher vae/flux --student litevae-s --data shards/train-{000000..000099}.tar --out runs/d-flux\n
+      litevae export runs/distill-sd15 litevae-b-sd15 --format diffusers
+    """
+    _run("distill", preset, data, out, {"--steps": steps, "--batch-size": batch_size, "--precision": precision,
+                                        "--workers": workers, "--teacher": teacher, "--student": student},
+         overrides, dry_run, device, weights_dir, download_weights)

@@ -2,6 +2,9 @@
 
 `create_autoencoder(spec)` builds the `ModelSpec` that presets, checkpoints and exports hold;
 `build_autoencoder("litevae-b", "smc-decoder", nz=12)` is the same from the names.
+`set_trainable("decoder")` freezes the encoder (the sd-vae-ft-mse recipe: the latent space stays valid),
+`set_trainable("encoder")` freezes the decoder (distillation into a teacher's latent space): the frozen
+half has no gradient and stays in eval mode whatever `train()` is called with.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from litevae_cli.model_spec import ModelSpec
+from litevae_cli.model_spec import TRAINABLE, ModelSpec
 from litevae_cli.models.posterior import DiagonalGaussian
 from litevae_cli.models.registry import create_model, get_entry
 
@@ -22,6 +25,23 @@ class Autoencoder(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
         self.spec = spec
+        self.trainable = "all"
+
+    def set_trainable(self, part: str) -> "Autoencoder":
+        """Train `part` (all | encoder | decoder) only: the other half gets requires_grad=False and eval mode."""
+        if part not in TRAINABLE:
+            raise ValueError(f"trainable must be one of {', '.join(TRAINABLE)}, got {part!r}")
+        self.trainable = part
+        for name in ("encoder", "decoder"):
+            getattr(self, name).requires_grad_(part in ("all", name))
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> "Autoencoder":
+        super().train(mode)
+        for name in ("encoder", "decoder"):
+            if self.trainable not in ("all", name):
+                getattr(self, name).eval()  # a frozen half never trains (dropout off)
+        return self
 
     @property
     def nz(self) -> int:
@@ -33,9 +53,13 @@ class Autoencoder(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
 
-    def forward(self, x: torch.Tensor, sample_posterior: bool = True,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, DiagonalGaussian]:
+    def forward(self, x: torch.Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None,
+                decode: bool = True) -> tuple[torch.Tensor | None, DiagonalGaussian]:
+        """(reconstruction, posterior); `decode=False` skips the decoder (None): distillation without a
+        reconstruction term needs only the posterior."""
         posterior = self.encode(x)
+        if not decode:
+            return None, posterior
         z = posterior.sample(generator) if sample_posterior else posterior.mode()
         return self.decode(z), posterior
 

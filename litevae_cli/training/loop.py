@@ -30,6 +30,7 @@ parameters to DIR/rank<r>.pt
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -51,10 +52,12 @@ from litevae_cli.progress import make_progress
 from litevae_cli.runtime import Runtime, all_reduce_sum, any_rank, barrier, seed_everything
 from litevae_cli.stopping import StopSignal
 from litevae_cli.training.log import LossMeter, RunLog, save_reconstructions
+from litevae_cli.training.distill import (DistillLoss, check_student_fits, distill_spec, init_from_teacher,
+                                          load_teacher)
 from litevae_cli.training.losses import GeneratorLoss, discriminator_loss
 from litevae_cli.training.state import (TrainState, all_finite, build_train_state, check_resumable, gather_rng,
-                                        load_init_weights, load_resume, make_checkpoint, restore_rng, run_record,
-                                        update_ema)
+                                        load_init_weights, load_resume, make_checkpoint, model_of_run, restore_rng,
+                                        run_record, update_ema)
 
 SAMPLE_IMAGES = 8  # images in each reconstruction grid
 
@@ -85,17 +88,29 @@ def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | 
     source = resolve_source(data)
     micro = micro_batch_size(rt, cfg)
     resume_path = latest_checkpoint(out)
+    if resume_path is None and init_from is not None and not Path(init_from).exists():
+        raise UserError(f"--from checkpoint not found: {init_from}")
+    teacher = None
+    if cfg.phase == "distill":
+        if init_from is not None:
+            raise UserError("distill starts from --teacher (and --student MODEL), not --from")
+        teacher = load_teacher(cfg)
+        cfg = dataclasses.replace(cfg, model=distill_spec(cfg, teacher))
+    cfg = model_of_run(cfg, resume_path, init_from)
     if resume_path is None and init_from is None and cfg.phase == "finetune":
         raise UserError(f"`litevae finetune` with preset {cfg.name!r} needs --from CKPT "
                         f"(a phase-A checkpoint), and {out} holds no run to resume")
-    if resume_path is None and init_from is not None and not Path(init_from).exists():
-        raise UserError(f"--from checkpoint not found: {init_from}")
     check_out_dir(out)
     require_readable(source)
     # Built before seeding: LPIPS construction must not shift the training RNG streams.
-    loss_fn = rt.place(GeneratorLoss(cfg.loss, cfg.discriminator.loss, weights_dir=weights_dir))
+    if teacher is not None:
+        loss_fn = rt.place(DistillLoss(cfg, teacher.loaded.model.encoder, teacher.loaded.spec, weights_dir, rt.autocast))
+    else:
+        loss_fn = rt.place(GeneratorLoss(cfg.loss, cfg.discriminator.loss, weights_dir=weights_dir))
     seed_everything(cfg.train.seed)  # identical initial weights on every rank
     state = build_train_state(rt, cfg)
+    if teacher is not None:
+        check_student_fits(state.model.encoder, teacher)
     state.run = run_record(data)
     with locked(out, rt), StopSignal() as signals:
         resume_path = latest_checkpoint(out)  # again: under the lock, it cannot change any more
@@ -117,6 +132,13 @@ def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | 
             used_ema = load_init_weights(state, cfg, init_from)
             rt.print(f"initialised from {init_from} ({'EMA' if used_ema else 'raw'} weights); "
                      "discriminator, optimizers and step start fresh")
+        elif teacher is not None:
+            init_from_teacher(state.model, state.ema, teacher)
+            rt.print(f"distilling into the latent space of {teacher.loaded.describe()}"
+                     + (f"; student starts from {teacher.student_init.describe()}" if teacher.student_init else ""))
+        if cfg.train.trainable != "all":
+            frozen = "decoder" if cfg.train.trainable == "encoder" else "encoder"
+            rt.print(f"training the {cfg.train.trainable} only: the {frozen} is frozen (eval mode, no gradient)")
         seed_everything(cfg.train.seed + rt.rank)  # distinct posterior-noise streams per rank
         loader = make_train_loader(source, cfg.data.resolution, micro, workers=cfg.data.workers,
                                    seed=cfg.train.seed, rank=rt.rank, world_size=rt.world_size,
@@ -171,14 +193,14 @@ def train_step(rt: Runtime, cfg: Config, state: TrainState, loss_fn, micro_image
         seen += raw.shape[0]
         with rt.no_sync(state.model_ddp, i == k - 1):
             with rt.autocast():
-                x_hat, posterior = state.model_ddp(x)
+                x_hat, posterior = state.model_ddp(x, decode=getattr(loss_fn, "needs_reconstruction", True))
                 # Plain module, frozen: D gets no gradient and no DDP sync from the generator's step.
                 fake_logits = state.disc(x_hat) if adv_on and cfg.loss.adversarial > 0 else None
             total, terms = loss_fn(x, x_hat, posterior, fake_logits=fake_logits)  # fp32 inside
             state.scaler.scale(total * (weight / k)).backward()
         bad |= not bool(torch.isfinite(total.detach()))
         g_terms.append({"total": total.detach(), **terms})
-        pairs.append((x, x_hat.detach(), weight))
+        pairs.append((x, x_hat.detach() if x_hat is not None else None, weight))
     bad, stop = any_rank(rt, bad, lost_loader)
     if bad or stop:
         state.opt_g.zero_grad(set_to_none=True)

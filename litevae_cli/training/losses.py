@@ -177,6 +177,8 @@ class GeneratorLoss(nn.Module):
     (the lpips package's linear heads have dropout).
     """
 
+    needs_reconstruction = True  # the step decodes; `training.distill.DistillLoss` may say no
+
     def __init__(self, cfg: LossWeights, adv_kind: str = "hinge", weights_dir: Optional[str | Path] = None,
                  lpips_random_backbone: bool = False):
         super().__init__()

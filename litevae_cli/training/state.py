@@ -13,6 +13,7 @@ The loop itself is in `litevae_cli.training.loop`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import random
 import shlex
@@ -25,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from litevae_cli.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_autoencoder, load_weights,
-                                    stored_config)
+from litevae_cli.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_autoencoder, load_checkpoint,
+                                    load_weights, stored_config)
 from litevae_cli.config import Config, config_to_dict
 from litevae_cli.data import source_id
 from litevae_cli.errors import UserError, as_user_error
@@ -59,7 +60,7 @@ class TrainState:
 def build_train_state(rt: Runtime, cfg: Config) -> TrainState:
     """Fresh models (seeded identically on every rank), EMA, discriminator, Adam x2 (P App. F), scaler."""
     with as_user_error(f"config model ({cfg.model.describe()}) cannot be built"):
-        model = rt.place(create_autoencoder(cfg.model), channels_last=True)
+        model = rt.place(create_autoencoder(cfg.model).set_trainable(cfg.train.trainable), channels_last=True)
     disc = None
     if cfg.discriminator.name is not None:
         with as_user_error(f"config discriminator {cfg.discriminator.name} {cfg.discriminator.kwargs} cannot be built"):
@@ -83,13 +84,14 @@ def build_train_state(rt: Runtime, cfg: Config) -> TrainState:
 
 
 def generator_param_groups(model: nn.Module, lr: float, smc_gain_lr_mult: float) -> list[dict]:
-    """Adam parameter groups: everything at `lr`, and with a multiplier other than 1 the SMC gains g and
+    """Adam parameter groups of the trained parameters: everything at `lr`, and with a multiplier other than 1 the SMC gains g and
     per-channel scales s (LiteVAE Eq. 3) in a second group at lr * multiplier (a demo-only setting)."""
+    trained = [p for p in model.parameters() if p.requires_grad]  # a frozen half (train.trainable) has none
     if smc_gain_lr_mult == 1.0:
-        return [{"params": list(model.parameters())}]
+        return [{"params": trained}]
     gains = {id(p) for m in model.modules() if isinstance(m, SMConv2d) for p in (m.gain, m.scale)}
-    return [{"params": [p for p in model.parameters() if id(p) not in gains]},
-            {"params": [p for p in model.parameters() if id(p) in gains], "lr": lr * smc_gain_lr_mult}]
+    return [{"params": [p for p in trained if id(p) not in gains]},
+            {"params": [p for p in trained if id(p) in gains], "lr": lr * smc_gain_lr_mult}]
 
 
 @torch.no_grad()
@@ -211,6 +213,20 @@ def load_resume(rt: Runtime, state: TrainState, ckpt: dict, path: Path) -> Optio
     if rng.get("world_size") == rt.world_size:
         return rng["ranks"][rt.rank]
     return None
+
+
+def model_of_run(cfg: Config, resume_path: Optional[Path], init_from) -> Config:
+    """`cfg` with its model: the preset's, or with `model: null` (a finetune of any MODEL, e.g. an imported
+    diffusers VAE) the resumed checkpoint's, else the --from model's."""
+    if cfg.model is not None or cfg.phase == "distill":
+        return cfg
+    if resume_path is not None:
+        spec = load_checkpoint(resume_path).get("model_spec")
+        with as_user_error(f"{resume_path} holds no usable model spec"):
+            return dataclasses.replace(cfg, model=ModelSpec.from_dict(spec))
+    if init_from is None:
+        raise UserError(f"preset {cfg.name!r} takes its model from --from (model: null): give --from MODEL")
+    return dataclasses.replace(cfg, model=load_autoencoder(init_from).spec)
 
 
 def load_init_weights(state: TrainState, cfg: Config, path: str | Path) -> bool:
