@@ -24,12 +24,15 @@ def test_models_json_lists_every_required_name_with_counts():
     assert result.exit_code == 0, result.output
     rows = {r["name"]: r for r in json.loads(result.stdout)}
     for name in ["litevae-s", "litevae-b", "litevae-m", "litevae-l", "sd-vae-encoder", "smc-decoder",
-                 "sd-vae-decoder", "patchgan", "unet-disc-s", "unet-disc-m", "unet-disc-l"]:
+                 "sd-vae-decoder", "patchgan", "gigagan", "unet-disc-s", "unet-disc-m", "unet-disc-l"]:
         assert {"name", "kind", "params", "gflops_256"} <= set(rows[name])
     assert abs(rows["litevae-b"]["params"] / 6.75e6 - 1) < 0.02
     # 2 x MAC: open-LiteVAE's 37.4 G (MACs) for litevae-b and 137 G for the SD-VAE encoder
     assert abs(rows["litevae-b"]["gflops_256"] / (2 * 37.4) - 1) < 0.03
     assert abs(rows["sd-vae-encoder"]["gflops_256"] / (2 * 137) - 1) < 0.03
+    # open-LiteVAE's GigaGAN discriminator: 14.38 M parameters, 3.23 G MACs
+    assert abs(rows["gigagan"]["params"] / 14.38e6 - 1) < 0.03
+    assert abs(rows["gigagan"]["gflops_256"] / (2 * 3.23) - 1) < 0.05
 
 
 def test_models_table_and_bad_kind():

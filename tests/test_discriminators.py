@@ -111,6 +111,7 @@ def test_create_model_via_registry():
     assert isinstance(model, D.UNetDiscriminator)
     assert n_params(model) == n_params(D.unet_disc_s())
     disc_names = set(list_models("discriminator"))
-    assert {"patchgan", "unet-disc-s", "unet-disc-m", "unet-disc-l", "patchgan-tiny", "unet-disc-tiny"} <= disc_names
+    assert {"patchgan", "gigagan", "unet-disc-s", "unet-disc-m", "unet-disc-l", "patchgan-tiny", "gigagan-tiny",
+            "unet-disc-tiny"} <= disc_names
     assert get_entry("unet-disc-tiny").test_variant and not get_entry("unet-disc-l").test_variant
     assert "unet-disc-tiny" not in list_models("discriminator", include_test=False)

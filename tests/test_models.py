@@ -14,10 +14,10 @@ PAPER_ENCODER_PARAMS = {"litevae-s": 1.03e6, "litevae-b": 6.75e6, "litevae-m": 3
 REQUIRED = {
     "encoder": ["litevae-s", "litevae-b", "litevae-m", "litevae-l", "sd-vae-encoder"],
     "decoder": ["smc-decoder", "sd-vae-decoder"],
-    "discriminator": ["patchgan", "unet-disc-s", "unet-disc-m", "unet-disc-l"],
+    "discriminator": ["patchgan", "gigagan", "unet-disc-s", "unet-disc-m", "unet-disc-l"],
 }
 # Full-size models that are cheap enough to run forward+backward at 64x64 on CPU.
-SMALL_FULL_SIZE = ["litevae-s", "litevae-b", "patchgan", "unet-disc-s"]
+SMALL_FULL_SIZE = ["litevae-s", "litevae-b", "patchgan", "gigagan", "unet-disc-s"]
 
 
 def test_required_names_are_registered_with_their_kind():

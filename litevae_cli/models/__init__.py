@@ -5,7 +5,7 @@ As in timm, this package imports every model family below, so their `@register_m
 the registry whenever anything from `litevae_cli.models` is imported.
 """
 
-from litevae_cli.models import decoders, discriminators, litevae_encoder, sd_vae_encoder  # noqa: F401 (registers)
+from litevae_cli.models import decoders, discriminators, gigagan, litevae_encoder, sd_vae_encoder  # noqa: F401 (registers)
 from litevae_cli.models.autoencoder import Autoencoder, build_autoencoder, create_autoencoder
 from litevae_cli.models.posterior import DiagonalGaussian
 from litevae_cli.models.registry import create_model, get_entry, list_models, register_model

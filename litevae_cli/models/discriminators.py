@@ -3,7 +3,8 @@ U-Net discriminator of Schönfeld et al. 2020 (the one the LiteVAE paper uses).
 
 Every discriminator takes images [N, 3, H, W] in [-1, 1] and returns a tuple of logit tensors:
 PatchGAN gives `(patch_logits [N, 1, h, w],)`, the U-Net discriminator gives
-`(pixel_logits [N, 1, H, W], global_logits [N])`. The loss code relies on this interface.
+`(pixel_logits [N, 1, H, W], global_logits [N])`; the GigaGAN discriminator (`gigagan.py`) gives one
+head of all its levels' logits, `(logits [N, L],)`. The loss code relies on this interface.
 This module holds only nn.Modules, their registered builders and pure tensor helpers.
 """
 

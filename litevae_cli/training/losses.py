@@ -7,8 +7,9 @@ element. The weights are preset values (a preset's `loss:` section, any `LossWei
 adaptive weight (P: the adaptive weight made mixed-precision training unstable).
 
 Discriminator: hinge (P Table 16 baseline) or non-saturating. Discriminators return a tuple of logit
-tensors (PatchGAN: (patch_map,); U-Net discriminator: (pixel_map [N,1,H,W], global [N])); each head's
-term is computed on its own and the terms are averaged over heads, so both U-Net heads count equally.
+tensors (PatchGAN: (patch_map,); U-Net discriminator: (pixel_map [N,1,H,W], global [N]); GigaGAN: one
+head of every level's logits flattened, [N, L]); each head's term is computed on its own and the terms
+are averaged over heads, so both U-Net heads count equally and every GigaGAN logit counts once.
 
 Everything here runs in float32 with autocast off, whatever the caller's precision: the high-frequency
 terms compare small differences that bf16/fp16 would round away, and the DWT is float32 anyway (OL).
