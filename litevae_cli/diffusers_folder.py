@@ -132,5 +132,5 @@ def looks_like_hub_id(name) -> bool:
 def hub_download_hint(name) -> str:
     """How to fetch a Hub VAE into a folder that every MODEL argument takes (nothing is downloaded here)."""
     return (f"to use the Hugging Face Hub model {name}, download it first: huggingface-cli download {name} "
-            f"--include {CONFIG_NAME} {WEIGHTS_NAME} --local-dir DIR (add --include 'vae/*' and use DIR/vae for a "
-            "pipeline repository), then pass DIR")
+            f"{CONFIG_NAME} {WEIGHTS_NAME} --local-dir DIR, then pass DIR (a pipeline repository: download "
+            f"vae/{CONFIG_NAME} vae/{WEIGHTS_NAME} and pass DIR/vae)")
