@@ -164,6 +164,16 @@ def key_map(spec: ModelSpec) -> dict[str, str]:
                 module(f"{ours}.1.{a}", f"{theirs}.attentions.0.{b}")
         resnet(f"{ours}.{2 if attention else 1}", f"{theirs}.resnets.1", ch, ch)
 
+    def levels(part: str, seq: str, blocks: str, resample: str, level_widths: list[int], per_level: int) -> None:
+        k, ch = 0, level_widths[0]
+        for i, width in enumerate(level_widths):
+            for j in range(per_level):
+                resnet(f"{part}.{seq}.{k}", f"{part}.{blocks}.{i}.resnets.{j}", ch, width)
+                k, ch = k + 1, width
+            if i != len(level_widths) - 1:
+                module(f"{part}.{seq}.{k}.conv", f"{part}.{blocks}.{i}.{resample}.0.conv")
+                k += 1
+
     for part in ("encoder", "decoder"):
         for a, b in (("conv_in", "conv_in"), ("norm_out", "conv_norm_out"), ("conv_out", "conv_out")):
             module(f"{part}.{a}", f"{part}.{b}")
@@ -172,22 +182,9 @@ def key_map(spec: ModelSpec) -> dict[str, str]:
         module("encoder.quant_conv", "quant_conv")
     if dec["post_quant_conv"]:
         module("decoder.post_quant_conv", "post_quant_conv")
-    k, ch = 0, widths[0]
-    for level, width in enumerate(widths):
-        for j in range(enc["blocks_per_level"]):
-            resnet(f"encoder.down.{k}", f"encoder.down_blocks.{level}.resnets.{j}", ch, width)
-            k, ch = k + 1, width
-        if level != len(widths) - 1:
-            module(f"encoder.down.{k}.conv", f"encoder.down_blocks.{level}.downsamplers.0.conv")
-            k += 1
-    k, ch = 0, widths[-1]
-    for i, width in enumerate(reversed(widths)):  # diffusers' up_blocks.0 is the deepest level
-        for j in range(dec["blocks_per_level"]):
-            resnet(f"decoder.up.{k}", f"decoder.up_blocks.{i}.resnets.{j}", ch, width)
-            k, ch = k + 1, width
-        if i != len(widths) - 1:
-            module(f"decoder.up.{k}.conv", f"decoder.up_blocks.{i}.upsamplers.0.conv")
-            k += 1
+    levels("encoder", "down", "down_blocks", "downsamplers", widths, enc["blocks_per_level"])
+    # diffusers' up_blocks.0 is the deepest level, as our decoder's first
+    levels("decoder", "up", "up_blocks", "upsamplers", widths[::-1], dec["blocks_per_level"])
     return names
 
 
