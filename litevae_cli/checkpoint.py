@@ -19,8 +19,10 @@ SiLU -> SMC head, bare-conv encoder UNet heads. Version 1 files hold the earlier
 have the same parameter names but compute a different function: they are refused, never loaded.
 
 A MODEL argument (encode-dataset, eval, reconstruct, inspect-latents) is a checkpoint file, a run
-directory (its checkpoints/last.pt), an exported .safetensors model, or a diffusers folder written by
-`litevae export --format diffusers` (read by `litevae_cli.diffusers_folder`).
+directory (its checkpoints/last.pt), an exported .safetensors model, or a diffusers folder: a LiteVAE written
+by `litevae export --format diffusers`, or a diffusers AutoencoderKL (SD 1.x/2.x, SDXL, SD3, FLUX; its spec
+carries the published latent_factors), read by `litevae_cli.diffusers_folder`. A Hugging Face Hub id is
+refused with the command that downloads it.
 """
 
 from __future__ import annotations
@@ -112,16 +114,21 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 def resolve_model_path(model: str | Path) -> Path:
     """A checkpoint file, an exported model, a run directory (-> its last checkpoint) or a diffusers folder
     (-> its weights file)."""
-    from litevae_cli.diffusers_folder import WEIGHTS_NAME, is_diffusers_folder
+    from litevae_cli.diffusers_folder import (CONFIG_NAME, WEIGHTS_NAME, hub_download_hint, is_diffusers_folder,
+                                              looks_like_hub_id)
 
     path = Path(model)
     if is_diffusers_folder(path):
         return path / WEIGHTS_NAME
+    if path.is_dir() and (path / CONFIG_NAME).is_file() and not checkpoint_dir(path).is_dir():
+        raise UserError(f"diffusers folder {path} has no {WEIGHTS_NAME} (only safetensors weights are read)")
     if path.is_dir():
         last = latest_checkpoint(path)
         if last is None:
             raise UserError(f"run directory {path} has no checkpoint ({path / 'checkpoints' / LAST_NAME} is missing)")
         return last
+    if looks_like_hub_id(model):
+        raise UserError(f"model not found: {model} is no local path; {hub_download_hint(model)}")
     if not path.exists():
         raise UserError(f"model not found: {path} (give a checkpoint .pt, an exported .safetensors, a run directory "
                         "or a diffusers folder)")

@@ -25,8 +25,8 @@ diffusion_pytorch_model.safetensors (`litevae_cli.diffusers_folder`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import re
 from fractions import Fraction
 from pathlib import Path
 from typing import Optional
@@ -39,7 +39,9 @@ from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from litevae_cli.checkpoint import CHECKPOINT_VERSION, load_autoencoder
-from litevae_cli.diffusers_folder import CLASS_NAME, is_diffusers_folder, read_config
+from litevae_cli import autoencoder_kl
+from litevae_cli.diffusers_folder import (CLASS_NAME, is_diffusers_folder, is_diffusers_weights, looks_like_hub_id,
+                                          read_config, write_autoencoder_kl_folder)
 from litevae_cli.errors import UserError, one_line
 from litevae_cli.latents.stats import normalization_factors
 from litevae_cli.models.autoencoder import Autoencoder, build_autoencoder
@@ -173,7 +175,9 @@ class LiteVAE(ModelMixin, ConfigMixin):
         folder) whose sampled-latent factors become scaling_factor / shift_factor. Returns eval mode."""
         path = Path(pretrained_model_name_or_path)
         folder = path / kwargs["subfolder"] if kwargs.get("subfolder") else path
-        if is_diffusers_folder(folder) or _hub_id(pretrained_model_name_or_path):
+        if is_diffusers_weights(path):
+            read_config(path.parent)  # an AutoencoderKL's weights file: the one line that names its loader
+        if is_diffusers_folder(folder) or looks_like_hub_id(pretrained_model_name_or_path):
             if path.exists():
                 read_config(folder)  # another diffusers model's folder is a one-line error, as in the CLI
             if not _accelerate_available():
@@ -187,9 +191,8 @@ class LiteVAE(ModelMixin, ConfigMixin):
                                 f"{one_line(err, 200)}") from None
         else:
             loaded = load_autoencoder(path, use_ema=use_ema)
-            resolution = ((loaded.config or {}).get("data") or {}).get("resolution") or DEFAULT_SAMPLE_SIZE
             config = {k: kwargs.pop(k) for k in list(kwargs) if k in ("sample_size", "scaling_factor", "shift_factor")}
-            config = {"sample_size": int(resolution), **config}
+            config = {"sample_size": _resolution(loaded), **config}
             vae = cls.from_autoencoder(loaded.model, source={"step": loaded.step, "ema": loaded.used_ema}, **config)
             if kwargs.get("torch_dtype") is not None:
                 vae = vae.to(kwargs["torch_dtype"])
@@ -200,24 +203,27 @@ class LiteVAE(ModelMixin, ConfigMixin):
     def set_latent_stats(self, stats) -> None:
         """scaling_factor / shift_factor <- the sampled-latent factors of an encode-dataset stats.json (a path to
         it or its folder, or its dict). A stats.json of another model's latents is refused (latent channels)."""
-        if not isinstance(stats, dict):
-            path = Path(stats) / STATS_NAME if Path(stats).is_dir() else Path(stats)
-            try:
-                stats = json.loads(path.read_text())
-            except (OSError, ValueError) as err:
-                raise UserError(f"cannot read latent statistics {path}: {one_line(err, 200)}") from None
-        if stats.get("nz") not in (None, self.config.latent_channels):
-            raise UserError(f"these statistics are of {stats.get('nz')}-channel latents; this model has "
-                            f"{self.config.latent_channels}")
-        scale, shift = normalization_factors(stats, sample=True)
+        scale, shift = latent_stats_factors(stats, self.config.latent_channels)
         self.register_to_config(scaling_factor=scale, shift_factor=shift)
 
 
-def _hub_id(name) -> bool:
-    """"owner/name" that is no local path: a Hugging Face Hub repository, for diffusers to fetch."""
-    text = str(name)
-    return (not Path(text).exists() and Path(text).suffix not in (".pt", ".safetensors")
-            and re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text) is not None)
+def latent_stats_factors(stats, nz: int) -> tuple[float, float]:
+    """(scaling_factor, shift_factor) of sampled latents from an encode-dataset stats.json (a path to it or its
+    folder, or its dict). A stats.json of another model's latents is refused (latent channels)."""
+    if not isinstance(stats, dict):
+        path = Path(stats) / STATS_NAME if Path(stats).is_dir() else Path(stats)
+        try:
+            stats = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise UserError(f"cannot read latent statistics {path}: {one_line(err, 200)}") from None
+    if stats.get("nz") not in (None, nz):
+        raise UserError(f"these statistics are of {stats.get('nz')}-channel latents; this model has {nz}")
+    return normalization_factors(stats, sample=True)
+
+
+def _resolution(loaded) -> int:
+    """The training resolution of a loaded model (its run's data.resolution), else DEFAULT_SAMPLE_SIZE."""
+    return int(((loaded.config or {}).get("data") or {}).get("resolution") or DEFAULT_SAMPLE_SIZE)
 
 
 def _default_overlap(tile: int) -> int:
@@ -236,8 +242,27 @@ def load(path, **kwargs) -> LiteVAE:
     return LiteVAE.from_pretrained(path, **kwargs)
 
 
-def export_diffusers(model, out, stats=None, use_ema: bool = True) -> LiteVAE:
-    """`litevae export MODEL OUT --format diffusers`: write OUT/config.json + the safetensors weights."""
-    vae = LiteVAE.from_pretrained(model, stats=stats, use_ema=use_ema)
+def export_diffusers(model, out, stats=None, use_ema: bool = True) -> dict:
+    """`litevae export MODEL OUT --format diffusers`: write OUT/config.json + the safetensors weights and return
+    the config written. The folder's kind follows the model: one that `autoencoder_kl.represents` (an
+    sd-vae-encoder + sd-vae-decoder of AutoencoderKL's shape: imported, or trained here) becomes a diffusers
+    AutoencoderKL folder, any other a LiteVAE folder. The spec's latent_factors are the folder's factors
+    (AutoencoderKL: all of them; LiteVAE: scaling_factor and shift_factor); `stats` overrides the scaling and
+    shift factors with those of sampled latents from an encode-dataset stats.json."""
+    loaded = load_autoencoder(model, use_ema=use_ema)
+    spec = loaded.spec
+    if autoencoder_kl.represents(spec):
+        if stats is not None:
+            scale, shift = latent_stats_factors(stats, spec.nz)
+            spec = dataclasses.replace(spec, latent_factors={**spec.latent_factors, "scaling_factor": scale,
+                                                             "shift_factor": shift})
+        return write_autoencoder_kl_folder(out, spec, loaded.model.state_dict(), sample_size=_resolution(loaded))
+    vae = LiteVAE.from_pretrained(model, use_ema=use_ema)
+    factors = {k: spec.latent_factors[k] for k in ("scaling_factor", "shift_factor")
+               if spec.latent_factors.get(k) is not None}
+    if factors:
+        vae.register_to_config(**factors)
+    if stats is not None:
+        vae.set_latent_stats(stats)
     vae.save_pretrained(str(out))
-    return vae
+    return dict(vae.config)

@@ -1,5 +1,7 @@
 """`litevae export`: a model's inference weights (EMA when present) as one .safetensors file, or as a
-diffusers folder (`--format diffusers`: config.json + diffusion_pytorch_model.safetensors, `LiteVAE`)."""
+diffusers folder (`--format diffusers`: config.json + diffusion_pytorch_model.safetensors): a diffusers
+`AutoencoderKL` for an sd-vae-encoder + sd-vae-decoder model of its shape (imported or trained here), a
+`LiteVAE` for any other (`diffusers_vae.export_diffusers`)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ def export(
     out: Annotated[Path, typer.Argument(help="Output: a file ending in .safetensors, or a folder with --format "
                                              "diffusers.")],
     fmt: Annotated[str, typer.Option("--format", help="safetensors (one file) or diffusers (a folder that "
-                                                         "LiteVAE.from_pretrained and diffusers pipelines load).")]
+                                                         "diffusers pipelines load: an AutoencoderKL for an "
+                                                         "sd-vae-encoder + sd-vae-decoder model of its shape, "
+                                                         "else a LiteVAE).")]
     = "safetensors",
     stats: Annotated[Optional[Path], typer.Option("--stats", help="With --format diffusers: encode-dataset's "
                                                                   "stats.json (or its folder); its factors for "
@@ -34,7 +38,8 @@ def export(
 
     Examples:\n
       litevae export runs/b12 litevae-b12.safetensors\n
-      litevae export runs/b12 litevae-b12-diffusers --format diffusers --stats latents/in256/stats.json
+      litevae export runs/b12 litevae-b12-diffusers --format diffusers --stats latents/in256/stats.json\n
+      litevae export vae/sd15 sd15-again --format diffusers   (an imported AutoencoderKL, factors kept)
     """
     from litevae_cli.errors import UserError
     from litevae_cli.outputs import check_out_dir, check_out_file, writing
@@ -59,8 +64,10 @@ def export(
     from litevae_cli.diffusers_vae import export_diffusers
 
     with writing(out):
-        vae = export_diffusers(model, out, stats=stats, use_ema=not no_ema)
-    c = vae.config
-    typer.echo(f"exported a diffusers LiteVAE folder {out}: {c.encoder_type} + {c.decoder_type}, "
-               f"latent_channels {c.latent_channels}, scaling_factor {c.scaling_factor:.6g}, "
-               f"shift_factor {c.shift_factor:.6g}" + ("" if stats else " (no --stats: identity factors)"))
+        c = export_diffusers(model, out, stats=stats, use_ema=not no_ema)
+    what = (f"{c['encoder_type']} + {c['decoder_type']}" if c["_class_name"] == "LiteVAE"
+            else f"block_out_channels {list(c['block_out_channels'])}")
+    identity = (c["scaling_factor"], c["shift_factor"] or 0.0) == (1.0, 0.0)
+    typer.echo(f"exported a diffusers {c['_class_name']} folder {out}: {what}, latent_channels {c['latent_channels']}, "
+               f"scaling_factor {c['scaling_factor']:.6g}, shift_factor {c['shift_factor'] or 0.0:.6g}"
+               + (" (no --stats: identity factors)" if identity and not stats else ""))

@@ -8,7 +8,10 @@ SMC-vs-GroupNorm ablation (Sadat et al. 2024, Table 4) is one flag:
   the head's GroupNorm -> SiLU -> conv3 becomes SiLU -> SMC(ch -> 3) by the same rule. 1x1 skip convs,
   conv_in and upsample convs stay plain. 52.19 M params at nz=12 (`litevae models`).
 - `sd-vae-decoder`: GroupNorm ResBlocks, mid ResBlock-attention-ResBlock, GroupNorm -> SiLU -> conv3
-  head (49.49 M params at nz=4). App. F: the paper's main results use this decoder.
+  head (49.49 M params at nz=4). App. F: the paper's main results use this decoder. With its options it is
+  every diffusers `AutoencoderKL` decoder (`litevae_cli.autoencoder_kl`): `blocks_per_level` =
+  `layers_per_block` + 1, `mid_attention`, `norm_groups`, and the optional 1x1 `post_quant_conv`, applied
+  first and owned by the decoder, so a decoder-only finetune trains it too.
 """
 
 from __future__ import annotations
@@ -26,21 +29,21 @@ class VAEDecoder(nn.Module):
 
     def __init__(self, nz: int = 12, channels: int = 128, mults: tuple[int, ...] = (1, 2, 4, 4),
                  blocks_per_level: int = 3, smc: bool = True, mid_blocks: int = 2, mid_attention: bool = False,
-                 out_channels: int = 3, dropout: float = 0.0):
+                 out_channels: int = 3, dropout: float = 0.0, post_quant_conv: bool = False, norm_groups: int = 32):
         super().__init__()
         self.nz = nz  # latent channels
-        block = SMCResBlock if smc else ResBlock
 
         def res(cin: int, cout: int) -> nn.Module:
-            return block(cin, cout, dropout)
+            return SMCResBlock(cin, cout, dropout) if smc else ResBlock(cin, cout, dropout, norm_groups)
 
         ch = channels * mults[-1]
+        self.post_quant_conv = nn.Conv2d(nz, nz, 1) if post_quant_conv else nn.Identity()
         self.conv_in = conv3x3(nz, ch)
         mid: list[nn.Module] = []
         for i in range(mid_blocks):
             mid.append(res(ch, ch))
             if mid_attention and i == 0:
-                mid.append(AttnBlock(ch))
+                mid.append(AttnBlock(ch, norm_groups))
         self.mid = nn.Sequential(*mid)
         up: list[nn.Module] = []
         for level, mult in reversed(list(enumerate(mults))):
@@ -51,11 +54,11 @@ class VAEDecoder(nn.Module):
                 up.append(Upsample(ch))
         self.up = nn.Sequential(*up)
         # The head's GroupNorm+conv pair: SD-VAE's GroupNorm -> SiLU -> conv3 becomes SiLU -> SMC(ch -> 3).
-        self.norm_out = nn.Identity() if smc else group_norm(ch)
+        self.norm_out = nn.Identity() if smc else group_norm(ch, norm_groups)
         self.conv_out = SMConv2d(ch, out_channels) if smc else conv3x3(ch, out_channels)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.up(self.mid(self.conv_in(z)))
+        h = self.up(self.mid(self.conv_in(self.post_quant_conv(z))))
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
@@ -66,9 +69,12 @@ def smc_decoder(nz: int = 12, channels: int = 128, mults: tuple[int, ...] = (1, 
                       mid_attention=False, dropout=dropout)
 
 
-@register_model("sd-vae-decoder", "decoder", "Stable Diffusion VAE decoder (GroupNorm, mid attention)")
-def sd_vae_decoder(nz: int = 12, channels: int = 128, mults: tuple[int, ...] = (1, 2, 4, 4)) -> VAEDecoder:
-    return VAEDecoder(nz, channels, tuple(mults), smc=False, mid_blocks=2, mid_attention=True)
+@register_model("sd-vae-decoder", "decoder", "Stable Diffusion VAE decoder (GroupNorm, mid attention); also holds "
+                "imported diffusers AutoencoderKL decoders (SD 1.x/2.x, SDXL, SD3, FLUX)")
+def sd_vae_decoder(nz: int = 12, channels: int = 128, mults: tuple[int, ...] = (1, 2, 4, 4), blocks_per_level: int = 3,
+                   mid_attention: bool = True, post_quant_conv: bool = False, norm_groups: int = 32) -> VAEDecoder:
+    return VAEDecoder(nz, channels, tuple(mults), blocks_per_level=blocks_per_level, smc=False, mid_blocks=2,
+                      mid_attention=mid_attention, post_quant_conv=post_quant_conv, norm_groups=norm_groups)
 
 
 @register_model("smc-decoder-tiny", "decoder", "tiny SMC decoder for tests", test_variant=True)

@@ -48,13 +48,14 @@ def residual_add(h: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
 
 
 class ResBlock(nn.Module):
-    """ADM / SD-VAE residual block without time embedding (used by the encoders and the SD-VAE decoder)."""
+    """ADM / SD-VAE residual block without time embedding (used by the encoders and the SD-VAE decoder).
+    `groups`: GroupNorm groups at most (diffusers' `norm_num_groups`; see `group_norm`)."""
 
-    def __init__(self, cin: int, cout: int, dropout: float = 0.0):
+    def __init__(self, cin: int, cout: int, dropout: float = 0.0, groups: int = 32):
         super().__init__()
-        self.norm1 = group_norm(cin)
+        self.norm1 = group_norm(cin, groups)
         self.conv1 = conv3x3(cin, cout)
-        self.norm2 = group_norm(cout)
+        self.norm2 = group_norm(cout, groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = conv3x3(cout, cout)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
@@ -126,9 +127,9 @@ class SMCResBlock(nn.Module):
 class AttnBlock(nn.Module):
     """SD-VAE's single-head spatial self-attention (GroupNorm, 1x1 q/k/v/proj), used at the mid block."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, groups: int = 32):
         super().__init__()
-        self.norm = group_norm(channels)
+        self.norm = group_norm(channels, groups)
         self.q = nn.Conv2d(channels, channels, 1)
         self.k = nn.Conv2d(channels, channels, 1)
         self.v = nn.Conv2d(channels, channels, 1)
