@@ -146,11 +146,21 @@ def machine_info(threads: int) -> dict:
                 break
     except OSError:
         pass
+    flags = []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):  # the matrix/bf16 units that decide CPU speed ratios (amx, avx512_bf16)
+                have = set(line.split(":", 1)[1].split())
+                flags = [f for f in ("amx_tile", "amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in have]
+                break
+    except OSError:
+        pass
     try:
         thp_sys = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip()
     except OSError:
         thp_sys = "unknown"
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "threads": threads, "torch": torch.__version__,
+    return {"cpu": cpu, "cpu_flags": flags, "logical_cpus": os.cpu_count(), "threads": threads,
+            "torch": torch.__version__,
             "python": platform.python_version(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "unset"),
             "kernel_thp": thp_sys, "loadavg_start": _LOAD_AT_IMPORT}

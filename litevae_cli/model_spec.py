@@ -9,6 +9,7 @@ paths, so saved runs survive refactors.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 
 TRAINABLE = ("all", "decoder", "encoder")  # train.trainable: which half of an autoencoder trains
@@ -34,14 +35,10 @@ class ModelSpec:
     def from_dict(cls, d: dict) -> "ModelSpec":
         return cls(**d)
 
-    @staticmethod
-    def normalized(d: dict | None):
-        """A stored spec dict as this version writes it (fields added since filled with their defaults),
-        so specs from older files compare equal to today's; anything that is not a spec comes back as is."""
-        try:
-            return ModelSpec.from_dict(d).to_dict()
-        except TypeError:
-            return d
+    def architecture(self) -> dict:
+        """What decides the weights' meaning: the spec without its latent factors, as plain JSON data (lists,
+        not tuples), so a spec read from a .pt and one read from JSON compare equal."""
+        return json.loads(json.dumps({k: v for k, v in self.to_dict().items() if k != "latent_factors"}))
 
     def describe(self) -> str:
         """'litevae-b + smc-decoder (nz=12)', with any builder overrides after the width."""

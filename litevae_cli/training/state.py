@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import random
 import shlex
 import sys
@@ -181,7 +180,9 @@ def check_resumable(ckpt: dict, cfg: Config, path: Path) -> list[str]:
     if old.get("phase") != new["phase"]:
         raise UserError(f"{path} is a {old.get('phase')!r} run but the config says phase={new['phase']!r}; "
                         "use a new --out directory")
-    if ModelSpec.normalized(ckpt.get("model_spec")) != new["model"]:
+    with as_user_error(f"{path} holds no usable model spec"):
+        stored = ModelSpec.from_dict(ckpt.get("model_spec"))
+    if stored.architecture() != cfg.model.architecture():
         raise UserError(f"the model in {path} ({describe_spec(ckpt.get('model_spec'))}) differs from the config's "
                         f"({cfg.model.describe()}); use a new --out directory")
     if (old.get("discriminator") or {}).get("name") != new["discriminator"]["name"] or \
@@ -197,6 +198,7 @@ def load_resume(rt: Runtime, state: TrainState, ckpt: dict, path: Path) -> Optio
     Returns this rank's RNG states to restore (None when the world size changed: then the data
     position is re-split over ranks and RNG streams restart from the seed, so the resume is approximate)."""
     load_weights(state.model, ckpt.get("model"), path)
+    state.model.spec = ModelSpec.from_dict(ckpt["model_spec"])  # its latent factors (the architecture is checked)
     if state.ema is not None:
         load_weights(state.ema, ckpt["ema"] if ckpt.get("ema") is not None else ckpt.get("model"), path)
     if state.disc is not None:
@@ -234,12 +236,12 @@ def load_init_weights(state: TrainState, cfg: Config, path: str | Path) -> bool:
     an export; a diffusers folder) into the autoencoder and the EMA copy; the discriminator, optimizers and
     step stay fresh. Returns used_ema."""
     loaded = load_autoencoder(path)  # a checkpoint, a run directory, an export or a diffusers folder
-    theirs, ours = loaded.spec.to_dict(), cfg.model.to_dict()
-    if json.loads(json.dumps(theirs)) != json.loads(json.dumps(ours)):  # tuples from a .pt, lists from JSON
+    if loaded.spec.architecture() != cfg.model.architecture():
         raise UserError(f"--from {loaded.path} holds {loaded.spec.describe()} but the preset wants "
                         f"{cfg.model.describe()}")
     weights = loaded.model.state_dict()
     load_weights(state.model, weights, f"--from {loaded.path}")
+    state.model.spec = loaded.spec  # the latent factors of --from (an imported VAE's) stay with the model
     if state.ema is not None:
         state.ema.load_state_dict(weights)
     return loaded.used_ema
