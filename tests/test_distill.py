@@ -235,3 +235,23 @@ def test_bad_distill_input_is_one_line_and_writes_nothing(case, teacher, tmp_pat
     assert result.exit_code == 2 and "Traceback" not in result.output and len(text.splitlines()) == 1, text
     assert expect in text
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_distill_under_torchrun_two_ranks_end_identical(tmp_path, tiny_ckpt, make_images_module):
+    """DDP with a frozen decoder and a frozen teacher outside the wrapper: both ranks end equal."""
+    data = make_images_module(tmp_path, n=6)
+    preset = _distill_preset(tmp_path, train={"steps": 2, "batch_size": 4})
+    out, dump = tmp_path / "run", tmp_path / "dump"
+    env = {**os.environ, "LITEVAE_TEST_RANK_DUMP": str(dump), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "litevae_cli", "distill", "--teacher", tiny_ckpt, "--preset", preset, "--data", str(data),
+           "--out", str(out), "--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "x 2 ranks" in proc.stdout
+    r0, r1 = (torch.load(dump / f"rank{r}.pt", weights_only=True)["model"] for r in (0, 1))
+    assert _equal_states(r0, r1)
+    teacher = torch.load(tiny_ckpt, weights_only=True)["model"]
+    assert all(torch.equal(r0[k], teacher[k]) for k in r0 if k.startswith("decoder."))
+    assert any(not torch.equal(r0[k], teacher[k]) for k in r0 if k.startswith("encoder."))
