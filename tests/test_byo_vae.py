@@ -123,3 +123,15 @@ def test_flux_shaped_teacher_with_a_4_channel_student_is_one_line(tmp_path, imag
     text = result.output.strip()
     assert result.exit_code == 2 and len(text.splitlines()) == 1 and "Traceback" not in text
     assert "4 latent channels" in text and "16" in text and not (tmp_path / "d").exists()
+
+
+def test_teacher_whose_latent_grid_differs_from_the_students_is_one_line(tmp_path, images):
+    three_levels = dict(SD_LIKE, block_out_channels=[16, 32, 32], down_block_types=["DownEncoderBlock2D"] * 3,
+                        up_block_types=["UpDecoderBlock2D"] * 3)  # latents 1/4 of the image side; LiteVAE's are 1/8
+    _, folder = _folder(tmp_path, three_levels, "f4")
+    result = runner.invoke(app, ["distill", "--teacher", str(folder), "--student", "litevae-tiny", "--data",
+                                 str(images), "--out", str(tmp_path / "d"), "--preset",
+                                 _preset(tmp_path, "d", "distill"), "--device", "cpu"])
+    text = result.output.strip()
+    assert result.exit_code == 2 and len(text.splitlines()) == 1 and "cannot match" in text, text
+    assert not (tmp_path / "d").exists()
