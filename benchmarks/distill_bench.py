@@ -181,22 +181,30 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="toy step counts: checks that every stage runs")
     p.add_argument("--every", type=int, default=100, help="checkpoint (curve point) interval of the distill runs")
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--batch", type=int, default=4, help="images per encoder call in the speed section")
+    p.add_argument("--speed-only", action="store_true",
+                   help="remeasure only the encoder speeds of finished runs (on a quiet machine) into the results")
     a = p.parse_args()
     steps = ({"teacher": 900, "litevae-s": 600, "litevae-b": 400, "decoder_ft": 300} if not a.quick else
              {"teacher": 4, "litevae-s": 4, "litevae-b": 2, "decoder_ft": 2})
     every = a.every if not a.quick else 2
     started = time.time()
-    stages(a.out, steps, every)
+    if not a.speed_only:
+        stages(a.out, steps, every)
     harness.setup_threads(2)
     from litevae_cli.checkpoint import load_autoencoder
 
     teacher = load_autoencoder(a.out / "teacher-vae").model  # the exported AutoencoderKL folder, read back
-    names, x = holdout_batch(a.out, 256)
     students = {s: load_autoencoder(a.out / f"distill-{s}").model.encoder.eval() for s in ("litevae-s", "litevae-b")}
-    doc = {"steps": steps, "holdout": names, "curves": curves(a.out, teacher, x),
-           "speed": encoder_speed(students, teacher, 2 if a.quick else a.reps, 1 if a.quick else 4),
-           "decoder_ft": decoder_ft(a.out, teacher, x), "minutes": (time.time() - started) / 60}
-    doc["machine"] = harness.machine_info(2)
+    speed = encoder_speed(students, teacher, 2 if a.quick else a.reps, 1 if a.quick else a.batch)
+    if a.speed_only:
+        doc = json.loads((a.out / "results.json").read_text())
+        doc["speed"], doc["machine"] = speed, harness.machine_info(2)
+    else:
+        names, x = holdout_batch(a.out, 256)
+        doc = {"steps": steps, "holdout": names, "curves": curves(a.out, teacher, x), "speed": speed,
+               "decoder_ft": decoder_ft(a.out, teacher, x), "minutes": (time.time() - started) / 60,
+               "machine": harness.machine_info(2)}
     harness.write_json(a.out / "results.json", doc)
     (a.out / "results.md").write_text(report(json.loads((a.out / "results.json").read_text())))
     print((a.out / "results.md").read_text())
