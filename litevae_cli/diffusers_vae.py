@@ -9,7 +9,7 @@ same modules, and the same state_dict keys, as `models.Autoencoder`). It has Aut
   widths, so pipelines compute `vae_scale_factor = 2 ** (4 - 1) = 8`), `in_channels`, `out_channels`,
   `force_upcast`, the checkpoint format version and `source` (training step, EMA or not).
 - `enable_tiling()` / `enable_slicing()`: encode and decode (latents too) in blended tiles
-  (`litevae_cli.tiling`), and a batch one image at a time.
+  (`litevae_cli.inference.tiling`), and a batch one image at a time.
 
 Normalisation: diffusers scripts feed the diffusion model `latent_dist.sample() * scaling_factor` (and
 `(z - shift_factor) * scaling_factor` where the pipeline uses a shift), so `scaling_factor` and
@@ -20,7 +20,7 @@ Rombach et al. 2022, Sec. 4.3.2; see `latents.stats`). Until statistics are give
 `LiteVAE.from_pretrained(path)` (and `litevae_cli.load(path)`) accepts a diffusers folder (read by
 diffusers, safetensors only), an export `.safetensors`, a training checkpoint or a run folder (read by
 `checkpoint.load_autoencoder`, `weights_only=True`). `save_pretrained(dir)` writes config.json and
-diffusion_pytorch_model.safetensors (`litevae_cli.diffusers_folder`).
+diffusion_pytorch_model.safetensors (`litevae_cli.files.diffusers_folder`).
 """
 
 from __future__ import annotations
@@ -38,15 +38,15 @@ from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDis
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
-from litevae_cli.checkpoint import CHECKPOINT_VERSION, load_autoencoder
-from litevae_cli import autoencoder_kl
-from litevae_cli.diffusers_folder import (CLASS_NAME, is_diffusers_folder, is_diffusers_weights, looks_like_hub_id,
+from litevae_cli.files.checkpoint import CHECKPOINT_VERSION, load_autoencoder
+from litevae_cli.files import autoencoder_kl
+from litevae_cli.files.diffusers_folder import (CLASS_NAME, is_diffusers_folder, is_diffusers_weights, looks_like_hub_id,
                                           read_config, write_autoencoder_kl_folder)
 from litevae_cli.errors import UserError, one_line
 from litevae_cli.latents.stats import normalization_factors
 from litevae_cli.models.autoencoder import Autoencoder, build_autoencoder
 from litevae_cli.models.layers import Upsample
-from litevae_cli.tiling import tiled_map
+from litevae_cli.inference.tiling import tiled_map
 
 DEFAULT_SAMPLE_SIZE = 256  # px, when the training resolution is unknown
 DEFAULT_SCALING_FACTOR = 1.0  # identity until encode-dataset statistics are given

@@ -31,7 +31,7 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory) -> str:
     """A litevae-tiny + smc-decoder-tiny checkpoint (nz 4, no EMA, step 1)."""
-    from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
+    from litevae_cli.files.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
     from litevae_cli.models import build_autoencoder
 
     torch.manual_seed(0)

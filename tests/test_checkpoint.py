@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from litevae_cli.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, export_model, latest_checkpoint, load_autoencoder,
+from litevae_cli.files.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, export_model, latest_checkpoint, load_autoencoder,
                                     load_checkpoint, save_atomic)
 from litevae_cli.errors import UserError
 from litevae_cli.models import build_autoencoder

@@ -10,7 +10,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from typer.testing import CliRunner
 
 from litevae_cli.metrics import evaluate, weights
-from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
+from litevae_cli.files.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
 from litevae_cli.cli import app
 from litevae_cli.errors import UserError
 from litevae_cli.models import build_autoencoder
@@ -53,8 +53,8 @@ def test_parse_metrics_and_resolutions():
 
 def test_rfid_without_inception_stops_before_any_work(ckpt, no_weights, monkeypatch):
     calls = []
-    import litevae_cli.checkpoint as checkpoint
-    import litevae_cli.progress as progress
+    import litevae_cli.files.checkpoint as checkpoint
+    import litevae_cli.jobs.progress as progress
     import litevae_cli.runtime as runtime
 
     for mod, name in ((checkpoint, "load_autoencoder"), (progress, "make_progress"), (runtime, "setup_runtime")):
@@ -68,7 +68,7 @@ def test_rfid_without_inception_stops_before_any_work(ckpt, no_weights, monkeypa
 
 def _direct_reference(ckpt, resolution, data="sample-holdout"):
     """uint8 originals and reconstructions computed here, independently of the eval loop."""
-    from litevae_cli.checkpoint import load_autoencoder
+    from litevae_cli.files.checkpoint import load_autoencoder
     from litevae_cli.data.loaders import make_eval_loader
 
     model = load_autoencoder(ckpt).model

@@ -120,7 +120,7 @@ def test_one_model_spec_type_without_torch():
 def test_a_checkpoint_stores_the_model_spec_once_and_old_version_2_files_still_load(tmp_path):
     import torch
 
-    from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_autoencoder, stored_config
+    from litevae_cli.files.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_autoencoder, stored_config
     from litevae_cli.config import config_to_dict, load_config
     from litevae_cli.models import create_autoencoder
     from litevae_cli.runtime import setup_runtime

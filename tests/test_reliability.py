@@ -17,13 +17,13 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-import litevae_cli.checkpoint as checkpoint
+import litevae_cli.files.checkpoint as checkpoint
 from litevae_cli.metrics import evaluate
-from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_autoencoder, load_checkpoint, save_atomic
+from litevae_cli.files.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_autoencoder, load_checkpoint, save_atomic
 from litevae_cli.cli import app
 from litevae_cli.data import resolve_source
 from litevae_cli.errors import UserError
-from litevae_cli.outputs import LOCK_NAME, OutputLock
+from litevae_cli.files.outputs import LOCK_NAME, OutputLock
 from litevae_cli.training.loop import train
 
 runner = CliRunner()

@@ -13,7 +13,7 @@ import torch
 import yaml
 from PIL import Image
 
-from litevae_cli.checkpoint import load_checkpoint
+from litevae_cli.files.checkpoint import load_checkpoint
 from litevae_cli.config import config_from_dict
 from litevae_cli.errors import UserError
 from litevae_cli.training.losses import GeneratorLoss

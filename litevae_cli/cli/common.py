@@ -37,7 +37,7 @@ def write_json(path: Path, obj: dict) -> None:
     """Write a command's `--json` report (parents created) and say where."""
     import json
 
-    from litevae_cli.outputs import writing
+    from litevae_cli.files.outputs import writing
 
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -51,7 +51,7 @@ def eval_command(
     """
     from litevae_cli import runtime
     from litevae_cli.metrics.evaluate import resolve_options, run_eval
-    from litevae_cli.outputs import check_out_file, skipped_lines, writing
+    from litevae_cli.files.outputs import check_out_file, skipped_lines, writing
 
     opts = resolve_options(metrics, resolution, batch_size=batch_size or 16, limit=limit, crop=crop,
                            lpips_net=lpips_net, weights_dir=weights_dir, use_ema=not no_ema, workers=workers,

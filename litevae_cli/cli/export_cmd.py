@@ -42,14 +42,14 @@ def export(
       litevae export vae/sd15 sd15-again --format diffusers   (an imported AutoencoderKL, factors kept)
     """
     from litevae_cli.errors import UserError
-    from litevae_cli.outputs import check_out_dir, check_out_file, writing
+    from litevae_cli.files.outputs import check_out_dir, check_out_file, writing
 
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "safetensors":
         if stats is not None:
             raise UserError("--stats goes with --format diffusers (a .safetensors export holds weights only)")
-        from litevae_cli.checkpoint import export_model, load_autoencoder
+        from litevae_cli.files.checkpoint import export_model, load_autoencoder
 
         check_out_file(out, "OUT")
         with writing(out):

@@ -51,7 +51,7 @@ def inspect_latents_command(
     """
     from litevae_cli import runtime
     from litevae_cli.latents.inspect import inspect_latents
-    from litevae_cli.outputs import check_out_file
+    from litevae_cli.files.outputs import check_out_file
 
     if json_out is not None:
         check_out_file(json_out, "--json")

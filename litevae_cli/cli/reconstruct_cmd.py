@@ -1,4 +1,4 @@
-"""`litevae reconstruct`: open the runtime, call `litevae_cli.metrics.reconstruct.reconstruct_images`, print a table."""
+"""`litevae reconstruct`: open the runtime, call `litevae_cli.inference.reconstruct.reconstruct_images`, print a table."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def reconstruct(
     """
     from litevae_cli import runtime
     from litevae_cli.errors import UserError
-    from litevae_cli.metrics.reconstruct import ERROR_AMPLIFY, reconstruct_images
+    from litevae_cli.inference.reconstruct import ERROR_AMPLIFY, reconstruct_images
 
     if native and resolution is not None:
         raise UserError("give either --resolution or --native, not both")

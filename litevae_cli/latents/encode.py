@@ -37,18 +37,18 @@ from typing import Callable, Optional
 
 import torch
 
-from litevae_cli.checkpoint import load_autoencoder, resolve_model_path
+from litevae_cli.files.checkpoint import load_autoencoder, resolve_model_path
 from litevae_cli.data import CROPS, MULTIPLE, check_crop, check_side, resolve_source, source_id
 from litevae_cli.data.loaders import make_eval_loader, require_readable
 from litevae_cli.errors import Stopped, UserError
 from litevae_cli.latents.reader import (DTYPES, FORMAT, FORMAT_VERSION, STATS_NAME, TORCH_DTYPES, encode_key,
                                        list_shards, moments_numpy, npy_bytes, shard_pattern, shard_regex)
 from litevae_cli.latents.stats import RunningChannelStats
-from litevae_cli.outputs import (SKIPPED_NAME, SkipLog, check_out_dir, fsync_path, locked, sha256_file,
+from litevae_cli.files.outputs import (SKIPPED_NAME, SkipLog, check_out_dir, fsync_path, locked, sha256_file,
                                  skipped_lines, writing)
-from litevae_cli.progress import make_progress
+from litevae_cli.jobs.progress import make_progress
 from litevae_cli.runtime import Runtime, all_reduce_sum, barrier
-from litevae_cli.stopping import StopSignal
+from litevae_cli.jobs.stopping import StopSignal
 
 WRITER_QUEUE_BATCHES = 4  # batches in flight between the encoder and the writer thread
 

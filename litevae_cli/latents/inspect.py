@@ -301,11 +301,11 @@ def inspect_latents(rt, out: str | Path, *, model: Optional[str] = None, data: O
     """`litevae inspect-latents`: MODEL encoding `data` on the runtime `rt`, or the `latents` shards of
     encode-dataset; the outputs are checked first. Returns the report with what was inspected; the
     plots are in `out` (and, with `data`, the unreadable images in OUT/skipped.txt)."""
-    from litevae_cli.checkpoint import load_autoencoder
+    from litevae_cli.files.checkpoint import load_autoencoder
     from litevae_cli.data import check_side, resolve_source
     from litevae_cli.data.loaders import require_readable
-    from litevae_cli.outputs import SKIPPED_NAME, SkipLog, check_out_dir, writing
-    from litevae_cli.progress import make_progress
+    from litevae_cli.files.outputs import SKIPPED_NAME, SkipLog, check_out_dir, writing
+    from litevae_cli.jobs.progress import make_progress
 
     if latents is not None and (model is not None or data is not None):
         raise UserError("give either --latents, or MODEL with --data, not both")

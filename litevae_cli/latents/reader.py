@@ -46,7 +46,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from litevae_cli.latents.stats import normalization_factors
-from litevae_cli.outputs import SKIPPED_NAME  # noqa: F401 - part of the format (see above)
+from litevae_cli.files.outputs import SKIPPED_NAME  # noqa: F401 - part of the format (see above)
 from litevae_cli.runtime import process_rank
 
 FORMAT = "litevae-latents"

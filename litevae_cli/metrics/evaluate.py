@@ -29,7 +29,7 @@ from typing import Callable, Optional
 
 import torch
 
-from litevae_cli.checkpoint import load_autoencoder
+from litevae_cli.files.checkpoint import load_autoencoder
 from litevae_cli.config import LPIPS_NETS
 from litevae_cli.data import CROPS, check_crop, check_side, resolve_source
 from litevae_cli.data.loaders import make_eval_loader, require_readable
@@ -38,9 +38,9 @@ from litevae_cli.metrics import image as image_metrics
 from litevae_cli.metrics.fid import RFID, load_inception
 from litevae_cli.metrics.weights import build_lpips, find_weight
 from litevae_cli.metrics.weights_download import allowed
-from litevae_cli.progress import make_progress
+from litevae_cli.jobs.progress import make_progress
 from litevae_cli.runtime import all_reduce_sum, gather_objects
-from litevae_cli.stopping import StopSignal
+from litevae_cli.jobs.stopping import StopSignal
 
 METRICS = ("rfid", "lpips", "psnr", "ssim")
 

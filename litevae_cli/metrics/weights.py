@@ -84,7 +84,7 @@ def build_lpips(net: str = "alex", weights_dir: str | Path | None = None, random
     path = None if random_backbone else find_weight(net, weights_dir)
     model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
     if path is not None:
-        from litevae_cli.checkpoint import safe_torch_load
+        from litevae_cli.files.checkpoint import safe_torch_load
 
         state = safe_torch_load(path, what="LPIPS backbone")
         # torchvision's state dict is for the whole classifier: keep `features.*`, mapped onto LPIPS's slices.

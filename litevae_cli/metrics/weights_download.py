@@ -31,7 +31,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from litevae_cli.atomic_write import atomic_path
+from litevae_cli.files.atomic import atomic_path
 from litevae_cli.errors import UserError, one_line
 from litevae_cli.metrics.weights import WEIGHTS
 

@@ -28,7 +28,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 
-from litevae_cli.checkpoint import LoadedModel, load_autoencoder, load_weights
+from litevae_cli.files.checkpoint import LoadedModel, load_autoencoder, load_weights
 from litevae_cli.config import Config
 from litevae_cli.errors import UserError
 from litevae_cli.model_spec import ModelSpec

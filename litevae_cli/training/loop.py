@@ -17,11 +17,11 @@ both optimizers, scaler, step, every rank's RNG states and the data position; on
 world size and workers the result is bit-identical to an uninterrupted run.
 Non-finite losses: the step is skipped (no optimizer step) on every rank and counted; after
 `train.max_nonfinite` in a row the run stops with a UserError and last.pt is left as it was.
-Stops (`litevae_cli.stopping`): SIGTERM / SIGINT, also sent to the whole process group, and a data-loader
+Stops (`litevae_cli.jobs.stopping`): SIGTERM / SIGINT, also sent to the whole process group, and a data-loader
 worker that died are checked before the next batch is fetched; last.pt is written from the last
 completed step and the process exits 128+signal with one line. Before any of that, everything is
 checked (config, data with a readable image, --from, a writable --out) and OUT is locked for the
-run (`litevae_cli.outputs`); unreadable images are skipped, counted in metrics.jsonl and named in
+run (`litevae_cli.files.outputs`); unreadable images are skipped, counted in metrics.jsonl and named in
 OUT/skipped.txt. config.yaml and every checkpoint record the run (`training.state.run_record`).
 Test hook: with LITEVAE_TEST_RANK_DUMP=DIR every rank saves its final autoencoder and discriminator
 parameters to DIR/rank<r>.pt
@@ -40,17 +40,17 @@ import torch
 from rich.console import Console
 
 from litevae_cli import runtime
-from litevae_cli.checkpoint import (LAST_NAME, checkpoint_dir, latest_checkpoint, load_checkpoint, prune_numbered,
+from litevae_cli.files.checkpoint import (LAST_NAME, checkpoint_dir, latest_checkpoint, load_checkpoint, prune_numbered,
                                     save_atomic)
 from litevae_cli.config import Config, dump_config, resolve_config
 from litevae_cli.data import resolve_source
 from litevae_cli.data.loaders import make_train_loader, require_readable
 from litevae_cli.errors import UserError
 from litevae_cli.metrics.weights_download import allowed
-from litevae_cli.outputs import SKIPPED_NAME, SkipLog, check_out_dir, locked, writing
-from litevae_cli.progress import make_progress
+from litevae_cli.files.outputs import SKIPPED_NAME, SkipLog, check_out_dir, locked, writing
+from litevae_cli.jobs.progress import make_progress
 from litevae_cli.runtime import Runtime, all_reduce_sum, any_rank, barrier, seed_everything
-from litevae_cli.stopping import StopSignal
+from litevae_cli.jobs.stopping import StopSignal
 from litevae_cli.training.log import LossMeter, RunLog, save_reconstructions
 from litevae_cli.training.distill import (DistillLoss, check_student_fits, distill_spec, init_from_teacher,
                                           load_teacher)

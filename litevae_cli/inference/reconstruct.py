@@ -8,7 +8,7 @@ and return PSNR / SSIM per image (from `metrics.image`, on the uint8 images). An
 skipped, named in OUT/skipped.txt and the command goes on; none readable is a one-line error.
 
 Tiling: an image larger than `tile` on either side is encoded and decoded in overlapping tiles
-blended with linear ramps (`litevae_cli.tiling`), so there are no seams.
+blended with linear ramps (`litevae_cli.inference.tiling`), so there are no seams.
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from litevae_cli.checkpoint import load_autoencoder
+from litevae_cli.files.checkpoint import load_autoencoder
 from litevae_cli.data import (MIN_SIDE, MULTIPLE, DataError, check_side, eval_transform, load_image, pil_to_tensor,
                               resolve_source)
 from litevae_cli.errors import UserError
 from litevae_cli.metrics.image import psnr_uint8, ssim, to_uint8
-from litevae_cli.outputs import SKIPPED_NAME, SkipLog, check_out_dir, writing
+from litevae_cli.files.outputs import SKIPPED_NAME, SkipLog, check_out_dir, writing
 from litevae_cli.runtime import Runtime
-from litevae_cli.tiling import tiled_map
+from litevae_cli.inference.tiling import tiled_map
 
 DEFAULT_TILE = 512
 ERROR_AMPLIFY = 5.0  # the error map shows min(1, 5 * mean |x - x_hat| / 255) on a black-red-yellow-white scale

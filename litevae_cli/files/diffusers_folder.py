@@ -6,7 +6,7 @@ A folder holds config.json and diffusion_pytorch_model.safetensors; config.json'
   factors (see `litevae_cli.diffusers_vae`); the weights have the same keys as a training checkpoint's
   `model` (encoder.*, decoder.*). `litevae_cli.diffusers_vae.LiteVAE` writes and reads it through diffusers.
 - "AutoencoderKL": a diffusers VAE (SD 1.x/2.x, SDXL, SD3, FLUX, or `litevae export --format diffusers` of
-  an sd-vae-encoder + sd-vae-decoder model), converted by `litevae_cli.autoencoder_kl`; plain
+  an sd-vae-encoder + sd-vae-decoder model), converted by `litevae_cli.files.autoencoder_kl`; plain
   `diffusers.AutoencoderKL.from_pretrained` reads what `write_autoencoder_kl_folder` writes.
 Every MODEL argument (eval, encode-dataset, reconstruct, inspect-latents, finetune --from) accepts either
 folder or its weights file, through `checkpoint.load_autoencoder`. Any other `_class_name` is a one-line error.
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from litevae_cli import autoencoder_kl
-from litevae_cli.atomic_write import atomic_path
+from litevae_cli.files import autoencoder_kl
+from litevae_cli.files.atomic import atomic_path
 from litevae_cli.errors import UserError, one_line
 from litevae_cli.model_spec import ModelSpec
 
@@ -70,7 +70,7 @@ def spec_from_config(config: dict) -> dict:
 
 def load_diffusers_folder(weights: Path, map_location: str | torch.device = "cpu"):
     """A LiteVAE or AutoencoderKL folder's weights file -> checkpoint.LoadedModel (safetensors: no code runs)."""
-    from litevae_cli.checkpoint import LoadedModel, _build, check_format_version
+    from litevae_cli.files.checkpoint import LoadedModel, _build, check_format_version
 
     folder = weights.parent
     config = read_config(folder, (CLASS_NAME, autoencoder_kl.CLASS_NAME))

@@ -21,7 +21,7 @@ have the same parameter names but compute a different function: they are refused
 A MODEL argument (encode-dataset, eval, reconstruct, inspect-latents) is a checkpoint file, a run
 directory (its checkpoints/last.pt), an exported .safetensors model, or a diffusers folder: a LiteVAE written
 by `litevae export --format diffusers`, or a diffusers AutoencoderKL (SD 1.x/2.x, SDXL, SD3, FLUX; its spec
-carries the published latent_factors), read by `litevae_cli.diffusers_folder`. A Hugging Face Hub id is
+carries the published latent_factors), read by `litevae_cli.files.diffusers_folder`. A Hugging Face Hub id is
 refused with the command that downloads it.
 """
 
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from litevae_cli.atomic_write import atomic_path
+from litevae_cli.files.atomic import atomic_path
 from litevae_cli.errors import UserError, as_user_error, one_line
 from litevae_cli.model_spec import ModelSpec
 from litevae_cli.models.autoencoder import Autoencoder, create_autoencoder
@@ -114,7 +114,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 def resolve_model_path(model: str | Path) -> Path:
     """A checkpoint file, an exported model, a run directory (-> its last checkpoint) or a diffusers folder
     (-> its weights file)."""
-    from litevae_cli.diffusers_folder import (CONFIG_NAME, WEIGHTS_NAME, hub_download_hint, is_diffusers_folder,
+    from litevae_cli.files.diffusers_folder import (CONFIG_NAME, WEIGHTS_NAME, hub_download_hint, is_diffusers_folder,
                                               looks_like_hub_id)
 
     path = Path(model)
@@ -180,7 +180,7 @@ def _build(spec_dict, state_dict, path: Path) -> tuple[Autoencoder, ModelSpec]:
 
 def load_autoencoder(model: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu") -> LoadedModel:
     """Load MODEL for inference (eval mode), preferring EMA weights when present and `use_ema`."""
-    from litevae_cli.diffusers_folder import is_diffusers_weights, load_diffusers_folder
+    from litevae_cli.files.diffusers_folder import is_diffusers_weights, load_diffusers_folder
 
     path = resolve_model_path(model)
     if is_diffusers_weights(path):
