@@ -16,7 +16,9 @@ from typer.testing import CliRunner
 
 import litevae_cli
 from litevae_cli.inference import tiling
-from litevae_cli.files.checkpoint import export_model, load_autoencoder, load_checkpoint
+from litevae_cli.files.export import export_model
+from litevae_cli.files.model_file import load_autoencoder
+from litevae_cli.files.checkpoint import load_checkpoint
 from litevae_cli.cli import app
 from litevae_cli.models.posterior import DiagonalGaussian
 

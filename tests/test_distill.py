@@ -11,7 +11,8 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from litevae_cli.files.checkpoint import load_autoencoder, load_checkpoint
+from litevae_cli.files.model_file import load_autoencoder
+from litevae_cli.files.checkpoint import load_checkpoint
 from litevae_cli.cli import app
 from litevae_cli.errors import UserError
 from litevae_cli.training.distill import latent_std, logvar_kl, logvar_nll

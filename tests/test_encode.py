@@ -65,7 +65,7 @@ def _read_plain(out):
 
 
 def _direct_moments(ckpt, path, dtype):
-    from litevae_cli.files.checkpoint import load_autoencoder
+    from litevae_cli.files.model_file import load_autoencoder
 
     enc = load_autoencoder(ckpt).model.encoder
     x = eval_transform(load_image(path), RES)[0][None]

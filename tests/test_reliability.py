@@ -18,8 +18,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import litevae_cli.files.checkpoint as checkpoint
+import litevae_cli.files.model_file as model_file
 from litevae_cli.metrics import evaluate
-from litevae_cli.files.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_autoencoder, load_checkpoint, save_atomic
+from litevae_cli.files.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, save_atomic
+from litevae_cli.files.model_file import load_autoencoder
 from litevae_cli.cli import app
 from litevae_cli.data import resolve_source
 from litevae_cli.errors import UserError
@@ -127,7 +129,7 @@ def test_6_outputs_are_checked_before_the_work(tiny_ckpt, tiny_preset, make_imag
     data = make_images(n=1)
     afile = tmp_path / "afile"
     afile.write_text("x")
-    monkeypatch.setattr(checkpoint, "create_autoencoder", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(model_file, "create_autoencoder", lambda *a, **k: pytest.fail("work started"))
     cases = [
         (["pretrain", "--preset", tiny_preset(), "--data", data, "--out", afile], "is a file"),
         (["pretrain", "--preset", tiny_preset(), "--data", data, "--out", unwritable / "run"], "cannot write in"),

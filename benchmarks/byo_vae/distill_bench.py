@@ -101,7 +101,7 @@ def measure(teacher, student, x: torch.Tensor) -> dict:
 
 
 def curves(out: Path, teacher, x: torch.Tensor) -> dict:
-    from litevae_cli.files.checkpoint import load_autoencoder
+    from litevae_cli.files.model_file import load_autoencoder
 
     result = {}
     for student in ("litevae-s", "litevae-b"):
@@ -129,7 +129,7 @@ def encoder_speed(students: dict, teacher, reps: int, batch: int) -> dict:
 
 
 def decoder_ft(out: Path, teacher, x: torch.Tensor) -> dict:
-    from litevae_cli.files.checkpoint import load_autoencoder
+    from litevae_cli.files.model_file import load_autoencoder
     from litevae_cli.metrics.image import psnr_uint8, to_uint8
 
     after = load_autoencoder(out / "decoder-ft").model
@@ -188,7 +188,7 @@ def main() -> int:
     started = time.time()
     stages(a.out, steps, every)
     harness.setup_threads(2)
-    from litevae_cli.files.checkpoint import load_autoencoder
+    from litevae_cli.files.model_file import load_autoencoder
 
     teacher = load_autoencoder(a.out / "teacher-vae").model  # the exported AutoencoderKL folder, read back
     names, x = holdout_batch(a.out, 256)

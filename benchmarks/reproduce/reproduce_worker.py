@@ -42,7 +42,7 @@ def decoder_activation_ratio(ckpt: Path, holdout: str, resolution: int, limit: i
     GroupNorm causes, P Sec. 4.2 / Fig. 3): per block, then the max and the mean over blocks."""
     import torch
 
-    from litevae_cli.files.checkpoint import load_autoencoder
+    from litevae_cli.files.model_file import load_autoencoder
     from litevae_cli.data.loaders import make_eval_loader
 
     model = load_autoencoder(ckpt).model

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from litevae_cli.files.checkpoint import load_autoencoder
-from litevae_cli.data import (MIN_SIDE, MULTIPLE, DataError, check_side, eval_transform, load_image, pil_to_tensor,
+from litevae_cli.files.model_file import load_autoencoder
+from litevae_cli.data import (MIN_SIDE, MULTIPLE, DataError, parse_resolution, eval_transform, load_image, pil_to_tensor,
                               resolve_source)
 from litevae_cli.errors import UserError
 from litevae_cli.metrics.image import psnr_uint8, ssim, to_uint8
@@ -128,13 +128,17 @@ def prepare(img: Image.Image, resolution: Optional[int]) -> torch.Tensor:
 
 
 def reconstruct_images(rt: Runtime, model: str, images: Sequence[str], out: str | Path, *,
-                       resolution: Optional[int] = 256, tile: Optional[int] = DEFAULT_TILE,
-                       overlap: Optional[int] = None, amplify: float = ERROR_AMPLIFY,
+                       resolution: int | str | None = None, native: bool = False,
+                       tile: Optional[int] = DEFAULT_TILE, overlap: Optional[int] = None,
+                       amplify: float = ERROR_AMPLIFY, use_ema: bool = True,
                        log: Callable = print) -> list[Reconstruction]:
-    """Write a reconstruction and a comparison PNG per image into `out`, on the runtime `rt`; resolution None = native size.
-    Unreadable images are skipped and listed in OUT/skipped.txt (`log` prints the first few)."""
-    if resolution is not None:
-        check_side(resolution, "--resolution")
+    """Write a reconstruction and a comparison PNG per image into `out`, on the runtime `rt`: at `resolution`
+    (default 256: shorter side resized, center crop) or, with `native`, every image at its own size; `tile`
+    0 or None never tiles. Unreadable images are skipped and listed in OUT/skipped.txt (`log` prints the first few)."""
+    if native and resolution is not None:
+        raise UserError("give either --resolution or --native, not both")
+    resolution = None if native else parse_resolution(resolution)
+    tile = tile or None
     if tile is not None:
         overlap = tile // 4 if overlap is None else overlap
         if tile % MULTIPLE or overlap % MULTIPLE or not 0 <= overlap < tile or tile < MIN_SIDE:
@@ -142,7 +146,7 @@ def reconstruct_images(rt: Runtime, model: str, images: Sequence[str], out: str 
                             f"and tile >= {MIN_SIDE} (got {tile}, {overlap})")
     items = collect_images(images)
     out = check_out_dir(out)
-    loaded = load_autoencoder(model)
+    loaded = load_autoencoder(model, use_ema=use_ema)
     log(f"model: {loaded.describe()}")
     net = rt.place(loaded.model).eval()
     with writing(out):

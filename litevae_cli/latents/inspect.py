@@ -38,6 +38,7 @@ from litevae_cli.errors import UserError
 from litevae_cli.latents.stats import RunningChannelStats
 from litevae_cli.models.posterior import LOGVAR_RANGE, kl_standard_normal
 
+DEFAULT_BATCH_SIZE = 16
 SIGMAS = (25.0, 50.0, 100.0, 250.0, 500.0)  # P Table 6
 MMD_ESTIMATOR = ("unbiased MMD^2 (Gretton et al. 2012, Eq. 3) per Gaussian kernel exp(-||x-y||^2/(2 s^2)), "
                  "s in (25, 50, 100, 250, 500), on flattened posterior means vs the same number of seeded "
@@ -295,14 +296,15 @@ def _shard_batch(items) -> LatentBatch:
 
 # ----------------------------------------------------------------------------- the command's work
 def inspect_latents(rt, out: str | Path, *, model: Optional[str] = None, data: Optional[str] = None,
-                    latents: Optional[str] = None, resolution: int = 256, limit: Optional[int] = None,
-                    mmd_samples: int = 1000, examples: int = 4, seed: int = 0, batch_size: int = 16,
+                    latents: Optional[str] = None, resolution: int | str | None = None, limit: Optional[int] = None,
+                    mmd_samples: int = 1000, examples: int = 4, seed: int = 0, batch_size: Optional[int] = None,
                     use_ema: bool = True, log=print) -> dict:
     """`litevae inspect-latents`: MODEL encoding `data` on the runtime `rt`, or the `latents` shards of
     encode-dataset; the outputs are checked first. Returns the report with what was inspected; the
-    plots are in `out` (and, with `data`, the unreadable images in OUT/skipped.txt)."""
-    from litevae_cli.files.checkpoint import load_autoencoder
-    from litevae_cli.data import check_side, resolve_source
+    plots are in `out` (and, with `data`, the unreadable images in OUT/skipped.txt). Defaults: resolution
+    256, batch DEFAULT_BATCH_SIZE."""
+    from litevae_cli.files.model_file import load_autoencoder
+    from litevae_cli.data import parse_resolution, resolve_source
     from litevae_cli.data.loaders import require_readable
     from litevae_cli.files.outputs import SKIPPED_NAME, SkipLog, check_out_dir, writing
     from litevae_cli.jobs.progress import make_progress
@@ -311,7 +313,8 @@ def inspect_latents(rt, out: str | Path, *, model: Optional[str] = None, data: O
         raise UserError("give either --latents, or MODEL with --data, not both")
     if latents is None and (model is None or data is None):
         raise UserError("give MODEL and --data (images to encode), or --latents DIR (encode-dataset shards)")
-    check_side(resolution, "--resolution")
+    resolution = parse_resolution(resolution)
+    batch_size = batch_size or DEFAULT_BATCH_SIZE
     out = check_out_dir(out)
     if latents is not None:
         with make_progress() as progress:
@@ -323,8 +326,7 @@ def inspect_latents(rt, out: str | Path, *, model: Optional[str] = None, data: O
     loaded = load_autoencoder(model, use_ema=use_ema)
     net = rt.place(loaded.model).eval()
     total = min(len(source), limit or len(source)) if source.indexable else None
-    meta = {"model": {"name": loaded.spec.describe(), "path": str(loaded.path), "step": loaded.step,
-                      "ema": loaded.used_ema}, "data": str(data), "resolution": resolution}
+    meta = {"model": loaded.report(), "data": str(data), "resolution": resolution}
     log(f"model: {loaded.describe()}")
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)

@@ -17,11 +17,15 @@ Each set is global (one scale and shift over every channel) and per channel.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import torch
 
-from litevae_cli.errors import UserError
+from litevae_cli.errors import UserError, one_line
+
+STATS_NAME = "stats.json"  # encode-dataset's statistics file
 
 
 _STATE_KEYS = ("count", "sum", "sumsq", "var_count", "sumvar", "sumstd")
@@ -151,3 +155,17 @@ def normalization_factors(stats: dict, sample: bool, per_channel: bool = False):
     if per_channel:
         return list(f["channel_scaling_factor"]), list(f["channel_shift_factor"])
     return float(f["scaling_factor"]), float(f["shift_factor"])
+
+
+def latent_stats_factors(stats, nz: int) -> tuple[float, float]:
+    """(scaling_factor, shift_factor) of sampled latents from an encode-dataset stats.json (a path to it or its
+    folder, or its dict). A stats.json of another model's latents is refused (latent channels)."""
+    if not isinstance(stats, dict):
+        path = Path(stats) / STATS_NAME if Path(stats).is_dir() else Path(stats)
+        try:
+            stats = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise UserError(f"cannot read latent statistics {path}: {one_line(err, 200)}") from None
+    if stats.get("nz") not in (None, nz):
+        raise UserError(f"these statistics are of {stats.get('nz')}-channel latents; this model has {nz}")
+    return normalization_factors(stats, sample=True)

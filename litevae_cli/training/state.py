@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from litevae_cli.files.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_autoencoder, load_checkpoint,
-                                    load_weights, stored_config)
+from litevae_cli.files.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, stored_config
+from litevae_cli.files.model_file import load_autoencoder, load_weights
 from litevae_cli.config import Config, config_to_dict
 from litevae_cli.data import source_id
 from litevae_cli.errors import UserError, as_user_error
