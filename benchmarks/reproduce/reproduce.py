@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # reproduce_report.py; benchmarks/harness.py
 
 
 @dataclass(frozen=True)
@@ -303,7 +304,6 @@ def main(argv=None) -> int:
                "machine": machine(cpu)}
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print(f"wrote {out / 'results.json'}")
-    sys.path[:0] = [str(HERE), str(HERE.parent)]  # reproduce_report.py; harness.py
     from reproduce_report import render
 
     text = render(results)
