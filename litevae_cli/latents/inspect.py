@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from litevae_cli.errors import UserError
-from litevae_cli.latents.stats import RunningChannelStats
+from litevae_cli.latents.stats import ChannelMoments, RunningChannelStats
 from litevae_cli.models.posterior import LOGVAR_RANGE, kl_standard_normal
 
 DEFAULT_BATCH_SIZE = 16
@@ -46,51 +46,6 @@ MMD_ESTIMATOR = ("unbiased MMD^2 (Gretton et al. 2012, Eq. 3) per Gaussian kerne
 
 
 # ----------------------------------------------------------------------------- statistics
-class ChannelMoments:
-    """Exact streaming count/mean/M2/M3/M4/min/max per channel of [N, C, H, W] tensors (float64)."""
-
-    def __init__(self, channels: int):
-        z = lambda: torch.zeros(channels, dtype=torch.float64)  # noqa: E731
-        self.n, self.mean, self.m2, self.m3, self.m4 = 0.0, z(), z(), z(), z()
-        self.min = torch.full((channels,), float("inf"), dtype=torch.float64)
-        self.max = torch.full((channels,), float("-inf"), dtype=torch.float64)
-
-    def update(self, x: torch.Tensor) -> None:
-        v = x.detach().to("cpu", torch.float64).transpose(0, 1).reshape(x.shape[1], -1)  # [C, n]
-        nb = float(v.shape[1])
-        if nb == 0:
-            return
-        mb = v.mean(1)
-        d = v - mb[:, None]
-        m2b, m3b, m4b = (d**2).sum(1), (d**3).sum(1), (d**4).sum(1)
-        na, n = self.n, self.n + nb
-        delta = mb - self.mean
-        # Pairwise combination of central moments (Pébay 2008, Eq. 1.1-1.4 with p = 2, 3, 4).
-        m4 = (self.m4 + m4b + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3
-              + 6 * delta**2 * (na * na * m2b + nb * nb * self.m2) / n**2 + 4 * delta * (na * m3b - nb * self.m3) / n)
-        m3 = self.m3 + m3b + delta**3 * na * nb * (na - nb) / n**2 + 3 * delta * (na * m2b - nb * self.m2) / n
-        self.m2 = self.m2 + m2b + delta**2 * na * nb / n
-        self.m3, self.m4 = m3, m4
-        self.mean = self.mean + delta * nb / n
-        self.n = n
-        self.min = torch.minimum(self.min, v.min(1).values)
-        self.max = torch.maximum(self.max, v.max(1).values)
-
-    @property
-    def std(self) -> torch.Tensor:
-        return (self.m2 / self.n).sqrt()  # population std, as numpy's default
-
-    @property
-    def kurtosis(self) -> torch.Tensor:
-        """Fisher (excess) kurtosis, biased estimator: n * M4 / M2^2 - 3 (scipy.stats.kurtosis defaults)."""
-        return self.n * self.m4 / self.m2.square() - 3.0
-
-    def per_channel(self) -> list[dict]:
-        cols = zip(self.mean.tolist(), self.std.tolist(), self.min.tolist(), self.max.tolist(), self.kurtosis.tolist())
-        return [{"channel": c, "mean": a, "std": s, "min": lo, "max": hi, "kurtosis": k}
-                for c, (a, s, lo, hi, k) in enumerate(cols)]
-
-
 def gaussian_mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, sigmas=SIGMAS) -> dict[str, float]:
     """Unbiased MMD^2 between rows of x [m, d] and y [n, d] per Gaussian kernel, plus their sum (float64)."""
     x, y = x.to(torch.float64).flatten(1), y.to(torch.float64).flatten(1)
