@@ -25,13 +25,13 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[test,bench]'
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/speed/run.py
 
 # The paper's claims at CPU scale (53 min measured on 2 shared cores): bench-results/reproduce/ and REPRODUCTION.md.
 # scikit-learn and matplotlib only supply more held-out photos (china, flower, grace_hopper).
 reproduce: $(STAMP)
 	$(PY) -m pip install -q -e '.[test,repro]'
-	$(PY) benchmarks/reproduce.py --out bench-results/reproduce --report REPRODUCTION.md
+	$(PY) benchmarks/reproduce/reproduce.py --out bench-results/reproduce --report REPRODUCTION.md
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

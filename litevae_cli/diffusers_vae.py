@@ -9,7 +9,7 @@ same modules, and the same state_dict keys, as `models.Autoencoder`). It has Aut
   widths, so pipelines compute `vae_scale_factor = 2 ** (4 - 1) = 8`), `in_channels`, `out_channels`,
   `force_upcast`, the checkpoint format version and `source` (training step, EMA or not).
 - `enable_tiling()` / `enable_slicing()`: encode and decode (latents too) in blended tiles
-  (`litevae_cli.tiling`), and a batch one image at a time.
+  (`litevae_cli.inference.tiling`), and a batch one image at a time.
 
 Normalisation: diffusers scripts feed the diffusion model `latent_dist.sample() * scaling_factor` (and
 `(z - shift_factor) * scaling_factor` where the pipeline uses a shift), so `scaling_factor` and
@@ -19,14 +19,12 @@ Rombach et al. 2022, Sec. 4.3.2; see `latents.stats`). Until statistics are give
 
 `LiteVAE.from_pretrained(path)` (and `litevae_cli.load(path)`) accepts a diffusers folder (read by
 diffusers, safetensors only), an export `.safetensors`, a training checkpoint or a run folder (read by
-`checkpoint.load_autoencoder`, `weights_only=True`). `save_pretrained(dir)` writes config.json and
-diffusion_pytorch_model.safetensors (`litevae_cli.diffusers_folder`).
+`files.model_file.load_autoencoder`, `weights_only=True`). `save_pretrained(dir)` writes config.json and
+diffusion_pytorch_model.safetensors; `litevae export --format diffusers` is `files.export`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from fractions import Fraction
 from pathlib import Path
 from typing import Optional
@@ -38,21 +36,20 @@ from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDis
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
-from litevae_cli.checkpoint import CHECKPOINT_VERSION, load_autoencoder
-from litevae_cli import autoencoder_kl
-from litevae_cli.diffusers_folder import (CLASS_NAME, is_diffusers_folder, is_diffusers_weights, looks_like_hub_id,
-                                          read_config, write_autoencoder_kl_folder)
 from litevae_cli.errors import UserError, one_line
-from litevae_cli.latents.stats import normalization_factors
+from litevae_cli.files.checkpoint import CHECKPOINT_VERSION
+from litevae_cli.files.diffusers_folder import (CLASS_NAME, is_diffusers_folder, is_diffusers_weights,
+                                                looks_like_hub_id, read_config)
+from litevae_cli.files.model_file import load_autoencoder
+from litevae_cli.latents.stats import latent_stats_factors
 from litevae_cli.models.autoencoder import Autoencoder, build_autoencoder
 from litevae_cli.models.layers import Upsample
-from litevae_cli.tiling import tiled_map
+from litevae_cli.inference.tiling import tiled_map
 
 DEFAULT_SAMPLE_SIZE = 256  # px, when the training resolution is unknown
 DEFAULT_SCALING_FACTOR = 1.0  # identity until encode-dataset statistics are given
 DEFAULT_SHIFT_FACTOR = 0.0
 DOWNSCALE = 8  # image px per latent: 3 Haar DWT levels in the encoder, 3 x2 upsamplings in the decoder
-STATS_NAME = "stats.json"
 
 
 def decoder_widths(decoder: torch.nn.Module) -> tuple[int, ...]:
@@ -192,7 +189,7 @@ class LiteVAE(ModelMixin, ConfigMixin):
         else:
             loaded = load_autoencoder(path, use_ema=use_ema)
             config = {k: kwargs.pop(k) for k in list(kwargs) if k in ("sample_size", "scaling_factor", "shift_factor")}
-            config = {"sample_size": _resolution(loaded), **config}
+            config = {"sample_size": training_resolution(loaded), **config}
             vae = cls.from_autoencoder(loaded.model, source={"step": loaded.step, "ema": loaded.used_ema}, **config)
             if kwargs.get("torch_dtype") is not None:
                 vae = vae.to(kwargs["torch_dtype"])
@@ -207,21 +204,7 @@ class LiteVAE(ModelMixin, ConfigMixin):
         self.register_to_config(scaling_factor=scale, shift_factor=shift)
 
 
-def latent_stats_factors(stats, nz: int) -> tuple[float, float]:
-    """(scaling_factor, shift_factor) of sampled latents from an encode-dataset stats.json (a path to it or its
-    folder, or its dict). A stats.json of another model's latents is refused (latent channels)."""
-    if not isinstance(stats, dict):
-        path = Path(stats) / STATS_NAME if Path(stats).is_dir() else Path(stats)
-        try:
-            stats = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            raise UserError(f"cannot read latent statistics {path}: {one_line(err, 200)}") from None
-    if stats.get("nz") not in (None, nz):
-        raise UserError(f"these statistics are of {stats.get('nz')}-channel latents; this model has {nz}")
-    return normalization_factors(stats, sample=True)
-
-
-def _resolution(loaded) -> int:
+def training_resolution(loaded) -> int:
     """The training resolution of a loaded model (its run's data.resolution), else DEFAULT_SAMPLE_SIZE."""
     return int(((loaded.config or {}).get("data") or {}).get("resolution") or DEFAULT_SAMPLE_SIZE)
 
@@ -240,29 +223,3 @@ def load(path, **kwargs) -> LiteVAE:
     """`litevae_cli.load(path)`: any trained LiteVAE (run folder, checkpoint, export, diffusers folder) as a
     diffusers `LiteVAE`, in eval mode. Same arguments as `LiteVAE.from_pretrained`."""
     return LiteVAE.from_pretrained(path, **kwargs)
-
-
-def export_diffusers(model, out, stats=None, use_ema: bool = True) -> dict:
-    """`litevae export MODEL OUT --format diffusers`: write OUT/config.json + the safetensors weights and return
-    the config written. The folder's kind follows the model: one that `autoencoder_kl.represents` (an
-    sd-vae-encoder + sd-vae-decoder of AutoencoderKL's shape: imported, or trained here) becomes a diffusers
-    AutoencoderKL folder, any other a LiteVAE folder. The spec's latent_factors are the folder's factors
-    (AutoencoderKL: all of them; LiteVAE: scaling_factor and shift_factor); `stats` overrides the scaling and
-    shift factors with those of sampled latents from an encode-dataset stats.json."""
-    loaded = load_autoencoder(model, use_ema=use_ema)
-    spec = loaded.spec
-    if autoencoder_kl.represents(spec):
-        if stats is not None:
-            scale, shift = latent_stats_factors(stats, spec.nz)
-            spec = dataclasses.replace(spec, latent_factors={**spec.latent_factors, "scaling_factor": scale,
-                                                             "shift_factor": shift})
-        return write_autoencoder_kl_folder(out, spec, loaded.model.state_dict(), sample_size=_resolution(loaded))
-    vae = LiteVAE.from_pretrained(model, use_ema=use_ema)
-    factors = {k: spec.latent_factors[k] for k in ("scaling_factor", "shift_factor")
-               if spec.latent_factors.get(k) is not None}
-    if factors:
-        vae.register_to_config(**factors)
-    if stats is not None:
-        vae.set_latent_stats(stats)
-    vae.save_pretrained(str(out))
-    return dict(vae.config)

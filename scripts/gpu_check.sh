@@ -2,7 +2,7 @@
 # The GPU day in one command (issue 16 item 4): on one CUDA GPU, in under 8 minutes,
 #   (a) the GPU-marked tests (tests/test_gpu.py): CUDA forward/backward of every registered model, bf16
 #       autocast and fp16 + GradScaler train steps, a resume on CUDA, encode-dataset on CUDA with pinned memory;
-#   (b) benchmarks/gpu_bench.py: litevae-b vs SD-VAE encoder img/s and peak memory at 256 px, batch 32, bf16,
+#   (b) benchmarks/speed/gpu_bench.py: litevae-b vs SD-VAE encoder img/s and peak memory at 256 px, batch 32, bf16,
 #       and the phase-A / phase-B train-step img/s with LPIPS-VGG;
 #   (c) OUT/gpu_bench.json and OUT/gpu_bench.md (a table for BENCHMARKS.md), OUT/gpu_tests.log and
 #       OUT/gpu_tests.xml (JUnit), OUT/environment.txt.
@@ -52,10 +52,10 @@ tests_rc=${PIPESTATUS[0]}
 stamp "GPU tests exit status $tests_rc"
 
 # (b, c) Benchmark: 2.5-minute cap (about 1 minute expected).
-stamp "benchmark (benchmarks/gpu_bench.py)"
+stamp "benchmark (benchmarks/speed/gpu_bench.py)"
 bench_args=(--out "$OUT")
 if [[ "$DRY" == 1 ]]; then bench_args+=(--dry-run); fi
-timeout 150 "$PY" -W ignore::UserWarning benchmarks/gpu_bench.py "${bench_args[@]}"
+timeout 150 "$PY" -W ignore::UserWarning benchmarks/speed/gpu_bench.py "${bench_args[@]}"
 bench_rc=$?
 stamp "benchmark exit status $bench_rc"
 

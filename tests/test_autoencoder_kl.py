@@ -18,8 +18,9 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from litevae_cli import autoencoder_kl
-from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_autoencoder, save_atomic
+from litevae_cli.files import autoencoder_kl
+from litevae_cli.files.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
+from litevae_cli.files.model_file import load_autoencoder
 from litevae_cli.cli import app
 from litevae_cli.errors import UserError
 from litevae_cli.model_spec import ModelSpec

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_kl_sweep_script_parses():
-    assert subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "kl_sweep.sh")]).returncode == 0
+    assert subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "tuning" / "kl_sweep.sh")]).returncode == 0
 
 
 def test_curves_table_renders_arms_and_curves(tmp_path):
@@ -18,7 +18,7 @@ def test_curves_table_renders_arms_and_curves(tmp_path):
                         "mmd2_sum": 0.187},
               "rows": [{"phase": "pretrain", "step": 150, "minutes": 2.5, "psnr": 16.0, "ssim": 0.4}]}
     (tmp_path / "kl1e-3.json").write_text(json.dumps(result))
-    script = str(ROOT / "benchmarks" / "curves_table.py")
+    script = str(ROOT / "benchmarks" / "tuning" / "curves_table.py")
     arms = subprocess.run([sys.executable, script, str(tmp_path)], capture_output=True, text=True, check=True)
     assert "| kl1e-3 | loss.kl=1e-3 | 5.14 | 17.42 | 0.463 | 0.293 | 0.758 | 0.187 | - |" in arms.stdout
     curve = subprocess.run([sys.executable, script, str(tmp_path), "--curve"], capture_output=True, text=True,
@@ -29,7 +29,7 @@ def test_curves_table_renders_arms_and_curves(tmp_path):
 
 
 def test_quick_arms_runs_a_step_with_overrides():
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quick_arms.py"), "--steps", "2", "--batch", "2",
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tuning" / "quick_arms.py"), "--steps", "2", "--batch", "2",
                           "--kl", "1e-5", "--logvar-init", "0"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "'kl': 1e-05" in run.stdout and "'logvar_init': 0.0" in run.stdout

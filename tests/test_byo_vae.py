@@ -9,7 +9,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from litevae_cli.checkpoint import load_autoencoder
+from litevae_cli.files.model_file import load_autoencoder
 from litevae_cli.cli import app
 
 diffusers = pytest.importorskip("diffusers")

@@ -5,8 +5,9 @@ import pickle
 import pytest
 import torch
 
-from litevae_cli.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, export_model, latest_checkpoint, load_autoencoder,
-                                    load_checkpoint, save_atomic)
+from litevae_cli.files.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, latest_checkpoint, load_checkpoint, save_atomic)
+from litevae_cli.files.export import export_model
+from litevae_cli.files.model_file import load_autoencoder
 from litevae_cli.errors import UserError
 from litevae_cli.models import build_autoencoder
 

@@ -20,7 +20,7 @@ def test_version():
 
 
 def test_models_json_lists_every_required_name_with_counts():
-    result = runner.invoke(app, ["models", "--json"])
+    result = runner.invoke(app, ["models", "--json", "-"])
     assert result.exit_code == 0, result.output
     rows = {r["name"]: r for r in json.loads(result.stdout)}
     for name in ["litevae-s", "litevae-b", "litevae-m", "litevae-l", "sd-vae-encoder", "smc-decoder",

@@ -15,8 +15,10 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 import litevae_cli
-from litevae_cli import tiling
-from litevae_cli.checkpoint import export_model, load_autoencoder, load_checkpoint
+from litevae_cli.inference import tiling
+from litevae_cli.files.export import export_model
+from litevae_cli.files.model_file import load_autoencoder
+from litevae_cli.files.checkpoint import load_checkpoint
 from litevae_cli.cli import app
 from litevae_cli.models.posterior import DiagonalGaussian
 
@@ -96,7 +98,7 @@ def test_save_pretrained_round_trip_is_bit_identical(vae, tmp_path):
 
 
 def test_from_pretrained_takes_every_model_path_and_prefers_ema(tmp_path):
-    from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
+    from litevae_cli.files.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
     from litevae_cli.models import build_autoencoder
 
     torch.manual_seed(0)

@@ -9,9 +9,11 @@ import sys
 import pytest
 import torch
 import yaml
+from conftest import image_folder, write_preset
 from typer.testing import CliRunner
 
-from litevae_cli.checkpoint import load_autoencoder, load_checkpoint
+from litevae_cli.files.model_file import load_autoencoder
+from litevae_cli.files.checkpoint import load_checkpoint
 from litevae_cli.cli import app
 from litevae_cli.errors import UserError
 from litevae_cli.training.distill import latent_std, logvar_kl, logvar_nll
@@ -23,17 +25,11 @@ TEACHER_FACTORS = {"scaling_factor": 0.5, "shift_factor": 0.1}
 
 
 def _preset(tmp_path, name, **sections):
-    data = {"name": name, "phase": "pretrain",
-            "model": {"encoder": "sd-vae-encoder-tiny", "decoder": "sd-vae-decoder-tiny", "nz": 4,
-                      "latent_factors": TEACHER_FACTORS},
-            "data": {"resolution": 32, "workers": 0}, "loss": {"lpips": 0.0},
-            "train": {"steps": 2, "batch_size": 2, "precision": "fp32", "seed": 0},
-            "log": {"every": 1, "sample_every": 100, "checkpoint_every": 3, "tensorboard": False}}
-    for section, values in sections.items():
-        data[section] = {**data[section], **values} if isinstance(data.get(section), dict) and values else values
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
+    """conftest's TINY_PRESET with an SD-VAE-architecture model carrying published-style latent factors."""
+    teacher = {"name": name, "model": {"encoder": "sd-vae-encoder-tiny", "decoder": "sd-vae-decoder-tiny", "nz": 4,
+                                       "latent_factors": TEACHER_FACTORS},
+               "train": {"steps": 2, "seed": 0}, "log": {"sample_every": 100, "checkpoint_every": 3}}
+    return write_preset(tmp_path / f"{name}.yaml", teacher, sections)
 
 
 def _distill_preset(tmp_path, **sections):
@@ -58,18 +54,7 @@ def teacher(tmp_path_factory, make_images_module):
 
 @pytest.fixture(scope="module")
 def make_images_module():
-    import numpy as np
-    from PIL import Image
-
-    def make(folder, n=4, size=40):
-        folder = folder / "images"
-        folder.mkdir(exist_ok=True)
-        rng = np.random.default_rng(0)
-        for i in range(n):
-            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
-        return folder
-
-    return make
+    return lambda folder, n=4, size=40: image_folder(folder / "images", n, size)
 
 
 def _equal_states(a, b):

@@ -17,7 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import litevae_cli.latents.encode as E
-from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
+from litevae_cli.files.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
 from litevae_cli.cli import app
 from litevae_cli.data import eval_transform, load_image
 from litevae_cli.latents.reader import LatentShards, encode_key, list_shards, moments_from_npy
@@ -65,7 +65,7 @@ def _read_plain(out):
 
 
 def _direct_moments(ckpt, path, dtype):
-    from litevae_cli.checkpoint import load_autoencoder
+    from litevae_cli.files.model_file import load_autoencoder
 
     enc = load_autoencoder(ckpt).model.encoder
     x = eval_transform(load_image(path), RES)[0][None]

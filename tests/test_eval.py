@@ -10,8 +10,9 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from typer.testing import CliRunner
 
 from litevae_cli.metrics import evaluate, weights
-from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
+from litevae_cli.files.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
 from litevae_cli.cli import app
+from litevae_cli.data import parse_resolutions
 from litevae_cli.errors import UserError
 from litevae_cli.models import build_autoencoder
 from litevae_cli.runtime import setup_runtime
@@ -42,22 +43,22 @@ def lpips_random():
 
 def test_parse_metrics_and_resolutions():
     assert evaluate.parse_metrics("ssim, PSNR,rfid") == ["rfid", "psnr", "ssim"]
-    assert evaluate.parse_resolutions("256,512,256") == [256, 512]
+    assert parse_resolutions("256,512,256") == [256, 512]
     with pytest.raises(UserError, match="fid2"):
         evaluate.parse_metrics("psnr,fid2")
     with pytest.raises(UserError, match="multiple of 8"):
-        evaluate.parse_resolutions("250")
+        parse_resolutions("250")
     assert evaluate.required_weights(["psnr", "ssim"]) == []
     assert evaluate.required_weights(["rfid", "lpips"], "vgg") == ["vgg", "inception"]
 
 
 def test_rfid_without_inception_stops_before_any_work(ckpt, no_weights, monkeypatch):
     calls = []
-    import litevae_cli.checkpoint as checkpoint
-    import litevae_cli.progress as progress
+    import litevae_cli.files.model_file as model_file
+    import litevae_cli.jobs.progress as progress
     import litevae_cli.runtime as runtime
 
-    for mod, name in ((checkpoint, "load_autoencoder"), (progress, "make_progress"), (runtime, "setup_runtime")):
+    for mod, name in ((model_file, "load_autoencoder"), (progress, "make_progress"), (runtime, "setup_runtime")):
         monkeypatch.setattr(mod, name, lambda *a, _n=name, **k: calls.append(_n) or pytest.fail(f"{_n} called"))
     result = runner.invoke(app, ["eval", str(ckpt), "--data", "sample-holdout", "--metrics", "rfid,psnr"])
     assert result.exit_code != 0 and calls == []
@@ -68,7 +69,7 @@ def test_rfid_without_inception_stops_before_any_work(ckpt, no_weights, monkeypa
 
 def _direct_reference(ckpt, resolution, data="sample-holdout"):
     """uint8 originals and reconstructions computed here, independently of the eval loop."""
-    from litevae_cli.checkpoint import load_autoencoder
+    from litevae_cli.files.model_file import load_autoencoder
     from litevae_cli.data.loaders import make_eval_loader
 
     model = load_autoencoder(ckpt).model

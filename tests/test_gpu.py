@@ -20,7 +20,7 @@ import torch
 import yaml
 from PIL import Image
 
-from litevae_cli.checkpoint import load_checkpoint
+from litevae_cli.files.checkpoint import load_checkpoint
 from litevae_cli.models import list_models
 from litevae_cli.training.loop import train
 
@@ -31,7 +31,7 @@ B_ARCH = {
     "model": {"encoder": "litevae-b", "decoder": "smc-decoder", "nz": 12},
     "discriminator": {"name": "unet-disc-s", "start_step": 0},
     "data": {"resolution": 64, "workers": 2},
-    "loss": {"lpips": 0.0, "adversarial": 0.1},  # LPIPS-VGG on CUDA is timed by benchmarks/gpu_bench.py
+    "loss": {"lpips": 0.0, "adversarial": 0.1},  # LPIPS-VGG on CUDA is timed by benchmarks/speed/gpu_bench.py
     "train": {"steps": 4, "batch_size": 4, "precision": "bf16", "ema_decay": 0.999, "seed": 0},
     "log": {"every": 1, "sample_every": 2, "checkpoint_every": 2, "tensorboard": True},
 }

@@ -1,6 +1,6 @@
 """Issue 16 item 4c: scripts/gpu_check.sh parses and its CPU-runnable parts run here (`--dry-run`): the
 GPU tests are collected (one per registered model, plus the train, resume and encode tests) and skipped
-without CUDA, and benchmarks/gpu_bench.py writes its JSON and Markdown table from tiny models."""
+without CUDA, and benchmarks/speed/gpu_bench.py writes its JSON and Markdown table from tiny models."""
 
 import json
 import os

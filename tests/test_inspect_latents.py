@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from litevae_cli.latents import inspect as il
-from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
+from litevae_cli.files.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
 from litevae_cli.cli import app
 from litevae_cli.models import build_autoencoder
 

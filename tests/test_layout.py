@@ -120,7 +120,8 @@ def test_one_model_spec_type_without_torch():
 def test_a_checkpoint_stores_the_model_spec_once_and_old_version_2_files_still_load(tmp_path):
     import torch
 
-    from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_autoencoder, stored_config
+    from litevae_cli.files.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, stored_config
+    from litevae_cli.files.model_file import load_autoencoder
     from litevae_cli.config import config_to_dict, load_config
     from litevae_cli.models import create_autoencoder
     from litevae_cli.runtime import setup_runtime
@@ -139,3 +140,165 @@ def test_a_checkpoint_stores_the_model_spec_once_and_old_version_2_files_still_l
     torch.save(old, tmp_path / "old.pt")
     loaded = load_autoencoder(tmp_path / "old.pt")
     assert loaded.spec == cfg.model and loaded.config == config_to_dict(cfg) and loaded.step == 3
+
+
+# ----------------------------------------------------------------------------- issue 20: no circles
+def _modules() -> dict[str, Path]:
+    mods = {}
+    for p in PACKAGE.rglob("*.py"):
+        name = ".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts)
+        mods[name[: -len(".__init__")] if name.endswith(".__init__") else name] = p
+    return mods
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the package modules it imports, at any depth of its body (function-level imports too).
+    `from a.b import c` counts as a.b.c when that is a module, else a.b; a module's own ancestors
+    (packages already being imported) are left out."""
+    mods = _modules()
+
+    def targets(cur: str, node) -> set[str]:
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            base = node.module or ""
+            if node.level:
+                parts = cur.split(".") if mods[cur].name == "__init__.py" else cur.split(".")[:-1]
+                parts = parts[: len(parts) - (node.level - 1)]
+                base = ".".join(parts + ([base] if base else []))
+            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
+        out = set()
+        for n in names:
+            while n and n not in mods:
+                n = n.rpartition(".")[0]
+            if n and n != cur and not cur.startswith(n + "."):
+                out.add(n)
+        return out
+
+    return {m: set().union(*[targets(m, n) for n in ast.walk(_tree(p)) if isinstance(n, (ast.Import, ast.ImportFrom))])
+            for m, p in mods.items()}
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected component of more than one module (Tarjan): each holds a cycle of any length."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_finds_cycles_of_any_length():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_in_the_package():
+    """Function-level imports count: a lazy import hides a cycle, it does not cure it."""
+    assert import_cycles(import_graph()) == []
+
+
+def test_the_package_root_holds_only_cross_cutting_modules():
+    root = sorted(p.stem for p in PACKAGE.glob("*.py"))
+    # diffusers_vae: the public diffusers model, whose import path saved pipelines record (model_index.json)
+    assert root == ["__init__", "__main__", "config", "diffusers_vae", "errors", "model_spec", "runtime"], root
+
+
+def test_the_wheel_lists_every_sub_package():
+    text = (PACKAGE.parent / "pyproject.toml").read_text()
+    for init in PACKAGE.rglob("__init__.py"):
+        name = ".".join(init.parent.relative_to(PACKAGE.parent).parts)
+        assert f'"{name}"' in text, f"pyproject.toml [tool.setuptools] packages lacks {name}"
+
+
+def _command_functions():
+    for path in COMMAND_MODULES:
+        tree = _tree(path)
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and any(
+                    isinstance(d, ast.Name) and d.id == "user_errors" for d in node.decorator_list):
+                yield path, node
+
+
+def test_each_command_makes_one_library_call():
+    """A command body: imports, at most one `with runtime.open(...)`, one call into the package's library
+    (a name imported from litevae_cli inside the body, or the module's own one-call helper), then printing."""
+    for path, fn in _command_functions():
+        imported = {a.asname or a.name for n in ast.walk(fn) if isinstance(n, ast.ImportFrom)
+                    and (n.module or "").startswith("litevae_cli") and n.module != "litevae_cli" for a in n.names}
+        helpers = {n.name for n in _tree(path).body if isinstance(n, ast.FunctionDef) and n.name.startswith("_")
+                   and n is not fn}
+        calls = [n.func.id for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+                 and n.func.id in imported | helpers]
+        library = [c for c in calls if c not in {"resolve_options"}]  # eval: option resolution before the runtime
+        assert len(library) == 1, f"{path.name}:{fn.name} calls {calls}: one library call expected"
+        assert not any(isinstance(n, (ast.If, ast.For, ast.While)) and _raises(n) for n in ast.walk(fn)), \
+            f"{path.name}:{fn.name} validates options itself; the library owns its checks"
+
+
+def _raises(node) -> bool:
+    return any(isinstance(n, ast.Raise) and not _is_exit(n) for n in ast.walk(node))
+
+
+def _is_exit(node: ast.Raise) -> bool:
+    exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+    return isinstance(exc, ast.Attribute) and exc.attr == "Exit"
+
+
+def test_a_shared_option_has_one_meaning():
+    """Every option name means one thing across the commands: same type, default and help (a required
+    option has no default to compare). Shared options come from cli/common.py."""
+    import typer.main
+
+    from litevae_cli.cli import app
+
+    group = typer.main.get_command(app)
+    seen: dict[str, tuple[str, tuple, str | None]] = {}
+    for name, command in group.commands.items():
+        for param in command.params:
+            if param.param_type_name != "option":
+                continue
+            meaning = (repr(param.type_descriptor.annotation), param.min, param.max, param.is_flag, param.help)
+            default = None if param.required else repr(param.default)
+            for opt in param.opts:
+                if opt not in seen:
+                    seen[opt] = (name, meaning, default)
+                    continue
+                other, was, was_default = seen[opt]
+                assert meaning == was, f"{opt}: {name} says {meaning}, {other} says {was}"
+                assert None in (default, was_default) or default == was_default, \
+                    f"{opt}: default {default} in {name}, {was_default} in {other}"
+    for opt in ("--workers", "--weights-dir", "--no-ema", "--batch-size", "--resolution", "--limit", "--json"):
+        assert opt in seen, opt
+
+
+def test_every_command_that_loads_a_model_takes_no_ema():
+    import typer.main
+
+    from litevae_cli.cli import app
+
+    group = typer.main.get_command(app)
+    for name in ("eval", "encode-dataset", "reconstruct", "inspect-latents", "export"):
+        assert any("--no-ema" in p.opts for p in group.commands[name].params), name

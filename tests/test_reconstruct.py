@@ -9,13 +9,13 @@ from PIL import Image
 from skimage import data as skdata
 from typer.testing import CliRunner
 
-from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
+from litevae_cli.files.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
 from litevae_cli.cli import app
 from litevae_cli.models import build_autoencoder
 from litevae_cli.models.posterior import DiagonalGaussian
-from litevae_cli.metrics.reconstruct import reconstruct_tensor
+from litevae_cli.inference.reconstruct import reconstruct_tensor
 from litevae_cli.runtime import setup_runtime
-from litevae_cli.tiling import tile_starts
+from litevae_cli.inference.tiling import tile_starts
 
 runner = CliRunner()
 

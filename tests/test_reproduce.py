@@ -1,4 +1,4 @@
-"""`make reproduce` cannot rot: `benchmarks/reproduce.py --quick` runs every arm end to end (real CLI
+"""`make reproduce` cannot rot: `benchmarks/reproduce/reproduce.py --quick` runs every arm end to end (real CLI
 training, eval, inspect-latents, decoder hooks, encoder img/s), resumes, and its report has a verdict per
 claim; the verdict rule itself is checked on made-up numbers."""
 
@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "reproduce.py"
-sys.path.insert(0, str(ROOT / "benchmarks"))
+SCRIPT = ROOT / "benchmarks" / "reproduce" / "reproduce.py"
+sys.path.insert(0, str(ROOT / "benchmarks" / "reproduce"))
 
 from reproduce_report import CLAIMS, verdict  # noqa: E402
 

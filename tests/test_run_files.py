@@ -8,8 +8,9 @@ import stat
 
 import pytest
 
-from litevae_cli.atomic_write import atomic_path
-from litevae_cli.checkpoint import export_model, load_checkpoint, prune_numbered
+from litevae_cli.files.atomic import atomic_path
+from litevae_cli.files.export import export_model
+from litevae_cli.files.checkpoint import load_checkpoint, prune_numbered
 from litevae_cli.config import load_config
 from litevae_cli.errors import UserError
 from litevae_cli.training.loop import train

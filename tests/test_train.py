@@ -10,10 +10,11 @@ import math
 import numpy as np
 import pytest
 import torch
-import yaml
+from conftest import merged_preset
+from conftest import write_preset as conftest_write_preset
 from PIL import Image
 
-from litevae_cli.checkpoint import load_checkpoint
+from litevae_cli.files.checkpoint import load_checkpoint
 from litevae_cli.config import config_from_dict
 from litevae_cli.errors import UserError
 from litevae_cli.training.losses import GeneratorLoss
@@ -21,27 +22,16 @@ from litevae_cli.runtime import setup_runtime
 from litevae_cli.training.loop import train, train_step
 from litevae_cli.training.state import build_train_state, capture_rng, restore_rng
 
-TINY = {
-    "name": "tiny", "phase": "pretrain",
-    "model": {"encoder": "litevae-tiny", "decoder": "smc-decoder-tiny", "nz": 4},
-    "data": {"resolution": 32, "workers": 0},
-    "loss": {"lpips": 0.0},
-    "train": {"steps": 6, "batch_size": 2, "precision": "fp32", "seed": 0},
-    "log": {"every": 1, "sample_every": 3, "checkpoint_every": 3, "tensorboard": False},
-}
+# TINY_PRESET (conftest) as these tests train it: 6 steps, a sample grid and a checkpoint every 3.
+TINY = {"train": {"steps": 6, "seed": 0}, "log": {"sample_every": 3, "checkpoint_every": 3}}
 
 
 def tiny_cfg(**sections):
-    data = yaml.safe_load(yaml.safe_dump(TINY))
-    for section, values in sections.items():
-        data.setdefault(section, {}).update(values) if isinstance(values, dict) else data.update({section: values})
-    return data
+    return merged_preset(TINY, sections)
 
 
 def write_preset(tmp_path, name="tiny.yaml", **sections):
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(tiny_cfg(**sections)))
-    return str(path)
+    return conftest_write_preset(tmp_path / name, TINY, sections)
 
 
 def image_folder(tmp_path, n=4, size=40):

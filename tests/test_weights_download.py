@@ -19,7 +19,7 @@ import torch
 import torchvision
 from typer.testing import CliRunner
 
-from litevae_cli.metrics import weights_download
+from litevae_cli.metrics import weights as weights_download
 from litevae_cli.cli import app
 from litevae_cli.errors import UserError
 from litevae_cli.metrics.weights import build_lpips, find_weight
@@ -114,14 +114,13 @@ def test_without_the_flag_nothing_is_fetched_and_the_offline_message_stays(mirro
     assert requests == [] and not _cache(tmp_path).exists()
 
 
-def test_flag_scope_weights_dir_target_and_a_folder_mirror(mirror, tmp_path, monkeypatch, capsys):
+def test_download_argument_weights_dir_target_and_a_folder_mirror(mirror, tmp_path, monkeypatch, capsys):
     _, served, requests, _ = mirror
     monkeypatch.setenv(weights_download.ENV_MIRROR, str(served))  # a plain folder, as on an air-gapped site
     monkeypatch.setattr("rich.console.Console.is_terminal", property(lambda self: True))  # the live bar's path
-    with weights_download.allowed(True):
-        path = find_weight("alex", tmp_path / "wdir")
+    path = find_weight("alex", tmp_path / "wdir", download=True)
     assert path == tmp_path / "wdir" / ALEX and path.read_bytes() == (served / ALEX).read_bytes()
-    assert requests == [] and not weights_download.requested()  # the flag ends with its block
+    assert requests == [] and not weights_download.requested()  # an argument: nothing global stays set
     captured = capsys.readouterr()
     assert f"download {ALEX}" in captured.err and f"downloaded {ALEX}" in captured.out
 
@@ -129,8 +128,8 @@ def test_flag_scope_weights_dir_target_and_a_folder_mirror(mirror, tmp_path, mon
 def test_http_errors_and_bad_settings_are_one_line(mirror, tmp_path, monkeypatch):
     base, served, _, _ = mirror
     (served / ALEX).unlink()
-    with weights_download.allowed(True), pytest.raises(UserError) as err:
-        find_weight("alex")
+    with pytest.raises(UserError) as err:
+        find_weight("alex", download=True)
     assert f"cannot download {ALEX} from {base}/{ALEX}: HTTP 404" in str(err.value) and "\n" not in str(err.value)
     assert list(_cache(tmp_path).iterdir()) == []
     monkeypatch.setenv(weights_download.ENV_DOWNLOAD, "maybe")
@@ -152,11 +151,11 @@ def test_pins_cover_every_weight_and_match_torchvisions_name_prefixes():
 
 
 @pytest.mark.parametrize("command, preset", [("pretrain", "demo"), ("finetune", "demo-finetune")])
-def test_train_commands_and_train_carry_the_flag_into_the_loop(monkeypatch, tmp_path, command, preset):
+def test_train_commands_and_train_pass_download_weights_to_the_loop(monkeypatch, tmp_path, command, preset):
     from litevae_cli.training import loop
 
     seen = []
-    monkeypatch.setattr(loop, "run", lambda rt, cfg, data, out, **kw: seen.append(weights_download.requested()) or 0)
+    monkeypatch.setattr(loop, "run", lambda rt, cfg, data, out, **kw: seen.append(kw["download_weights"]) or 0)
     monkeypatch.delenv(weights_download.ENV_DOWNLOAD, raising=False)
     for flag in ([], ["--download-weights"]):
         result = runner.invoke(app, [command, "--preset", preset, "--data", "sample", "--out", str(tmp_path / "run"),
@@ -164,4 +163,4 @@ def test_train_commands_and_train_carry_the_flag_into_the_loop(monkeypatch, tmp_
         assert result.exit_code == 0, result.output
     assert loop.train(command, preset, "sample", tmp_path / "run", device="cpu", precision="fp32",
                       download_weights=True) == 0
-    assert seen == [False, True, True] and not weights_download.requested()  # the flag ends with the command
+    assert seen == [False, True, True] and not weights_download.requested()  # an argument, never a global flag

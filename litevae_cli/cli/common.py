@@ -19,26 +19,59 @@ from litevae_cli.errors import Stopped, UserError, one_line
 
 EXIT_USER_ERROR = 2
 
-# What every MODEL argument accepts (checkpoint.load_autoencoder resolves it).
+# Every option that several commands take is defined here, once: one type, one default, one help text
+# (tests/test_layout.py walks the app and fails on a second meaning). A default of None means "the
+# library's default" (the called function owns it), never a second default written in a command.
 MODEL_HELP = "Checkpoint .pt, run directory (its last checkpoint), export .safetensors or diffusers folder."
+ModelArg = Annotated[str, typer.Argument(help=MODEL_HELP)]  # files.model_file.load_autoencoder resolves it
 
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cuda, mps or cpu (default: the best available).")]
 PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 or fp16.")]
-BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per batch.")]
-OutDirOpt = Annotated[Path, typer.Option("--out", help="Output directory.")]
-JsonOutOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON to this file.")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per batch (default: the "
+                                                     "preset's when training, else the command's).")]
+DATA = typer.Option("--data", help="Images: a folder, WebDataset shards (dir/train-{000000..000009}.tar) or "
+                    "sample / sample-holdout / sample-all (the embedded photographs).")
+DataOpt = Annotated[str, DATA]
+OutDirOpt = Annotated[Path, typer.Option("--out", help="Output directory (rerunning a training or encode-dataset "
+                                         "command with the same --out resumes it).")]
+ResolutionOpt = Annotated[Optional[str], typer.Option(
+    "--resolution", help="Square size in pixels (shorter side resized, then center-cropped; a multiple of 8; "
+    "default 256); eval takes a comma list, e.g. 256,512.")]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N images of the source.")]
+JsonOutOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON to this file "
+                                                    "('-': print the JSON instead).")]
+NoEmaOpt = Annotated[bool, typer.Option("--no-ema", help="Use the raw weights even if EMA weights exist.")]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=0, help="Data-loading worker processes per "
+                                                   "rank (default: the preset's when training, 0 for eval, "
+                                                   "min(4, CPU cores) for encode-dataset).")]
+WeightsDirOpt = Annotated[Optional[Path], typer.Option("--weights-dir", help="Folder searched first for the "
+                                                       "reference weights (LPIPS backbone, Inception), before "
+                                                       "the torch hub cache; --download-weights stores them here.")]
+CropOpt = Annotated[str, typer.Option("--crop", help="center (resize the shorter side + center crop) or adm.")]
+PresetOpt = Annotated[str, typer.Option("--preset", help="Preset name (see presets/) or path to a YAML file.")]
 DownloadWeightsOpt = Annotated[bool, typer.Option(
     "--download-weights", help="Fetch missing reference weights (LPIPS backbone, Inception) into --weights-dir or the "
     "torch hub cache, each checked against a pinned sha256; from $LITEVAE_WEIGHTS_MIRROR when set. "
     "Same as LITEVAE_DOWNLOAD_WEIGHTS=1.")]
 
 
-def write_json(path: Path, obj: dict) -> None:
-    """Write a command's `--json` report (parents created) and say where."""
+def check_json_out(path: Optional[Path]) -> None:
+    """Before any work: --json PATH can be written (`-`, stdout, always can)."""
+    from litevae_cli.files.outputs import check_out_file
+
+    if path is not None and str(path) != "-":
+        check_out_file(path, "--json")
+
+
+def write_json(path: Path, obj) -> None:
+    """Write a command's `--json` report (parents created) and say where; `-` prints it instead."""
     import json
 
-    from litevae_cli.outputs import writing
+    from litevae_cli.files.outputs import writing
 
+    if str(path) == "-":
+        typer.echo(json.dumps(obj, indent=2))
+        return
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(obj, indent=2) + "\n")

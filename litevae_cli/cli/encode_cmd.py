@@ -1,26 +1,24 @@
-"""`litevae encode-dataset`: open the runtime, call `litevae_cli.latents.encode.encode_dataset`, print a summary."""
+"""`litevae encode-dataset`: open the runtime, call `litevae_cli.latents.encode.encode_dataset` (which owns the
+defaults: resolution, batch, workers), print its summary on rank 0."""
 
 from __future__ import annotations
 
-import os
-
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from litevae_cli.cli.common import MODEL_HELP, BatchSizeOpt, DeviceOpt, OutDirOpt, PrecisionOpt, user_errors
+from litevae_cli.cli.common import (BatchSizeOpt, CropOpt, DataOpt, DeviceOpt, LimitOpt, ModelArg, NoEmaOpt, OutDirOpt,
+                                    PrecisionOpt, ResolutionOpt, WorkersOpt, user_errors)
 
 
 @user_errors
 def encode_dataset(
-    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
-    data: Annotated[str, typer.Option("--data",
-        help="Image folder, WebDataset shards (dir/x-{000000..000009}.tar) or sample/sample-holdout/sample-all.")],
+    model: ModelArg,
+    data: DataOpt,
     out: OutDirOpt,
-    resolution: Annotated[int, typer.Option("--resolution",
-        help="Square crop size in pixels (a multiple of 8, at least 16).")] = 256,
-    batch_size: BatchSizeOpt = 32,
+    resolution: ResolutionOpt = None,
+    batch_size: BatchSizeOpt = None,
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Samples per tar shard.")] = 1000,
     flip: Annotated[bool, typer.Option("--flip", help="Also store moments of the horizontally flipped image.")] = False,
     dtype: Annotated[str, typer.Option("--dtype",
@@ -29,11 +27,10 @@ def encode_dataset(
         help="Delete a previous encoding in --out and start over (default: resume it).")] = False,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=0,
-        help="Data-loading worker processes (default: min(4, CPU cores)).")] = None,
-    crop: Annotated[str, typer.Option("--crop", help="center (resize short side + center crop) or adm.")] = "center",
-    limit: Annotated[Optional[int], typer.Option("--limit", min=0,
-        help="Only the first N images of the source.")] = None,
+    workers: WorkersOpt = None,
+    crop: CropOpt = "center",
+    limit: LimitOpt = None,
+    no_ema: NoEmaOpt = False,
 ) -> None:
     """Encode a dataset into latent WebDataset shards (moments.npy per image) plus stats.json.
 
@@ -45,19 +42,22 @@ def encode_dataset(
     """
     from litevae_cli import runtime
     from litevae_cli.latents.encode import encode_dataset as run
-    from litevae_cli.latents.reader import STATS_NAME
 
-    workers = min(4, os.cpu_count() or 1) if workers is None else workers
     with runtime.open(device, precision or "fp32") as rt:
-        result = run(rt, model, data, Path(out), resolution=resolution, batch_size=batch_size or 32,
-                     shard_size=shard_size, flip=flip, dtype=dtype, overwrite=overwrite, workers=workers, crop=crop,
-                     limit=limit)
-    if "scaling_factor" not in result:  # not rank 0 under torchrun
-        return
+        result = run(rt, model, data, Path(out), resolution=resolution, batch_size=batch_size, shard_size=shard_size,
+                     flip=flip, dtype=dtype, overwrite=overwrite, workers=workers, crop=crop, limit=limit,
+                     use_ema=not no_ema)
+    if result is not None:  # rank 0
+        print_summary(result, Path(out))
+
+
+def print_summary(result: dict, out: Path) -> None:
+    from litevae_cli.latents.stats import STATS_NAME
+
     rate = result["encoded_now"] / result["seconds"] if result["seconds"] > 0 else float("nan")
     typer.echo(f"encoded {result['encoded_now']} images now ({rate:.1f} img/s); {result['count']} in total in "
                f"{len(result['shards'])} shards, {result['skipped']} skipped")
     sampled = result["normalization"]["sample"]
     typer.echo(f"scaling_factor {sampled['scaling_factor']:.6g} for sampled latents, {result['scaling_factor']:.6g} "
                f"for posterior means; shift_factor {result['shift_factor']:.6g}; mean posterior std "
-               f"{result['posterior_std_mean']:.4g} -> {Path(out) / STATS_NAME}")
+               f"{result['posterior_std_mean']:.4g} -> {out / STATS_NAME}")

@@ -13,25 +13,25 @@ from typing import Annotated, Optional
 
 import typer
 
-from litevae_cli.cli.common import (MODEL_HELP, BatchSizeOpt, DeviceOpt, DownloadWeightsOpt, JsonOutOpt, PrecisionOpt,
-                                    user_errors, write_json)
+from litevae_cli.cli.common import (BatchSizeOpt, CropOpt, DataOpt, DeviceOpt, DownloadWeightsOpt, JsonOutOpt, LimitOpt,
+                                    ModelArg, NoEmaOpt, PrecisionOpt, ResolutionOpt, WeightsDirOpt, WorkersOpt,
+                                    check_json_out, user_errors, write_json)
 
 
 @user_errors
 def eval_command(
-    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
-    data: Annotated[str, typer.Option("--data", help="Images: a folder, .tar shards, or sample / sample-holdout.")],
+    model: ModelArg,
+    data: DataOpt,
     metrics: Annotated[str, typer.Option("--metrics", help="Comma list of rfid, lpips, psnr, ssim.")] = "psnr,ssim",
-    resolution: Annotated[str, typer.Option("--resolution", help="One or more, comma separated: 256,512.")] = "256",
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N images.")] = None,
+    resolution: ResolutionOpt = None,
+    limit: LimitOpt = None,
     batch_size: BatchSizeOpt = None,
     json_out: JsonOutOpt = None,
-    weights_dir: Annotated[Optional[Path], typer.Option("--weights-dir", help="Folder searched first for "
-                           "inception-2015-12-05.pt and the LPIPS backbone.")] = None,
-    crop: Annotated[str, typer.Option("--crop", help="center (resize shorter side + center crop) or adm.")] = "center",
+    weights_dir: WeightsDirOpt = None,
+    crop: CropOpt = "center",
     lpips_net: Annotated[str, typer.Option("--lpips-net", help="LPIPS backbone: alex (default, the reporting convention) or vgg (what the B presets train with).")] = "alex",
-    no_ema: Annotated[bool, typer.Option("--no-ema", help="Use the raw weights even if EMA weights exist.")] = False,
-    workers: Annotated[int, typer.Option("--workers", min=0, help="Data loader worker processes.")] = 0,
+    no_ema: NoEmaOpt = False,
+    workers: WorkersOpt = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
     download_weights: DownloadWeightsOpt = False,
@@ -51,26 +51,33 @@ def eval_command(
     """
     from litevae_cli import runtime
     from litevae_cli.metrics.evaluate import resolve_options, run_eval
-    from litevae_cli.outputs import check_out_file, skipped_lines, writing
 
-    opts = resolve_options(metrics, resolution, batch_size=batch_size or 16, limit=limit, crop=crop,
-                           lpips_net=lpips_net, weights_dir=weights_dir, use_ema=not no_ema, workers=workers,
+    opts = resolve_options(metrics, resolution, batch_size=batch_size, limit=limit, crop=crop, lpips_net=lpips_net,
+                           weights_dir=weights_dir, use_ema=not no_ema, workers=workers,
                            download_weights=download_weights)
-    if json_out is not None:
-        check_out_file(json_out, "--json")
+    check_json_out(json_out)
     with runtime.open(device, precision or "fp32") as rt:
         report = run_eval(model, data, opts, rt)
-    if not rt.is_main:
-        return
+    if rt.is_main:
+        print_report(report)
+        write_outputs(report, json_out)
+
+
+def write_outputs(report: dict, json_out) -> None:
+    """--json: the report, and the unreadable images in NAME.skipped.txt beside it."""
+    from litevae_cli.files.outputs import skipped_lines, writing
+
     skipped = report.pop("skipped_files")
-    print_report(report)
-    if json_out is not None:
-        write_json(json_out, report)
-        listed = json_out.with_name(f"{json_out.stem}.skipped.txt")
-        with writing(listed):
-            listed.write_text(skipped_lines(skipped))
-        if skipped:
-            typer.echo(f"{len(skipped)} unreadable image(s) listed in {listed}")
+    if json_out is None:
+        return
+    write_json(json_out, report)
+    if str(json_out) == "-":
+        return
+    listed = json_out.with_name(f"{json_out.stem}.skipped.txt")
+    with writing(listed):
+        listed.write_text(skipped_lines(skipped))
+    if skipped:
+        typer.echo(f"{len(skipped)} unreadable image(s) listed in {listed}")
 
 
 def print_report(report: dict) -> None:

@@ -13,8 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from litevae_cli.cli.common import (MODEL_HELP, BatchSizeOpt, DeviceOpt, JsonOutOpt, OutDirOpt, PrecisionOpt,
-                                    user_errors, write_json)
+from litevae_cli.cli.common import (MODEL_HELP, BatchSizeOpt, DATA, DeviceOpt, JsonOutOpt, LimitOpt, NoEmaOpt, OutDirOpt,
+                                    PrecisionOpt, ResolutionOpt, check_json_out, user_errors, write_json)
 
 
 @user_errors
@@ -22,21 +22,19 @@ def inspect_latents_command(
     out: OutDirOpt,
     model: Annotated[Optional[str], typer.Argument(
         help=MODEL_HELP[:-1] + " (leave out with --latents).")] = None,
-    data: Annotated[Optional[str], typer.Option("--data", help="Images to encode: folder, .tar shards, "
-                                                "sample or sample-holdout.")] = None,
+    data: Annotated[Optional[str], DATA] = None,
     latents: Annotated[Optional[str], typer.Option("--latents", help="Instead of MODEL + --data: an "
                                                    "encode-dataset output directory (latents-*.tar) or a "
                                                    "brace pattern of its shards.")] = None,
-    resolution: Annotated[int, typer.Option("--resolution", help="Encode at this resolution "
-                                            "(shorter side + center crop).")] = 256,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N images.")] = None,
+    resolution: ResolutionOpt = None,
+    limit: LimitOpt = None,
     mmd_samples: Annotated[int, typer.Option("--mmd-samples", min=2, help="Images used for the MMD and the "
                                              "histograms (the first N).")] = 1000,
     examples: Annotated[int, typer.Option("--examples", min=1, help="Images shown in latent_channels.png.")] = 4,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the N(0, I) samples of the MMD.")] = 0,
     batch_size: BatchSizeOpt = None,
     json_out: JsonOutOpt = None,
-    no_ema: Annotated[bool, typer.Option("--no-ema", help="Use the raw weights even if EMA weights exist.")] = False,
+    no_ema: NoEmaOpt = False,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
 ) -> None:
@@ -51,13 +49,11 @@ def inspect_latents_command(
     """
     from litevae_cli import runtime
     from litevae_cli.latents.inspect import inspect_latents
-    from litevae_cli.outputs import check_out_file
 
-    if json_out is not None:
-        check_out_file(json_out, "--json")
+    check_json_out(json_out)
     with runtime.open(device, precision or "fp32", distributed=False) as rt:
         report = inspect_latents(rt, out, model=model, data=data, latents=latents, resolution=resolution, limit=limit,
-                                 mmd_samples=mmd_samples, examples=examples, seed=seed, batch_size=batch_size or 16,
+                                 mmd_samples=mmd_samples, examples=examples, seed=seed, batch_size=batch_size,
                                  use_ema=not no_ema, log=typer.echo)
     print_report(report)
     if json_out is not None:

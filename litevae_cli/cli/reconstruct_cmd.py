@@ -1,4 +1,4 @@
-"""`litevae reconstruct`: open the runtime, call `litevae_cli.metrics.reconstruct.reconstruct_images`, print a table."""
+"""`litevae reconstruct`: open the runtime, call `litevae_cli.inference.reconstruct.reconstruct_images`, print a table."""
 
 from __future__ import annotations
 
@@ -7,22 +7,23 @@ from typing import Annotated, Optional
 
 import typer
 
-from litevae_cli.cli.common import MODEL_HELP, DeviceOpt, OutDirOpt, PrecisionOpt, user_errors
+from litevae_cli.cli.common import (DeviceOpt, ModelArg, NoEmaOpt, OutDirOpt, PrecisionOpt, ResolutionOpt,
+                                    user_errors)
 
 
 @user_errors
 def reconstruct(
-    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
+    model: ModelArg,
     images: Annotated[list[str], typer.Argument(help="Image files or folders.")],
     out: OutDirOpt,
-    resolution: Annotated[Optional[int], typer.Option("--resolution",
-        help="Resize the shorter side to R and center crop RxR (default 256).")] = None,
+    resolution: ResolutionOpt = None,
     native: Annotated[bool, typer.Option("--native",
         help="Keep every image at its own size (no resize or crop).")] = False,
     tile: Annotated[int, typer.Option("--tile", min=0,
         help="Process images larger than this in NxN tiles (multiple of 8; 0 = never tile).")] = 512,
     overlap: Annotated[Optional[int], typer.Option("--overlap", min=0,
         help="Tile overlap in pixels, blended (multiple of 8; default tile/4).")] = None,
+    no_ema: NoEmaOpt = False,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
 ) -> None:
@@ -34,16 +35,19 @@ def reconstruct(
       litevae reconstruct model.safetensors big_scan.png --native --tile 512 --out recon/
     """
     from litevae_cli import runtime
-    from litevae_cli.errors import UserError
-    from litevae_cli.metrics.reconstruct import ERROR_AMPLIFY, reconstruct_images
+    from litevae_cli.inference.reconstruct import reconstruct_images
 
-    if native and resolution is not None:
-        raise UserError("give either --resolution or --native, not both")
-    res = None if native else (resolution or 256)
     with runtime.open(device, precision or "fp32", distributed=False) as rt:
-        results = reconstruct_images(rt, model, images, Path(out), resolution=res, tile=tile or None, overlap=overlap)
+        results = reconstruct_images(rt, model, images, Path(out), resolution=resolution, native=native, tile=tile,
+                                     overlap=overlap, use_ema=not no_ema)
+    print_table(results, out)
+
+
+def print_table(results, out) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from litevae_cli.inference.reconstruct import ERROR_AMPLIFY
 
     table = Table(title=f"reconstructions in {out} (error map amplified {ERROR_AMPLIFY:g}x)")
     for col, justify in (("image", "left"), ("size", "right"), ("tiles", "right"), ("PSNR dB", "right"),

@@ -1,37 +1,28 @@
-"""`litevae pretrain`, `litevae finetune` and `litevae distill`: thin Typer commands over `training.loop.run`.
+"""`litevae pretrain`, `litevae finetune` and `litevae distill`: thin Typer commands over `training.loop.train`.
 
-The three take the same options (declared once below) and make the same library call; finetune adds
-`--from` and `--train`, distill `--teacher` and `--student`. torch is imported inside the call, so
-`litevae --help` stays fast.
+The three take the same options (shared ones from `cli.common`) and make the same library call, which
+resolves the config, opens the runtime and runs the loop; finetune adds `--from` and `--train`, distill
+`--teacher` and `--student`. torch is imported inside the call, so `litevae --help` stays fast.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from litevae_cli.cli.common import BatchSizeOpt, DeviceOpt, DownloadWeightsOpt, PrecisionOpt, user_errors
+from litevae_cli.cli.common import (BatchSizeOpt, DataOpt, DeviceOpt, DownloadWeightsOpt, OutDirOpt, PrecisionOpt,
+                                    PresetOpt, WeightsDirOpt, WorkersOpt, user_errors)
 
-PresetOpt = Annotated[str, typer.Option("--preset", help="Preset name (see presets/) or path to a YAML file.")]
-DataOpt = Annotated[str, typer.Option("--data", help="Image folder, shard pattern dir/train-{000000..000009}.tar, "
-                                                     "or 'sample' (the embedded sample set).")]
-RunOutOpt = Annotated[Path, typer.Option("--out", help="Run directory; rerunning with the same --out resumes.")]
 StepsOpt = Annotated[Optional[int], typer.Option("--steps", min=1, help="Optimizer steps (overrides train.steps).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. --set optim.lr=2e-4 "
                                                                     "(repeatable; values are YAML).")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the resolved config as YAML and exit; writes nothing.")]
-WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=0, help="Data-loading worker processes per rank.")]
-WeightsDirOpt = Annotated[Optional[Path], typer.Option("--weights-dir", help="Folder holding the LPIPS backbone "
-                                                                             "weights (else the torch hub cache).")]
 FromOpt = Annotated[Optional[Path], typer.Option("--from", help="Model to start from: a phase-A checkpoint or run "
                                                                 "directory (its EMA weights when present), an export "
                                                                 ".safetensors or a diffusers folder; optimizers and "
                                                                 "step start fresh.")]
-
-
 TrainOpt = Annotated[Optional[str], typer.Option("--train", help="all, or decoder: the encoder stays frozen, so its "
                                                                   "latents (and every diffusion model trained on "
                                                                   "them) stay valid (sets train.trainable).")]
@@ -42,34 +33,17 @@ StudentOpt = Annotated[Optional[str], typer.Option("--student", help="The studen
                                                                      "encoder it starts from.")]
 
 
-def _run(phase: str, preset, data, out, flags: dict, overrides, dry_run, device, weights_dir, download_weights,
-         init_from=None) -> None:
-    """The command: resolve the config (one pass; the phase checked; `flags` maps each dedicated flag to
-    its value or None), open the runtime, run the loop (missing reference weights fetched and verified
-    during it when --download-weights)."""
-    import os
+def _train(command: str, **options) -> None:
+    """The one library call (`training.loop.train`); a non-zero exit code (a stop signal) becomes the process's."""
+    from litevae_cli.training.loop import train
 
-    # Before torch (and its OpenMP) loads: idle OpenMP threads sleep instead of spinning. On shared or
-    # busy CPUs spinning threads steal the cores the step needs (demo step on a loaded 2-core machine:
-    # 2.5-7 s with the default policy, 1.0 s with PASSIVE). An explicit setting in the environment wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from litevae_cli import runtime
-    from litevae_cli.config import dump_config, resolve_config
-    from litevae_cli.metrics.weights_download import allowed
-    from litevae_cli.training import loop
-
-    cfg = resolve_config(preset, overrides, flags, phase=phase)
-    if dry_run:  # print the resolved config; touch nothing
-        dump_config(cfg, sys.stdout)
-        return
-    with allowed(download_weights), runtime.open(device, cfg.train.precision) as rt:
-        code = loop.run(rt, cfg, data, Path(out), init_from=init_from, weights_dir=weights_dir)
+    code = train(command, **options)
     if code:
         raise typer.Exit(code)
 
 
 @user_errors
-def pretrain(preset: PresetOpt, data: DataOpt, out: RunOutOpt, steps: StepsOpt = None, batch_size: BatchSizeOpt = None,
+def pretrain(preset: PresetOpt, data: DataOpt, out: OutDirOpt, steps: StepsOpt = None, batch_size: BatchSizeOpt = None,
              device: DeviceOpt = None, precision: PrecisionOpt = None, overrides: SetOpt = None,
              dry_run: DryRunOpt = False, workers: WorkersOpt = None, weights_dir: WeightsDirOpt = None,
              download_weights: DownloadWeightsOpt = False) -> None:
@@ -84,12 +58,13 @@ def pretrain(preset: PresetOpt, data: DataOpt, out: RunOutOpt, steps: StepsOpt =
       litevae pretrain --preset b-pretrain --data /data/imagenet/train --out runs/b-a --download-weights\n
       litevae pretrain --preset b-pretrain --data 'shards/train-{000000..000099}.tar' --out runs/b-a --set optim.lr=2e-4
     """
-    _run("pretrain", preset, data, out, {"--steps": steps, "--batch-size": batch_size, "--precision": precision,
-                                         "--workers": workers}, overrides, dry_run, device, weights_dir, download_weights)
+    _train("pretrain", preset=preset, data=data, out=out, steps=steps, batch_size=batch_size, device=device,
+           precision=precision, overrides=overrides or (), dry_run=dry_run, workers=workers, weights_dir=weights_dir,
+           download_weights=download_weights)
 
 
 @user_errors
-def finetune(preset: PresetOpt, data: DataOpt, out: RunOutOpt, init_from: FromOpt = None, train: TrainOpt = None,
+def finetune(preset: PresetOpt, data: DataOpt, out: OutDirOpt, init_from: FromOpt = None, train: TrainOpt = None,
              steps: StepsOpt = None, batch_size: BatchSizeOpt = None, device: DeviceOpt = None,
              precision: PrecisionOpt = None, overrides: SetOpt = None, dry_run: DryRunOpt = False,
              workers: WorkersOpt = None, weights_dir: WeightsDirOpt = None,
@@ -107,14 +82,14 @@ def finetune(preset: PresetOpt, data: DataOpt, out: RunOutOpt, init_from: FromOp
       litevae finetune --preset b-finetune --from runs/b-a/checkpoints/last.pt --data /data/imagenet/train --out runs/b-b\n
       litevae finetune --preset sd-decoder-ft --from vae/sd15 --data /data/laion --out runs/sd15-dec
     """
-    _run("finetune", preset, data, out, {"--steps": steps, "--batch-size": batch_size, "--precision": precision,
-                                         "--workers": workers, "--train": train}, overrides, dry_run, device,
-         weights_dir, download_weights, init_from=init_from)
+    _train("finetune", preset=preset, data=data, out=out, init_from=init_from, train=train, steps=steps,
+           batch_size=batch_size, device=device, precision=precision, overrides=overrides or (), dry_run=dry_run,
+           workers=workers, weights_dir=weights_dir, download_weights=download_weights)
 
 
 @user_errors
-def distill(teacher: TeacherOpt, data: DataOpt, out: RunOutOpt, student: StudentOpt = None,
-            preset: Annotated[str, typer.Option("--preset", help="Preset name or YAML path.")] = "distill",
+def distill(teacher: TeacherOpt, data: DataOpt, out: OutDirOpt, student: StudentOpt = None,
+            preset: PresetOpt = "distill",
             steps: StepsOpt = None, batch_size: BatchSizeOpt = None, device: DeviceOpt = None,
             precision: PrecisionOpt = None, overrides: SetOpt = None, dry_run: DryRunOpt = False,
             workers: WorkersOpt = None, weights_dir: WeightsDirOpt = None,
@@ -132,6 +107,6 @@ def distill(teacher: TeacherOpt, data: DataOpt, out: RunOutOpt, student: Student
       litevae distill --teacher vae/flux --student litevae-s --data shards/train-{000000..000099}.tar --out runs/d-flux\n
       litevae export runs/distill-sd15 litevae-b-sd15 --format diffusers
     """
-    _run("distill", preset, data, out, {"--steps": steps, "--batch-size": batch_size, "--precision": precision,
-                                        "--workers": workers, "--teacher": teacher, "--student": student},
-         overrides, dry_run, device, weights_dir, download_weights)
+    _train("distill", preset=preset, data=data, out=out, teacher=teacher, student=student, steps=steps,
+           batch_size=batch_size, device=device, precision=precision, overrides=overrides or (), dry_run=dry_run,
+           workers=workers, weights_dir=weights_dir, download_weights=download_weights)

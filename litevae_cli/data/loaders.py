@@ -21,7 +21,7 @@ Eval (`make_eval_loader`) -> {"images": [B,3,R,R], "meta": [dict], "skipped": [(
   image), plus cls/class_name when known. Shards with workers > 0: every worker scans all shards
   (decoding only its own blocks of batch_size), so the order stays exact.
 
-Workers ignore SIGINT/SIGTERM (`litevae_cli.stopping`: the main process stops the loop) and close
+Workers ignore SIGINT/SIGTERM (`litevae_cli.jobs.stopping`: the main process stops the loop) and close
 their copies of output-folder locks (so a lock dies with the main process). `require_readable`
 stops a command up front when its source holds no image that decodes.
 """
@@ -42,8 +42,8 @@ from litevae_cli.data.sources import (DEFAULT_RESCALE, DEFAULT_SHUFFLE_BUFFER, S
                               ImageSource, decode_image_bytes, eval_transform, load_image, resolve_source,
                               shard_stem, train_transform)
 from litevae_cli.errors import one_line
-from litevae_cli.outputs import release_inherited_locks
-from litevae_cli.stopping import ignore_stop_signals
+from litevae_cli.files.outputs import release_inherited_locks
+from litevae_cli.jobs.stopping import ignore_stop_signals
 
 
 # ----------------------------------------------------------------------------- shared helpers

@@ -198,6 +198,30 @@ def check_side(value: int, what: str) -> int:
     return value
 
 
+DEFAULT_RESOLUTION = 256  # px, what --resolution means when it is not given
+
+
+def parse_resolutions(text, default: int = DEFAULT_RESOLUTION) -> list[int]:
+    """--resolution: '256,512' -> [256, 512] (None -> [default]); each a side the models take (`check_side`)."""
+    if text is None:
+        return [default]
+    try:
+        res = [int(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--resolution must be integers separated by commas, got {text!r}") from None
+    if not res:
+        raise UserError(f"--resolution: no resolution in {text!r}")
+    return list(dict.fromkeys(check_side(r, "--resolution") for r in res))
+
+
+def parse_resolution(text, default: int = DEFAULT_RESOLUTION) -> int:
+    """--resolution of a command that takes one (None -> `default`)."""
+    res = parse_resolutions(text, default)
+    if len(res) != 1:
+        raise UserError(f"--resolution: this command takes one resolution, got {text!r}")
+    return res[0]
+
+
 # ----------------------------------------------------------------------------- decoding
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode -> 8-bit RGB. Alpha is composited on white; >8-bit greyscale is rescaled."""

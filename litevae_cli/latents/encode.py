@@ -37,18 +37,18 @@ from typing import Callable, Optional
 
 import torch
 
-from litevae_cli.checkpoint import load_autoencoder, resolve_model_path
-from litevae_cli.data import CROPS, MULTIPLE, check_crop, check_side, resolve_source, source_id
+from litevae_cli.files.model_file import load_autoencoder, resolve_model_path
+from litevae_cli.data import CROPS, MULTIPLE, check_crop, parse_resolution, resolve_source, source_id
 from litevae_cli.data.loaders import make_eval_loader, require_readable
 from litevae_cli.errors import Stopped, UserError
 from litevae_cli.latents.reader import (DTYPES, FORMAT, FORMAT_VERSION, STATS_NAME, TORCH_DTYPES, encode_key,
                                        list_shards, moments_numpy, npy_bytes, shard_pattern, shard_regex)
 from litevae_cli.latents.stats import RunningChannelStats
-from litevae_cli.outputs import (SKIPPED_NAME, SkipLog, check_out_dir, fsync_path, locked, sha256_file,
+from litevae_cli.files.outputs import (SKIPPED_NAME, SkipLog, check_out_dir, fsync_path, locked, sha256_file,
                                  skipped_lines, writing)
-from litevae_cli.progress import make_progress
+from litevae_cli.jobs.progress import make_progress
 from litevae_cli.runtime import Runtime, all_reduce_sum, barrier
-from litevae_cli.stopping import StopSignal
+from litevae_cli.jobs.stopping import StopSignal
 
 WRITER_QUEUE_BATCHES = 4  # batches in flight between the encoder and the writer thread
 
@@ -315,21 +315,33 @@ def _finish(out: Path, rt: Runtime, stats: RunningChannelStats, journal: Journal
     return {**doc, **session}
 
 
-def encode_dataset(rt: Runtime, model: str, data: str, out: str | Path, *, resolution: int = 256,
-                   batch_size: int = 32, shard_size: int = 1000, flip: bool = False, dtype: str = "fp16",
-                   overwrite: bool = False, workers: int = 4, crop: str = "center", limit: Optional[int] = None,
-                   log: Callable = print, progress_bar: bool = True) -> dict:
-    """Encode `data` with MODEL's encoder on the runtime `rt` into shards in `out` (module docstring); returns stats.json's dict
-    plus `encoded_now` (this session) and `seconds` (the encoding loop's wall time). `log` prints; resume
-    notes come from every rank, the rest from rank 0 only. Holds OUT's lock throughout; a stop signal or a
-    dead loader worker commits the shard in progress and raises `Stopped` (rerun to resume)."""
+DEFAULT_BATCH_SIZE = 32
+
+
+def default_workers() -> int:
+    """Loader worker processes per rank when none are asked for: min(4, CPU cores)."""
+    return min(4, os.cpu_count() or 1)
+
+
+def encode_dataset(rt: Runtime, model: str, data: str, out: str | Path, *, resolution: int | str | None = None,
+                   batch_size: Optional[int] = None, shard_size: int = 1000, flip: bool = False, dtype: str = "fp16",
+                   overwrite: bool = False, workers: Optional[int] = None, crop: str = "center",
+                   limit: Optional[int] = None, use_ema: bool = True, log: Callable = print,
+                   progress_bar: bool = True) -> dict | None:
+    """Encode `data` with MODEL's encoder on the runtime `rt` into shards in `out` (module docstring); returns
+    stats.json's dict plus `encoded_now` (this session) and `seconds` (the encoding loop's wall time) on rank
+    0, None on the other ranks. Defaults: resolution 256, batch DEFAULT_BATCH_SIZE, `default_workers()`.
+    `log` prints; resume notes come from every rank, the rest from rank 0 only. Holds OUT's lock throughout;
+    a stop signal or a dead loader worker commits the shard in progress and raises `Stopped` (rerun to resume)."""
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     check_crop(crop)
-    check_side(resolution, "--resolution")
+    resolution = parse_resolution(resolution)
+    batch_size = batch_size or DEFAULT_BATCH_SIZE
+    workers = default_workers() if workers is None else workers
     out = check_out_dir(out)
     path = resolve_model_path(model)
-    loaded = load_autoencoder(path)
+    loaded = load_autoencoder(path, use_ema=use_ema)
     src = resolve_source(data)
     require_readable(src)
     say = log if rt.is_main else (lambda *a, **k: None)
@@ -369,13 +381,14 @@ def encode_dataset(rt: Runtime, model: str, data: str, out: str | Path, *, resol
             raise Stopped(f"{signals.reason}: stopped after {sink.written} images this session, in {out} "
                           f"({journal.count()} committed); rerun the same command to resume", signals.exit_code)
         seconds = time.perf_counter() - t0
-        info = {"model": {"encoder": loaded.spec.encoder, "decoder": loaded.spec.decoder, "nz": loaded.spec.nz,
-                          "path": str(path), "sha256": model_sha, "step": loaded.step, "ema": loaded.used_ema},
+        info = {"model": {**loaded.report(), "sha256": model_sha},
                 "nz": loaded.spec.nz, "resolution": resolution,
                 "latent_size": [resolution // MULTIPLE, resolution // MULTIPLE],
                 "crop": crop, "crop_recipe": CROPS[crop], "dtype": dtype,
                 "dtype_note": "bf16 is stored as its uint16 bit pattern" if dtype == "bf16" else "",
                 "flip": flip, "precision": rt.precision, "data": header["data"], "world_size": rt.world_size}
         result = _finish(out, rt, stats, journal, info, sink.written)
+    if not rt.is_main:
+        return None
     result["seconds"] = seconds
     return result

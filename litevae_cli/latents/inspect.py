@@ -35,9 +35,10 @@ import numpy as np
 import torch
 
 from litevae_cli.errors import UserError
-from litevae_cli.latents.stats import RunningChannelStats
+from litevae_cli.latents.stats import ChannelMoments, RunningChannelStats
 from litevae_cli.models.posterior import LOGVAR_RANGE, kl_standard_normal
 
+DEFAULT_BATCH_SIZE = 16
 SIGMAS = (25.0, 50.0, 100.0, 250.0, 500.0)  # P Table 6
 MMD_ESTIMATOR = ("unbiased MMD^2 (Gretton et al. 2012, Eq. 3) per Gaussian kernel exp(-||x-y||^2/(2 s^2)), "
                  "s in (25, 50, 100, 250, 500), on flattened posterior means vs the same number of seeded "
@@ -45,51 +46,6 @@ MMD_ESTIMATOR = ("unbiased MMD^2 (Gretton et al. 2012, Eq. 3) per Gaussian kerne
 
 
 # ----------------------------------------------------------------------------- statistics
-class ChannelMoments:
-    """Exact streaming count/mean/M2/M3/M4/min/max per channel of [N, C, H, W] tensors (float64)."""
-
-    def __init__(self, channels: int):
-        z = lambda: torch.zeros(channels, dtype=torch.float64)  # noqa: E731
-        self.n, self.mean, self.m2, self.m3, self.m4 = 0.0, z(), z(), z(), z()
-        self.min = torch.full((channels,), float("inf"), dtype=torch.float64)
-        self.max = torch.full((channels,), float("-inf"), dtype=torch.float64)
-
-    def update(self, x: torch.Tensor) -> None:
-        v = x.detach().to("cpu", torch.float64).transpose(0, 1).reshape(x.shape[1], -1)  # [C, n]
-        nb = float(v.shape[1])
-        if nb == 0:
-            return
-        mb = v.mean(1)
-        d = v - mb[:, None]
-        m2b, m3b, m4b = (d**2).sum(1), (d**3).sum(1), (d**4).sum(1)
-        na, n = self.n, self.n + nb
-        delta = mb - self.mean
-        # Pairwise combination of central moments (Pébay 2008, Eq. 1.1-1.4 with p = 2, 3, 4).
-        m4 = (self.m4 + m4b + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3
-              + 6 * delta**2 * (na * na * m2b + nb * nb * self.m2) / n**2 + 4 * delta * (na * m3b - nb * self.m3) / n)
-        m3 = self.m3 + m3b + delta**3 * na * nb * (na - nb) / n**2 + 3 * delta * (na * m2b - nb * self.m2) / n
-        self.m2 = self.m2 + m2b + delta**2 * na * nb / n
-        self.m3, self.m4 = m3, m4
-        self.mean = self.mean + delta * nb / n
-        self.n = n
-        self.min = torch.minimum(self.min, v.min(1).values)
-        self.max = torch.maximum(self.max, v.max(1).values)
-
-    @property
-    def std(self) -> torch.Tensor:
-        return (self.m2 / self.n).sqrt()  # population std, as numpy's default
-
-    @property
-    def kurtosis(self) -> torch.Tensor:
-        """Fisher (excess) kurtosis, biased estimator: n * M4 / M2^2 - 3 (scipy.stats.kurtosis defaults)."""
-        return self.n * self.m4 / self.m2.square() - 3.0
-
-    def per_channel(self) -> list[dict]:
-        cols = zip(self.mean.tolist(), self.std.tolist(), self.min.tolist(), self.max.tolist(), self.kurtosis.tolist())
-        return [{"channel": c, "mean": a, "std": s, "min": lo, "max": hi, "kurtosis": k}
-                for c, (a, s, lo, hi, k) in enumerate(cols)]
-
-
 def gaussian_mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, sigmas=SIGMAS) -> dict[str, float]:
     """Unbiased MMD^2 between rows of x [m, d] and y [n, d] per Gaussian kernel, plus their sum (float64)."""
     x, y = x.to(torch.float64).flatten(1), y.to(torch.float64).flatten(1)
@@ -295,23 +251,25 @@ def _shard_batch(items) -> LatentBatch:
 
 # ----------------------------------------------------------------------------- the command's work
 def inspect_latents(rt, out: str | Path, *, model: Optional[str] = None, data: Optional[str] = None,
-                    latents: Optional[str] = None, resolution: int = 256, limit: Optional[int] = None,
-                    mmd_samples: int = 1000, examples: int = 4, seed: int = 0, batch_size: int = 16,
+                    latents: Optional[str] = None, resolution: int | str | None = None, limit: Optional[int] = None,
+                    mmd_samples: int = 1000, examples: int = 4, seed: int = 0, batch_size: Optional[int] = None,
                     use_ema: bool = True, log=print) -> dict:
     """`litevae inspect-latents`: MODEL encoding `data` on the runtime `rt`, or the `latents` shards of
     encode-dataset; the outputs are checked first. Returns the report with what was inspected; the
-    plots are in `out` (and, with `data`, the unreadable images in OUT/skipped.txt)."""
-    from litevae_cli.checkpoint import load_autoencoder
-    from litevae_cli.data import check_side, resolve_source
+    plots are in `out` (and, with `data`, the unreadable images in OUT/skipped.txt). Defaults: resolution
+    256, batch DEFAULT_BATCH_SIZE."""
+    from litevae_cli.files.model_file import load_autoencoder
+    from litevae_cli.data import parse_resolution, resolve_source
     from litevae_cli.data.loaders import require_readable
-    from litevae_cli.outputs import SKIPPED_NAME, SkipLog, check_out_dir, writing
-    from litevae_cli.progress import make_progress
+    from litevae_cli.files.outputs import SKIPPED_NAME, SkipLog, check_out_dir, writing
+    from litevae_cli.jobs.progress import make_progress
 
     if latents is not None and (model is not None or data is not None):
         raise UserError("give either --latents, or MODEL with --data, not both")
     if latents is None and (model is None or data is None):
         raise UserError("give MODEL and --data (images to encode), or --latents DIR (encode-dataset shards)")
-    check_side(resolution, "--resolution")
+    resolution = parse_resolution(resolution)
+    batch_size = batch_size or DEFAULT_BATCH_SIZE
     out = check_out_dir(out)
     if latents is not None:
         with make_progress() as progress:
@@ -323,8 +281,7 @@ def inspect_latents(rt, out: str | Path, *, model: Optional[str] = None, data: O
     loaded = load_autoencoder(model, use_ema=use_ema)
     net = rt.place(loaded.model).eval()
     total = min(len(source), limit or len(source)) if source.indexable else None
-    meta = {"model": {"name": loaded.spec.describe(), "path": str(loaded.path), "step": loaded.step,
-                      "ema": loaded.used_ema}, "data": str(data), "resolution": resolution}
+    meta = {"model": loaded.report(), "data": str(data), "resolution": resolution}
     log(f"model: {loaded.describe()}")
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)

@@ -45,13 +45,12 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from litevae_cli.latents.stats import normalization_factors
-from litevae_cli.outputs import SKIPPED_NAME  # noqa: F401 - part of the format (see above)
+from litevae_cli.latents.stats import STATS_NAME, normalization_factors
+from litevae_cli.files.outputs import SKIPPED_NAME  # noqa: F401 - part of the format (see above)
 from litevae_cli.runtime import process_rank
 
 FORMAT = "litevae-latents"
 FORMAT_VERSION = 1
-STATS_NAME = "stats.json"
 DTYPES = {"fp16": np.float16, "bf16": np.uint16, "fp32": np.float32}  # bf16: bit pattern in uint16
 TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 

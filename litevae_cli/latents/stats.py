@@ -1,5 +1,9 @@
 """Streaming per-channel statistics of latents, and the scale/shift a diffusion model should apply.
 
+Two accumulators, one home: `RunningChannelStats` (sums of mu, mu^2 and sigma^2: what ranks add up and
+encode-dataset resumes from) and `ChannelMoments` (exact central moments up to the 4th, min and max:
+inspect-latents' table).
+
 Used by `encode-dataset` (stats.json), `inspect-latents`, the latent reader and the diffusers `LiteVAE`.
 Sums are kept in float64 so that millions of latents accumulate without drift; ranks combine by summing
 (`reduce_across_ranks`). The factors follow diffusers' convention: z_normalised = (z - shift) * scale.
@@ -17,14 +21,63 @@ Each set is global (one scale and shift over every channel) and per channel.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import torch
 
-from litevae_cli.errors import UserError
+from litevae_cli.errors import UserError, one_line
+
+STATS_NAME = "stats.json"  # encode-dataset's statistics file
 
 
 _STATE_KEYS = ("count", "sum", "sumsq", "var_count", "sumvar", "sumstd")
+
+
+class ChannelMoments:
+    """Exact streaming count/mean/M2/M3/M4/min/max per channel of [N, C, H, W] tensors (float64)."""
+
+    def __init__(self, channels: int):
+        z = lambda: torch.zeros(channels, dtype=torch.float64)  # noqa: E731
+        self.n, self.mean, self.m2, self.m3, self.m4 = 0.0, z(), z(), z(), z()
+        self.min = torch.full((channels,), float("inf"), dtype=torch.float64)
+        self.max = torch.full((channels,), float("-inf"), dtype=torch.float64)
+
+    def update(self, x: torch.Tensor) -> None:
+        v = x.detach().to("cpu", torch.float64).transpose(0, 1).reshape(x.shape[1], -1)  # [C, n]
+        nb = float(v.shape[1])
+        if nb == 0:
+            return
+        mb = v.mean(1)
+        d = v - mb[:, None]
+        m2b, m3b, m4b = (d**2).sum(1), (d**3).sum(1), (d**4).sum(1)
+        na, n = self.n, self.n + nb
+        delta = mb - self.mean
+        # Pairwise combination of central moments (Pébay 2008, Eq. 1.1-1.4 with p = 2, 3, 4).
+        m4 = (self.m4 + m4b + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3
+              + 6 * delta**2 * (na * na * m2b + nb * nb * self.m2) / n**2 + 4 * delta * (na * m3b - nb * self.m3) / n)
+        m3 = self.m3 + m3b + delta**3 * na * nb * (na - nb) / n**2 + 3 * delta * (na * m2b - nb * self.m2) / n
+        self.m2 = self.m2 + m2b + delta**2 * na * nb / n
+        self.m3, self.m4 = m3, m4
+        self.mean = self.mean + delta * nb / n
+        self.n = n
+        self.min = torch.minimum(self.min, v.min(1).values)
+        self.max = torch.maximum(self.max, v.max(1).values)
+
+    @property
+    def std(self) -> torch.Tensor:
+        return (self.m2 / self.n).sqrt()  # population std, as numpy's default
+
+    @property
+    def kurtosis(self) -> torch.Tensor:
+        """Fisher (excess) kurtosis, biased estimator: n * M4 / M2^2 - 3 (scipy.stats.kurtosis defaults)."""
+        return self.n * self.m4 / self.m2.square() - 3.0
+
+    def per_channel(self) -> list[dict]:
+        cols = zip(self.mean.tolist(), self.std.tolist(), self.min.tolist(), self.max.tolist(), self.kurtosis.tolist())
+        return [{"channel": c, "mean": a, "std": s, "min": lo, "max": hi, "kurtosis": k}
+                for c, (a, s, lo, hi, k) in enumerate(cols)]
 
 
 class RunningChannelStats:
@@ -151,3 +204,17 @@ def normalization_factors(stats: dict, sample: bool, per_channel: bool = False):
     if per_channel:
         return list(f["channel_scaling_factor"]), list(f["channel_shift_factor"])
     return float(f["scaling_factor"]), float(f["shift_factor"])
+
+
+def latent_stats_factors(stats, nz: int) -> tuple[float, float]:
+    """(scaling_factor, shift_factor) of sampled latents from an encode-dataset stats.json (a path to it or its
+    folder, or its dict). A stats.json of another model's latents is refused (latent channels)."""
+    if not isinstance(stats, dict):
+        path = Path(stats) / STATS_NAME if Path(stats).is_dir() else Path(stats)
+        try:
+            stats = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise UserError(f"cannot read latent statistics {path}: {one_line(err, 200)}") from None
+    if stats.get("nz") not in (None, nz):
+        raise UserError(f"these statistics are of {stats.get('nz')}-channel latents; this model has {nz}")
+    return normalization_factors(stats, sample=True)

@@ -29,18 +29,17 @@ from typing import Callable, Optional
 
 import torch
 
-from litevae_cli.checkpoint import load_autoencoder
+from litevae_cli.files.model_file import load_autoencoder
 from litevae_cli.config import LPIPS_NETS
-from litevae_cli.data import CROPS, check_crop, check_side, resolve_source
+from litevae_cli.data import CROPS, check_crop, parse_resolutions, resolve_source
 from litevae_cli.data.loaders import make_eval_loader, require_readable
 from litevae_cli.errors import Stopped, UserError
 from litevae_cli.metrics import image as image_metrics
 from litevae_cli.metrics.fid import RFID, load_inception
 from litevae_cli.metrics.weights import build_lpips, find_weight
-from litevae_cli.metrics.weights_download import allowed
-from litevae_cli.progress import make_progress
+from litevae_cli.jobs.progress import make_progress
 from litevae_cli.runtime import all_reduce_sum, gather_objects
-from litevae_cli.stopping import StopSignal
+from litevae_cli.jobs.stopping import StopSignal
 
 METRICS = ("rfid", "lpips", "psnr", "ssim")
 
@@ -59,14 +58,14 @@ class EvalOptions:
     weights: Optional[dict[str, Path]] = None  # the located weight files (`resolve_options`); None: run_eval looks
 
 
-def resolve_options(metrics: str, resolution: str, download_weights: bool = False, **options) -> EvalOptions:
+def resolve_options(metrics: str, resolution: str | None = None, download_weights: bool = False, **options) -> EvalOptions:
     """`--metrics` and `--resolution` parsed, every option checked and every weight file the metrics need
     located (fetched and verified here when `download_weights`, `--download-weights`): all of it before
     the runtime opens or a model loads."""
+    options = {k: v for k, v in options.items() if v is not None}  # None: EvalOptions' default
     opts = EvalOptions(metrics=parse_metrics(metrics), resolutions=parse_resolutions(resolution), **options)
     check_options(opts)
-    with allowed(download_weights):
-        opts.weights = locate_weights(required_weights(opts.metrics, opts.lpips_net), opts.weights_dir)
+    opts.weights = locate_weights(required_weights(opts.metrics, opts.lpips_net), opts.weights_dir, download_weights)
     return opts
 
 
@@ -77,17 +76,6 @@ def parse_metrics(text: str) -> list[str]:
     if unknown or not names:
         raise UserError(f"--metrics: unknown {', '.join(unknown) or '(empty)'}; choose from {','.join(METRICS)}")
     return [m for m in METRICS if m in names]
-
-
-def parse_resolutions(text: str) -> list[int]:
-    """'256,512' -> [256, 512]; each a side the models take (`data.check_side`)."""
-    try:
-        res = [int(t) for t in str(text).split(",") if t.strip()]
-    except ValueError:
-        raise UserError(f"--resolution must be integers separated by commas, got {text!r}") from None
-    if not res:
-        raise UserError(f"--resolution: no resolution in {text!r}")
-    return list(dict.fromkeys(check_side(r, "--resolution") for r in res))
 
 
 def check_options(opts: EvalOptions) -> None:
@@ -101,12 +89,12 @@ def required_weights(metrics: list[str], lpips_net: str = "alex") -> list[str]:
     return [key for metric, key in (("lpips", lpips_net), ("rfid", "inception")) if metric in metrics]
 
 
-def locate_weights(keys: list[str], weights_dir=None) -> dict[str, Path]:
+def locate_weights(keys: list[str], weights_dir=None, download: bool = False) -> dict[str, Path]:
     """Every needed file, or ONE UserError listing each missing file (name, URL, where to put it)."""
     found, missing = {}, []
     for key in keys:
         try:
-            found[key] = find_weight(key, weights_dir)
+            found[key] = find_weight(key, weights_dir, download)
         except UserError as err:
             missing.append(str(err))
     if missing:
@@ -252,9 +240,7 @@ def run_eval(model_arg, data: str, opts: EvalOptions, rt, *, lpips_model=None, f
             rows.append(evaluate_resolution(model, source, res, opts, rt, acc, progress, signals))
             skipped.update(rows[-1].pop("skipped_files"))  # the same files at every resolution
     return {
-        "model": {"name": loaded.spec.describe(),
-                  "spec": loaded.spec.to_dict(), "path": str(loaded.path), "step": loaded.step,
-                  "ema": loaded.used_ema, "described": loaded.describe()},
+        "model": loaded.report(),
         "data": {"spec": str(data), "limit": opts.limit, "crop": opts.crop},
         "metrics": opts.metrics,
         "protocol": protocol(opts),

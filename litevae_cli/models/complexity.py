@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from litevae_cli.models.registry import create_model, get_entry
+from litevae_cli.errors import UserError
+from litevae_cli.models.registry import KINDS, create_model, get_entry, list_models
 
 
 def count_params(module: torch.nn.Module) -> int:
@@ -33,3 +34,15 @@ def model_complexity(name: str, resolution: int = 256, **overrides) -> dict:
             model(x)
     return {"name": name, "kind": get_entry(name).kind, "params": count_params(model),
             f"gflops_{resolution}": counter.get_total_flops() / 1e9}
+
+
+def registry_rows(kind: str | None = None, include_test: bool = True) -> list[dict]:
+    """`litevae models`: one row per registered model (of `kind`), sorted by kind then name: name, kind,
+    params, gflops_256, test_variant, description."""
+    if kind is not None and kind not in KINDS:
+        raise UserError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    rows = []
+    for name in list_models(kind, include_test=include_test):
+        entry = get_entry(name)
+        rows.append({**model_complexity(name), "test_variant": entry.test_variant, "description": entry.description})
+    return sorted(rows, key=lambda r: (r["kind"], r["name"]))

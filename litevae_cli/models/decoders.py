@@ -9,7 +9,7 @@ SMC-vs-GroupNorm ablation (Sadat et al. 2024, Table 4) is one flag:
   conv_in and upsample convs stay plain. 52.19 M params at nz=12 (`litevae models`).
 - `sd-vae-decoder`: GroupNorm ResBlocks, mid ResBlock-attention-ResBlock, GroupNorm -> SiLU -> conv3
   head (49.49 M params at nz=4). App. F: the paper's main results use this decoder. With its options it is
-  every diffusers `AutoencoderKL` decoder (`litevae_cli.autoencoder_kl`): `blocks_per_level` =
+  every diffusers `AutoencoderKL` decoder (`litevae_cli.files.autoencoder_kl`): `blocks_per_level` =
   `layers_per_block` + 1, `mid_attention`, `norm_groups`, and the optional 1x1 `post_quant_conv`, applied
   first and owned by the decoder, so a decoder-only finetune trains it too.
 """

@@ -19,7 +19,7 @@ from litevae_cli.models.registry import register_model
 class SDVAEEncoder(nn.Module):
     """Image [N, 3, H, W] in [-1, 1] -> DiagonalGaussian over [N, nz, H/8, W/8] (for 4 multipliers).
 
-    Every diffusers `AutoencoderKL` encoder (SD 1.x/2.x, SDXL, SD3, FLUX; `litevae_cli.autoencoder_kl`):
+    Every diffusers `AutoencoderKL` encoder (SD 1.x/2.x, SDXL, SD3, FLUX; `litevae_cli.files.autoencoder_kl`):
     `channels` x `mults` = `block_out_channels`, `blocks_per_level` = `layers_per_block`, `quant_conv` =
     `use_quant_conv`, `mid_attention` = `mid_block_add_attention`, `norm_groups` = `norm_num_groups`.
     """

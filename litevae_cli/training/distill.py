@@ -28,7 +28,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 
-from litevae_cli.checkpoint import LoadedModel, load_autoencoder, load_weights
+from litevae_cli.files.model_file import LoadedModel, load_autoencoder, load_weights
 from litevae_cli.config import Config
 from litevae_cli.errors import UserError
 from litevae_cli.model_spec import ModelSpec
@@ -137,8 +137,8 @@ class DistillLoss(GeneratorLoss):
     frozen teacher encoder, which this module holds (so `rt.place` puts it on the device)."""
 
     def __init__(self, cfg: Config, teacher_encoder: nn.Module, teacher_spec: ModelSpec,
-                 weights_dir=None, precision_region: Callable = nullcontext):
-        super().__init__(cfg.loss, cfg.discriminator.loss, weights_dir=weights_dir)
+                 weights_dir=None, precision_region: Callable = nullcontext, download_weights: bool = False):
+        super().__init__(cfg.loss, cfg.discriminator.loss, weights_dir=weights_dir, download_weights=download_weights)
         self.distill = cfg.distill
         self.teacher = teacher_encoder.eval().requires_grad_(False)
         self.precision_region = precision_region  # the teacher at the run's precision; moments read in fp32

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from litevae_cli.outputs import writing
+from litevae_cli.files.outputs import writing
 from litevae_cli.runtime import Runtime, all_reduce_sum
 
 

@@ -17,11 +17,11 @@ both optimizers, scaler, step, every rank's RNG states and the data position; on
 world size and workers the result is bit-identical to an uninterrupted run.
 Non-finite losses: the step is skipped (no optimizer step) on every rank and counted; after
 `train.max_nonfinite` in a row the run stops with a UserError and last.pt is left as it was.
-Stops (`litevae_cli.stopping`): SIGTERM / SIGINT, also sent to the whole process group, and a data-loader
+Stops (`litevae_cli.jobs.stopping`): SIGTERM / SIGINT, also sent to the whole process group, and a data-loader
 worker that died are checked before the next batch is fetched; last.pt is written from the last
 completed step and the process exits 128+signal with one line. Before any of that, everything is
 checked (config, data with a readable image, --from, a writable --out) and OUT is locked for the
-run (`litevae_cli.outputs`); unreadable images are skipped, counted in metrics.jsonl and named in
+run (`litevae_cli.files.outputs`); unreadable images are skipped, counted in metrics.jsonl and named in
 OUT/skipped.txt. config.yaml and every checkpoint record the run (`training.state.run_record`).
 Test hook: with LITEVAE_TEST_RANK_DUMP=DIR every rank saves its final autoencoder and discriminator
 parameters to DIR/rank<r>.pt
@@ -30,8 +30,11 @@ parameters to DIR/rank<r>.pt
 
 from __future__ import annotations
 
+from litevae_cli import runtime  # first: its process-level settings must precede torch (runtime's docstring)
+
 import dataclasses
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,18 +42,16 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from litevae_cli import runtime
-from litevae_cli.checkpoint import (LAST_NAME, checkpoint_dir, latest_checkpoint, load_checkpoint, prune_numbered,
+from litevae_cli.files.checkpoint import (LAST_NAME, checkpoint_dir, latest_checkpoint, load_checkpoint, prune_numbered,
                                     save_atomic)
 from litevae_cli.config import Config, dump_config, resolve_config
 from litevae_cli.data import resolve_source
 from litevae_cli.data.loaders import make_train_loader, require_readable
 from litevae_cli.errors import UserError
-from litevae_cli.metrics.weights_download import allowed
-from litevae_cli.outputs import SKIPPED_NAME, SkipLog, check_out_dir, locked, writing
-from litevae_cli.progress import make_progress
+from litevae_cli.files.outputs import SKIPPED_NAME, SkipLog, check_out_dir, locked, writing
+from litevae_cli.jobs.progress import make_progress
 from litevae_cli.runtime import Runtime, all_reduce_sum, any_rank, barrier, seed_everything
-from litevae_cli.stopping import StopSignal
+from litevae_cli.jobs.stopping import StopSignal
 from litevae_cli.training.log import LossMeter, RunLog, save_reconstructions
 from litevae_cli.training.distill import (DistillLoss, check_student_fits, distill_spec, init_from_teacher,
                                           load_teacher)
@@ -64,13 +65,18 @@ SAMPLE_IMAGES = 8  # images in each reconstruction grid
 
 def train(command: str, preset: str, data: str, out: str | Path, *, init_from: str | Path | None = None,
           device: str | None = None, overrides=(), weights_dir: str | Path | None = None,
-          download_weights: bool = False, **flags) -> int:
-    """`litevae pretrain|finetune` as one Python call: resolve the config (`flags`: steps, batch_size,
-    precision, workers, as the CLI flags), open the runtime, `run()` (missing reference weights fetched
-    and verified when `download_weights`, as --download-weights). Returns the process exit code."""
+          download_weights: bool = False, dry_run: bool = False, **flags) -> int:
+    """`litevae pretrain|finetune|distill` as one call: resolve the config (`flags`: steps, batch_size,
+    precision, workers, train, teacher, student, as the CLI flags; None = the preset's), then with
+    `dry_run` print it as YAML and return, else open the runtime and `run()` (missing reference weights
+    fetched and verified when `download_weights`, as --download-weights). Returns the process exit code."""
     cfg = resolve_config(preset, overrides, {f"--{k.replace('_', '-')}": v for k, v in flags.items()}, phase=command)
-    with allowed(download_weights), runtime.open(device, cfg.train.precision) as rt:
-        return run(rt, cfg, data, Path(out), init_from=init_from, weights_dir=weights_dir)
+    if dry_run:  # print the resolved config; touch nothing
+        dump_config(cfg, sys.stdout)
+        return 0
+    with runtime.open(device, cfg.train.precision) as rt:
+        return run(rt, cfg, data, Path(out), init_from=init_from, weights_dir=weights_dir,
+                   download_weights=download_weights)
 
 
 def micro_batch_size(rt: Runtime, cfg: Config) -> int:
@@ -82,7 +88,7 @@ def micro_batch_size(rt: Runtime, cfg: Config) -> int:
 
 
 def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | None = None,
-        weights_dir: str | Path | None = None) -> int:
+        weights_dir: str | Path | None = None, download_weights: bool = False) -> int:
     """Check everything, build loss and state, then, holding OUT's lock: resume from OUT or initialise
     from --from, start the loader and fit(). Returns the process exit code."""
     source = resolve_source(data)
@@ -104,9 +110,11 @@ def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | 
     require_readable(source)
     # Built before seeding: LPIPS construction must not shift the training RNG streams.
     if teacher is not None:
-        loss_fn = rt.place(DistillLoss(cfg, teacher.loaded.model.encoder, teacher.loaded.spec, weights_dir, rt.autocast))
+        loss_fn = rt.place(DistillLoss(cfg, teacher.loaded.model.encoder, teacher.loaded.spec, weights_dir, rt.autocast,
+                                        download_weights))
     else:
-        loss_fn = rt.place(GeneratorLoss(cfg.loss, cfg.discriminator.loss, weights_dir=weights_dir))
+        loss_fn = rt.place(GeneratorLoss(cfg.loss, cfg.discriminator.loss, weights_dir=weights_dir,
+                                          download_weights=download_weights))
     seed_everything(cfg.train.seed)  # identical initial weights on every rank
     state = build_train_state(rt, cfg)
     if teacher is not None:

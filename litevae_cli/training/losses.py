@@ -181,7 +181,7 @@ class GeneratorLoss(nn.Module):
     needs_reconstruction = True  # the step decodes; `training.distill.DistillLoss` may say no
 
     def __init__(self, cfg: LossWeights, adv_kind: str = "hinge", weights_dir: Optional[str | Path] = None,
-                 lpips_random_backbone: bool = False):
+                 lpips_random_backbone: bool = False, download_weights: bool = False):
         super().__init__()
         _check_kind(adv_kind)
         self.cfg = cfg  # term weights (preset values)
@@ -191,7 +191,8 @@ class GeneratorLoss(nn.Module):
             from litevae_cli.metrics.weights import build_lpips
 
             # A missing backbone file is a UserError naming it: a silent skip would change the recipe.
-            self.lpips = build_lpips(cfg.lpips_net, weights_dir, random_backbone=lpips_random_backbone)
+            self.lpips = build_lpips(cfg.lpips_net, weights_dir, random_backbone=lpips_random_backbone,
+                                     download=download_weights)
 
     def train(self, mode: bool = True) -> "GeneratorLoss":
         super().train(mode)

@@ -3,7 +3,7 @@
 Owns: the `TrainState` of one run (autoencoder, its DDP wrapper, EMA copy, discriminator, the two
 Adam optimizers, the GradScaler, step and data position), its construction from a `Config`, the EMA
 update, RNG capture/restore in a `weights_only=True`-loadable form, the checkpoint dict (layout in
-`litevae_cli.checkpoint`'s docstring), resuming a run and initialising a finetune from `--from`,
+`litevae_cli.files.checkpoint`'s docstring), resuming a run and initialising a finetune from `--from`,
 and the run record (`run_record`: --data, command line, versions) kept in config.yaml and checkpoints.
 A model the config cannot build, or weights that do not fit it, are one-line UserErrors. Device
 placement, the DDP wrappers and the GradScaler come from the runtime (`rt.place`, `rt.wrap`).
@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from litevae_cli.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_autoencoder, load_checkpoint,
-                                    load_weights, stored_config)
+from litevae_cli.files.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, stored_config
+from litevae_cli.files.model_file import load_autoencoder, load_weights
 from litevae_cli.config import Config, config_to_dict
 from litevae_cli.data import source_id
 from litevae_cli.errors import UserError, as_user_error
@@ -142,7 +142,7 @@ def all_finite(module: nn.Module) -> bool:
 
 
 def make_checkpoint(rt: Runtime, cfg: Config, state: TrainState, rng: list[dict]) -> dict:
-    """The checkpoint dict (format in litevae_cli.checkpoint). The caller checks `all_finite` first,
+    """The checkpoint dict (format in litevae_cli.files.checkpoint). The caller checks `all_finite` first,
     so last.pt is never overwritten by a diverged model. The model spec is stored once (model_spec)."""
     config = config_to_dict(cfg)
     del config["model"]

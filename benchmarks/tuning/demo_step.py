@@ -8,7 +8,7 @@ Measures, in one process and one run (so the figures are comparable):
   whole step (forward and backward), so GFLOP/s = counted FLOPs / wall time;
 - the data side: one batch of 4 random crops with the sample photos decoded every time vs cached.
 
-    python benchmarks/demo_step.py [--threads 2] [--repeats 10]
+    python benchmarks/tuning/demo_step.py [--threads 2] [--repeats 10]
 """
 
 from __future__ import annotations

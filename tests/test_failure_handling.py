@@ -1,6 +1,7 @@
-"""Issue 12, "Nothing lost, nothing silent", in one process: each test names the finding it shows.
-The faults that need real processes (group SIGTERM, dead workers, two runs at once) are in
-test_reliability_processes.py."""
+"""Failure handling across the commands (issue 12, "Nothing lost, nothing silent"), in one process: the
+output-folder lock, unreadable and missing inputs, one-line errors instead of tracebacks, outputs checked
+before the work, refused pickles, stops. The faults that need real processes (group SIGTERM, dead workers,
+two runs at once) are in test_failure_handling_processes.py."""
 
 import json
 import os
@@ -17,13 +18,15 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-import litevae_cli.checkpoint as checkpoint
+import litevae_cli.files.checkpoint as checkpoint
+import litevae_cli.files.model_file as model_file
 from litevae_cli.metrics import evaluate
-from litevae_cli.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_autoencoder, load_checkpoint, save_atomic
+from litevae_cli.files.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, save_atomic
+from litevae_cli.files.model_file import load_autoencoder
 from litevae_cli.cli import app
 from litevae_cli.data import resolve_source
 from litevae_cli.errors import UserError
-from litevae_cli.outputs import LOCK_NAME, OutputLock
+from litevae_cli.files.outputs import LOCK_NAME, OutputLock
 from litevae_cli.training.loop import train
 
 runner = CliRunner()
@@ -57,8 +60,8 @@ def unwritable(tmp_path):
     ro.chmod(0o755)
 
 
-# ----------------------------------------------------------------------------- 2. one folder, one run
-def test_2_folder_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_path):
+# ----------------------------------------------------------------------------- one folder, one run
+def test_folder_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_path):
     (tmp_path / LOCK_NAME).write_text("999999\n")  # left behind by a process that is gone: no flock held
     with OutputLock(tmp_path):
         assert (tmp_path / LOCK_NAME).read_text() == f"{os.getpid()}\n"
@@ -68,8 +71,8 @@ def test_2_folder_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_path
         pass
 
 
-# ----------------------------------------------------------------------------- 3. encode: all-unreadable batch
-def test_3_encode_survives_an_all_unreadable_batch_and_reruns(tiny_ckpt, make_images, tmp_path):
+# ----------------------------------------------------------------------------- encode: all-unreadable batch
+def test_encode_survives_an_all_unreadable_batch_and_reruns(tiny_ckpt, make_images, tmp_path):
     data = make_images(n=2, broken=1)  # bad0.png (0 bytes) comes first: batch 1 holds only it
     args = ["encode-dataset", tiny_ckpt, "--data", data, "--out", tmp_path / "lat", "--resolution", 16,
             "--batch-size", 1, "--shard-size", 2, "--workers", 0]
@@ -83,8 +86,8 @@ def test_3_encode_survives_an_all_unreadable_batch_and_reruns(tiny_ckpt, make_im
     assert again.exit_code == 0 and "encoded 0 images now" in again.output, again.output
 
 
-# ----------------------------------------------------------------------------- 4. symlink loops
-def test_4_symlinked_folders_are_walked_once(make_images):
+# ----------------------------------------------------------------------------- symlink loops
+def test_symlinked_folders_are_walked_once(make_images):
     data = make_images(n=2)
     (data / "sub").mkdir()
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(data / "sub" / "x.png")
@@ -93,8 +96,8 @@ def test_4_symlinked_folders_are_walked_once(make_images):
     assert [i.key for i in resolve_source(str(data)).items] == ["img0", "img1", "sub/x"]
 
 
-# ----------------------------------------------------------------------------- 5. runs on nothing
-def test_5_nothing_readable_is_a_one_line_error_before_any_work(tiny_ckpt, tiny_preset, make_images, tmp_path):
+# ----------------------------------------------------------------------------- runs on nothing
+def test_nothing_readable_is_a_one_line_error_before_any_work(tiny_ckpt, tiny_preset, make_images, tmp_path):
     broken = make_images("broken", n=0, broken=2)
     res = _cli("pretrain", "--preset", tiny_preset(), "--data", broken, "--out", tmp_path / "run")
     assert _one_line(res) and "no readable image" in res.output and "bad0" in res.output, res.output
@@ -111,7 +114,7 @@ def test_5_nothing_readable_is_a_one_line_error_before_any_work(tiny_ckpt, tiny_
     assert _one_line(res) and "no image of" in res.output and "could be read at 16 px" in res.output, res.output
 
 
-def test_5_unreachable_shard_urls_fail_at_once(tiny_ckpt):
+def test_unreachable_shard_urls_fail_at_once(tiny_ckpt):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -121,13 +124,13 @@ def test_5_unreachable_shard_urls_fail_at_once(tiny_ckpt):
     assert time.time() - t0 < 30
 
 
-# ----------------------------------------------------------------------------- 6. one line, not a traceback
-def test_6_outputs_are_checked_before_the_work(tiny_ckpt, tiny_preset, make_images, tmp_path, unwritable,
+# ----------------------------------------------------------------------------- one line, not a traceback
+def test_outputs_are_checked_before_the_work(tiny_ckpt, tiny_preset, make_images, tmp_path, unwritable,
                                                monkeypatch):
     data = make_images(n=1)
     afile = tmp_path / "afile"
     afile.write_text("x")
-    monkeypatch.setattr(checkpoint, "create_autoencoder", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(model_file, "create_autoencoder", lambda *a, **k: pytest.fail("work started"))
     cases = [
         (["pretrain", "--preset", tiny_preset(), "--data", data, "--out", afile], "is a file"),
         (["pretrain", "--preset", tiny_preset(), "--data", data, "--out", unwritable / "run"], "cannot write in"),
@@ -142,13 +145,13 @@ def test_6_outputs_are_checked_before_the_work(tiny_ckpt, tiny_preset, make_imag
         assert _one_line(res) and needle in res.output, (args, res.output)
 
 
-def test_6_a_disk_that_fails_at_write_time_is_one_line(tiny_ckpt, make_images):
+def test_a_disk_that_fails_at_write_time_is_one_line(tiny_ckpt, make_images):
     res = _cli("eval", tiny_ckpt, "--data", make_images(n=1), "--resolution", 16, "--json", "/dev/full")
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
     assert res.output.strip().splitlines()[-1] == "error: cannot write /dev/full: No space left on device"
 
 
-def test_6_a_failed_checkpoint_write_keeps_the_previous_checkpoint(tiny_preset, make_images, tmp_path, monkeypatch):
+def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(tiny_preset, make_images, tmp_path, monkeypatch):
     preset = tiny_preset(train={"steps": 4}, log={"checkpoint_every": 2})
     real_save = torch.save
 
@@ -172,14 +175,14 @@ def test_6_a_failed_checkpoint_write_keeps_the_previous_checkpoint(tiny_preset, 
     ("model.decoder_kwargs.mults=[]", "cannot be built"),
     ("data.resolution=8", "must be a multiple of 8 and at least 16"),
 ])
-def test_6_bad_configs_are_one_line(tiny_preset, make_images, tmp_path, override, needle):
+def test_bad_configs_are_one_line(tiny_preset, make_images, tmp_path, override, needle):
     res = _cli("pretrain", "--preset", tiny_preset(), "--data", make_images(n=1), "--out", tmp_path / "run",
                "--set", "model.decoder=smc-decoder", "--set", override)  # the tiny decoder takes no kwargs
     assert _one_line(res) and needle in res.output, res.output
     assert not (tmp_path / "run").exists()
 
 
-def test_6_model_files_without_a_usable_spec_are_one_line(tiny_ckpt, make_images, tmp_path):
+def test_model_files_without_a_usable_spec_are_one_line(tiny_ckpt, make_images, tmp_path):
     from safetensors.torch import save_file
 
     state = {k: v.contiguous() for k, v in load_autoencoder(tiny_ckpt).model.state_dict().items()}
@@ -196,7 +199,7 @@ def test_6_model_files_without_a_usable_spec_are_one_line(tiny_ckpt, make_images
         assert _one_line(res) and needle in res.output, (name, res.output)
 
 
-def test_6_finetune_from_a_checkpoint_missing_a_tensor(tiny_ckpt, tiny_preset, make_images, tmp_path):
+def test_finetune_from_a_checkpoint_missing_a_tensor(tiny_ckpt, tiny_preset, make_images, tmp_path):
     ckpt = torch.load(tiny_ckpt, weights_only=True)
     del ckpt["model"]["decoder.conv_out.weight"]
     save_atomic(ckpt, tmp_path / "partial.pt")
@@ -205,7 +208,7 @@ def test_6_finetune_from_a_checkpoint_missing_a_tensor(tiny_ckpt, tiny_preset, m
     assert _one_line(res) and "missing 1 tensor(s), e.g. decoder.conv_out.weight" in res.output, res.output
 
 
-def test_6_the_minimum_side_is_checked_and_small_images_are_padded(tiny_ckpt, tmp_path):
+def test_the_minimum_side_is_checked_and_small_images_are_padded(tiny_ckpt, tmp_path):
     res = _cli("eval", tiny_ckpt, "--data", "sample-holdout", "--resolution", "8")
     assert _one_line(res) and "--resolution must be a multiple of 8 and at least 16, got 8" in res.output
     Image.fromarray(np.full((6, 10, 3), 90, np.uint8)).save(tmp_path / "tiny.png")
@@ -214,8 +217,8 @@ def test_6_the_minimum_side_is_checked_and_small_images_are_padded(tiny_ckpt, tm
     assert Image.open(tmp_path / "rec" / "tiny_recon.png").size == (10, 6)
 
 
-# ----------------------------------------------------------------------------- 7. bad images, every command
-def test_7_every_command_skips_counts_and_names_unreadable_images(tiny_ckpt, tiny_preset, make_images, tmp_path,
+# ----------------------------------------------------------------------------- bad images, every command
+def test_every_command_skips_counts_and_names_unreadable_images(tiny_ckpt, tiny_preset, make_images, tmp_path,
                                                                   capsys):
     data = make_images(n=2, broken=1)
     assert train("pretrain", tiny_preset(train={"steps": 2}), str(data), tmp_path / "run", device="cpu") == 0
@@ -240,13 +243,13 @@ def test_7_every_command_skips_counts_and_names_unreadable_images(tiny_ckpt, tin
     assert json.loads((tmp_path / "e.json").read_text())["results"][0]["skipped"] == 1
 
 
-# ----------------------------------------------------------------------------- 8. no unsafe advice
+# ----------------------------------------------------------------------------- no unsafe advice
 class _Evil:
     def __reduce__(self):
         return (print, ("pwned",))
 
 
-def test_8_a_refused_pickle_says_it_would_run_code_and_never_suggests_weights_only_false(tmp_path):
+def test_a_refused_pickle_says_it_would_run_code_and_never_suggests_weights_only_false(tmp_path):
     torch.save({"format": CHECKPOINT_FORMAT, "x": _Evil()}, tmp_path / "evil.pt")
     with open(tmp_path / "raw.pt", "wb") as f:
         pickle.dump({"format": CHECKPOINT_FORMAT, "x": _Evil()}, f)
@@ -260,8 +263,8 @@ def test_8_a_refused_pickle_says_it_would_run_code_and_never_suggests_weights_on
     assert _one_line(res) and "would run code" in res.output and "weights_only" not in res.output
 
 
-# ----------------------------------------------------------------------------- 1. eval obeys a stop
-def test_1_eval_stops_on_sigterm_before_the_next_batch(tiny_ckpt, make_images, tmp_path, monkeypatch):
+# ----------------------------------------------------------------------------- eval obeys a stop
+def test_eval_stops_on_sigterm_before_the_next_batch(tiny_ckpt, make_images, tmp_path, monkeypatch):
     real = evaluate.reconstruct_uint8
 
     def signalled(*args, **kwargs):  # SIGTERM arrives while the first batch is being evaluated

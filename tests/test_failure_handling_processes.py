@@ -18,7 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import litevae_cli.training.loop
-from litevae_cli import stopping
+from litevae_cli.jobs import stopping
 from litevae_cli.cli import app
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -17,7 +17,7 @@ silu, in/out channels other than 3) is a one-line UserError naming the key.
 Weights: the same tensors under other names; attention's to_q/to_k/to_v/to_out.0 are Linear [C, C] in
 diffusers and 1x1 convs [C, C, 1, 1] here. The names of diffusers' pre-0.14 attention (query, key, value,
 proj_attn) are read too, as diffusers reads them.
-The folder on disk (config.json + diffusion_pytorch_model.safetensors) is `litevae_cli.diffusers_folder`'s.
+The folder on disk (config.json + diffusion_pytorch_model.safetensors) is `litevae_cli.files.diffusers_folder`'s.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Markdown tables from the JSON files that benchmarks/curves.py writes.
+"""Markdown tables from the JSON files that benchmarks/tuning/curves.py writes.
 
-    python benchmarks/curves_table.py bench-results/kl-sweep            # one row per arm (final figures)
-    python benchmarks/curves_table.py bench-results/demo-curve --curve  # every evaluated checkpoint
+    python benchmarks/tuning/curves_table.py bench-results/kl-sweep            # one row per arm (final figures)
+    python benchmarks/tuning/curves_table.py bench-results/demo-curve --curve  # every evaluated checkpoint
 """
 
 from __future__ import annotations

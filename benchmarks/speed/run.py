@@ -1,8 +1,8 @@
 """Entry point of `make bench`: every issue-7 measurement, each section in its own process, then the tables.
 
-    .venv/bin/python benchmarks/run.py            # the default suite (13-16 min on this 2-core machine)
-    .venv/bin/python benchmarks/run.py --quick    # litevae-b vs SD only, smaller grid (~5 min)
-    .venv/bin/python benchmarks/run.py --full     # adds M/L at batch 16, both layouts everywhere, fp32 THP pair
+    .venv/bin/python benchmarks/speed/run.py            # the default suite (13-16 min on this 2-core machine)
+    .venv/bin/python benchmarks/speed/run.py --quick    # litevae-b vs SD only, smaller grid (~5 min)
+    .venv/bin/python benchmarks/speed/run.py --full     # adds M/L at batch 16, both layouts everywhere, fp32 THP pair
 
 Sections (scripts beside this one; each writes JSON into --out, and `report.py` renders them):
   dwt      DWT img/s, ours vs pywt / ptwt / the plain depthwise conv, under THP_MEM_ALLOC_ENABLE=0 and =1
@@ -39,7 +39,7 @@ def run_child(script: str, args: list[str], thp: int, out: Path, name: str, thre
     print(f"\n$ THP_MEM_ALLOC_ENABLE={thp} {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
     env = dict(os.environ, THP_MEM_ALLOC_ENABLE=str(thp))
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=HERE.parent)
+    proc = subprocess.run(cmd, env=env, cwd=HERE.parents[1])
     wall = time.perf_counter() - t0
     if proc.returncode != 0 or not out_json.exists():
         print(f"!! section {name} failed (exit {proc.returncode})", flush=True)
@@ -135,7 +135,7 @@ def main() -> None:
     from report import render
 
     total = time.perf_counter() - t_start
-    command = " ".join([".venv/bin/python benchmarks/run.py", *sys.argv[1:]])
+    command = " ".join([".venv/bin/python benchmarks/speed/run.py", *sys.argv[1:]])
     md = render(docs, command=command, total_s=total, main_thp=args.thp)
     (out / "results.md").write_text(md)
     (out / "results.json").write_text(json.dumps({"docs": docs, "total_s": total, "command": command},

@@ -8,7 +8,7 @@ and return PSNR / SSIM per image (from `metrics.image`, on the uint8 images). An
 skipped, named in OUT/skipped.txt and the command goes on; none readable is a one-line error.
 
 Tiling: an image larger than `tile` on either side is encoded and decoded in overlapping tiles
-blended with linear ramps (`litevae_cli.tiling`), so there are no seams.
+blended with linear ramps (`litevae_cli.inference.tiling`), so there are no seams.
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from litevae_cli.checkpoint import load_autoencoder
-from litevae_cli.data import (MIN_SIDE, MULTIPLE, DataError, check_side, eval_transform, load_image, pil_to_tensor,
+from litevae_cli.files.model_file import load_autoencoder
+from litevae_cli.data import (MIN_SIDE, MULTIPLE, DataError, parse_resolution, eval_transform, load_image, pil_to_tensor,
                               resolve_source)
 from litevae_cli.errors import UserError
 from litevae_cli.metrics.image import psnr_uint8, ssim, to_uint8
-from litevae_cli.outputs import SKIPPED_NAME, SkipLog, check_out_dir, writing
+from litevae_cli.files.outputs import SKIPPED_NAME, SkipLog, check_out_dir, writing
 from litevae_cli.runtime import Runtime
-from litevae_cli.tiling import tiled_map
+from litevae_cli.inference.tiling import tiled_map
 
 DEFAULT_TILE = 512
 ERROR_AMPLIFY = 5.0  # the error map shows min(1, 5 * mean |x - x_hat| / 255) on a black-red-yellow-white scale
@@ -128,13 +128,17 @@ def prepare(img: Image.Image, resolution: Optional[int]) -> torch.Tensor:
 
 
 def reconstruct_images(rt: Runtime, model: str, images: Sequence[str], out: str | Path, *,
-                       resolution: Optional[int] = 256, tile: Optional[int] = DEFAULT_TILE,
-                       overlap: Optional[int] = None, amplify: float = ERROR_AMPLIFY,
+                       resolution: int | str | None = None, native: bool = False,
+                       tile: Optional[int] = DEFAULT_TILE, overlap: Optional[int] = None,
+                       amplify: float = ERROR_AMPLIFY, use_ema: bool = True,
                        log: Callable = print) -> list[Reconstruction]:
-    """Write a reconstruction and a comparison PNG per image into `out`, on the runtime `rt`; resolution None = native size.
-    Unreadable images are skipped and listed in OUT/skipped.txt (`log` prints the first few)."""
-    if resolution is not None:
-        check_side(resolution, "--resolution")
+    """Write a reconstruction and a comparison PNG per image into `out`, on the runtime `rt`: at `resolution`
+    (default 256: shorter side resized, center crop) or, with `native`, every image at its own size; `tile`
+    0 or None never tiles. Unreadable images are skipped and listed in OUT/skipped.txt (`log` prints the first few)."""
+    if native and resolution is not None:
+        raise UserError("give either --resolution or --native, not both")
+    resolution = None if native else parse_resolution(resolution)
+    tile = tile or None
     if tile is not None:
         overlap = tile // 4 if overlap is None else overlap
         if tile % MULTIPLE or overlap % MULTIPLE or not 0 <= overlap < tile or tile < MIN_SIDE:
@@ -142,7 +146,7 @@ def reconstruct_images(rt: Runtime, model: str, images: Sequence[str], out: str 
                             f"and tile >= {MIN_SIDE} (got {tile}, {overlap})")
     items = collect_images(images)
     out = check_out_dir(out)
-    loaded = load_autoencoder(model)
+    loaded = load_autoencoder(model, use_ema=use_ema)
     log(f"model: {loaded.describe()}")
     net = rt.place(loaded.model).eval()
     with writing(out):

@@ -14,12 +14,12 @@ Every arm runs the real commands in a worker process (`reproduce_worker.py`; one
 `litevae pretrain`, `litevae finetune --from`, `litevae eval` (PSNR/SSIM, posterior mean, uint8, center
 crop) and, for the encoder arms, `litevae inspect-latents` (MMD^2 to N(0, I)), all through the CLI app;
 then the decoder's feature maps are hooked for the max/mean activation ratio. Encoder img/s is measured
-for both encoders side by side in one process. `benchmarks/reproduce_report.py` turns the results into
+for both encoders side by side in one process. `benchmarks/reproduce/reproduce_report.py` turns the results into
 REPRODUCTION.md with a verdict per claim.
 
-    python benchmarks/reproduce.py --out bench-results/reproduce            # < 1 h on 2 cores
-    python benchmarks/reproduce.py --quick --out /tmp/repro                  # every arm, a few steps
-    python benchmarks/reproduce.py --scale paper --data /data/imagenet/train --holdout /data/imagenet/val \\
+    python benchmarks/reproduce/reproduce.py --out bench-results/reproduce            # < 1 h on 2 cores
+    python benchmarks/reproduce/reproduce.py --quick --out /tmp/repro                  # every arm, a few steps
+    python benchmarks/reproduce/reproduce.py --scale paper --data /data/imagenet/train --holdout /data/imagenet/val \\
         --weights-dir ~/lpips-weights --eval-limit 10000 --jobs 8 --out runs/reproduce-paper   # 8 GPUs
 
 Rerunning with the same --out skips the jobs whose results exist and resumes an interrupted training run.
@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # reproduce_report.py; benchmarks/harness.py
 
 
 @dataclass(frozen=True)
@@ -303,7 +304,6 @@ def main(argv=None) -> int:
                "machine": machine(cpu)}
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print(f"wrote {out / 'results.json'}")
-    sys.path.insert(0, str(HERE))
     from reproduce_report import render
 
     text = render(results)
@@ -328,7 +328,7 @@ def load_invocations(out: Path) -> list[dict]:
 
 
 def machine(on_cpu: bool) -> dict:
-    from harness import machine_info  # benchmarks/harness.py, beside this file
+    from harness import machine_info  # benchmarks/harness.py
 
     info = machine_info(threads=1)  # each worker runs one thread
     info["cores"] = info["logical_cpus"]

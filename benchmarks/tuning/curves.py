@@ -8,7 +8,7 @@ gets `litevae inspect-latents` on all 9 sample photos (KL nats per latent elemen
 MMD to N(0, I)); with
 `--extra DIR` the final one is also evaluated on a folder of other photos.
 
-    python benchmarks/curves.py --out bench-results/curves --arm base --preset demo --steps 400 --every 100 \
+    python benchmarks/tuning/curves.py --out bench-results/curves --arm base --preset demo --steps 400 --every 100 \
         --set optim.lr=1e-3 --set loss.kl=1e-4
 Writes OUT/ARM.json (the rows) and prints a Markdown table. CPU jobs: run one arm at a time.
 """

@@ -13,11 +13,15 @@ Max abs error is taken against pywt over every band of every level.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pywt
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/harness.py
 from harness import base_parser, log, pair_ratio, setup_threads, stats, time_interleaved, write_json
 
 SHAPE = (16, 3, 256, 256)

@@ -8,18 +8,20 @@ activations and temporaries of the forward (weights and input are in the baselin
 unavailable, ru_maxrss minus the baseline is used and the row says so. On CUDA the figure would be
 torch.cuda.max_memory_allocated; no GPU was available for this project's runs.
 
-    .venv/bin/python benchmarks/memory_bench.py --model litevae-b --precision bf16 --layout CL --json m.json
+    .venv/bin/python benchmarks/speed/memory_bench.py --model litevae-b --precision bf16 --layout CL --json m.json
 """
 
 from __future__ import annotations
 
 import gc
 import resource
+import sys
 from pathlib import Path
 
 import psutil
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/harness.py
 from harness import autocast, base_parser, images, log, memory_format, setup_threads, write_json
 
 PEER = "sd-vae (diffusers)"

@@ -13,8 +13,12 @@ are interleaved; img/s = batch / step time.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/harness.py
 from harness import autocast, base_parser, log, pair_ratio, setup_threads, stats, time_interleaved, write_json
 
 ENCODERS = ("litevae-b", "sd-vae-encoder")

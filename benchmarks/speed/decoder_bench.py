@@ -11,9 +11,12 @@ Ratios are smc-decoder over each other contender, pair by pair. Under torch.infe
 from __future__ import annotations
 
 import copy
+import sys
+from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/harness.py
 from harness import (autocast, base_parser, diffusers_sd_vae, log, memory_format, pair_ratio, peer_available,
                      setup_threads, stats, time_interleaved, write_json)
 

@@ -6,7 +6,7 @@ checkpoints, logs or resume, so that two arms pinned to one core each can be com
 that of `litevae eval`: posterior mean, uint8, 256 px, on the 2 held-out photos (never trained on), for
 the raw and the EMA weights. The arms behind the demo presets' comments were run with:
 
-    OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/quick_arms.py --lr 3e-4 --kl 1e-4 --steps 300
+    OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/tuning/quick_arms.py --lr 3e-4 --kl 1e-4 --steps 300
 
 Options override the preset; --logvar-init 0 is the standard initialisation (the preset uses -6).
 """

@@ -18,8 +18,8 @@ Writes OUT/gpu_bench.json and OUT/gpu_bench.md (a table that drops into BENCHMAR
 --dry-run runs the same code on the CPU with the tiny registered variants at 32 px, batch 2, one repeat: it
 checks the plumbing in `make test`; its figures mean nothing and the table says so.
 
-    python benchmarks/gpu_bench.py --out bench-results/gpu
-    python benchmarks/gpu_bench.py --dry-run --out /tmp/gpu-dry
+    python benchmarks/speed/gpu_bench.py --out bench-results/gpu
+    python benchmarks/speed/gpu_bench.py --dry-run --out /tmp/gpu-dry
 """
 
 from __future__ import annotations
@@ -27,12 +27,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/harness.py
 from harness import log, pair_ratio, stats, time_interleaved
 
 
@@ -179,7 +181,7 @@ def markdown(doc: dict) -> str:
     head = ("**DRY RUN on the CPU with tiny stand-in models: these figures mean nothing.**\n\n" if doc["dry_run"]
             else "")
     lines = [head + f"Machine: {m.get('gpu', m['device'])}, torch {m['torch']}, CUDA {m['cuda']}; "
-             f"`python benchmarks/gpu_bench.py` ({doc['date']}). Medians of {doc['reps']} repeats "
+             f"`python benchmarks/speed/gpu_bench.py` ({doc['date']}). Medians of {doc['reps']} repeats "
              "(min-max in brackets).", "",
              f"Encoders at {enc['resolution']} px, batch {enc['batch']}, {enc['precision']} autocast, nz {enc['nz']} "
              "(P Table 3's setting):", "",

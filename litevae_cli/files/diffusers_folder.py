@@ -6,10 +6,10 @@ A folder holds config.json and diffusion_pytorch_model.safetensors; config.json'
   factors (see `litevae_cli.diffusers_vae`); the weights have the same keys as a training checkpoint's
   `model` (encoder.*, decoder.*). `litevae_cli.diffusers_vae.LiteVAE` writes and reads it through diffusers.
 - "AutoencoderKL": a diffusers VAE (SD 1.x/2.x, SDXL, SD3, FLUX, or `litevae export --format diffusers` of
-  an sd-vae-encoder + sd-vae-decoder model), converted by `litevae_cli.autoencoder_kl`; plain
+  an sd-vae-encoder + sd-vae-decoder model), converted by `litevae_cli.files.autoencoder_kl`; plain
   `diffusers.AutoencoderKL.from_pretrained` reads what `write_autoencoder_kl_folder` writes.
 Every MODEL argument (eval, encode-dataset, reconstruct, inspect-latents, finetune --from) accepts either
-folder or its weights file, through `checkpoint.load_autoencoder`. Any other `_class_name` is a one-line error.
+folder or its weights file, through `files.model_file.load_autoencoder`. Any other `_class_name` is a one-line error.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from pathlib import Path
 
 import torch
 
-from litevae_cli import autoencoder_kl
-from litevae_cli.atomic_write import atomic_path
 from litevae_cli.errors import UserError, one_line
+from litevae_cli.files import autoencoder_kl
+from litevae_cli.files.atomic import atomic_path
+from litevae_cli.files.checkpoint import StoredModel, check_format_version
 from litevae_cli.model_spec import ModelSpec
 
 CLASS_NAME = "LiteVAE"
@@ -68,10 +69,9 @@ def spec_from_config(config: dict) -> dict:
             "decoder_kwargs": dict(config.get("decoder_kwargs") or {})}
 
 
-def load_diffusers_folder(weights: Path, map_location: str | torch.device = "cpu"):
-    """A LiteVAE or AutoencoderKL folder's weights file -> checkpoint.LoadedModel (safetensors: no code runs)."""
-    from litevae_cli.checkpoint import LoadedModel, _build, check_format_version
-
+def read_diffusers_folder(weights: Path, map_location: str | torch.device = "cpu") -> StoredModel:
+    """A LiteVAE or AutoencoderKL folder's weights file -> its weights as plain data, under our key names
+    (safetensors: no code runs)."""
     folder = weights.parent
     config = read_config(folder, (CLASS_NAME, autoencoder_kl.CLASS_NAME))
     if config["_class_name"] == CLASS_NAME:
@@ -79,22 +79,22 @@ def load_diffusers_folder(weights: Path, map_location: str | torch.device = "cpu
         spec = spec_from_config(config)
     else:
         spec = autoencoder_kl.spec_from_config(config, str(folder / CONFIG_NAME)).to_dict()
-    state = _load_safetensors(weights, map_location)
+    state = load_safetensors(weights, map_location)
     if config["_class_name"] != CLASS_NAME:
         state = autoencoder_kl.state_from_diffusers(state, ModelSpec.from_dict(spec), str(weights))
-    net, spec = _build(spec, state, folder)
     source = config.get("source") or {}
     step = source.get("step") if isinstance(source.get("step"), int) else None
-    return LoadedModel(net.eval(), spec, folder, bool(source.get("ema")), step, None)
+    return StoredModel(spec, state, folder, bool(source.get("ema")), step, None)
 
 
-def _load_safetensors(weights: Path, map_location) -> dict:
+def load_safetensors(weights: Path, map_location, what: str = "") -> dict:
+    """A .safetensors file's tensors (no code runs); any failure is one UserError."""
     from safetensors.torch import load_file
 
     try:
         return load_file(str(weights), device=str(map_location))
     except Exception as err:
-        raise UserError(f"cannot load {weights}: {one_line(err, 200)}") from None
+        raise UserError(f"cannot load {what}{weights}: {one_line(err, 200)}") from None
 
 
 def write_autoencoder_kl_folder(out: str | Path, spec: ModelSpec, state: dict, sample_size: int = 256) -> dict:

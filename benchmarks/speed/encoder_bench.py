@@ -13,17 +13,20 @@ median) can be compared pair by pair with the peer in its best layout.
   our `sd-vae-encoder` count (same architecture).
 - Everything runs under torch.inference_mode().
 
-    .venv/bin/python benchmarks/encoder_bench.py --batches 1 16 --json out.json
+    .venv/bin/python benchmarks/speed/encoder_bench.py --batches 1 16 --json out.json
 """
 
 from __future__ import annotations
 
 import copy
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/harness.py
 from harness import (autocast, base_parser, diffusers_sd_vae, images, log, memory_format, pair_ratio, peer_available,
                      setup_threads, stats, time_interleaved, write_json)
 

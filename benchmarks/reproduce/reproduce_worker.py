@@ -1,7 +1,7 @@
-"""One job of `benchmarks/reproduce.py`: an arm and seed trained and measured, or the encoders' img/s.
+"""One job of `benchmarks/reproduce/reproduce.py`: an arm and seed trained and measured, or the encoders' img/s.
 
 Run by the driver in its own process, pinned to one core with one thread (CPU) or given one GPU:
-    python benchmarks/reproduce_worker.py OUT/jobs/base-s0.json [more job files, run in turn]
+    python benchmarks/reproduce/reproduce_worker.py OUT/jobs/base-s0.json [more job files, run in turn]
 Every `litevae` command runs in this process through the CLI app, exactly as the console script would
 (so torch is imported once per worker, not once per command). A job's result file is written atomically
 at its end, so the driver treats a job as done only when that file exists.
@@ -42,7 +42,7 @@ def decoder_activation_ratio(ckpt: Path, holdout: str, resolution: int, limit: i
     GroupNorm causes, P Sec. 4.2 / Fig. 3): per block, then the max and the mean over blocks."""
     import torch
 
-    from litevae_cli.checkpoint import load_autoencoder
+    from litevae_cli.files.model_file import load_autoencoder
     from litevae_cli.data.loaders import make_eval_loader
 
     model = load_autoencoder(ckpt).model

@@ -16,8 +16,8 @@ Stages, each a plain `litevae` command (skipped when its output exists, so a rer
      teacher's own round trip; encoder img/s (students vs teacher vs the full-width SD-VAE encoder
      architecture, nz 4, random weights) at 256 px, interleaved in one process (harness.time_interleaved).
 
-    python benchmarks/distill_bench.py --out bench-results/distill   # ~45 min on 2 CPU cores
-    python benchmarks/distill_bench.py --quick                        # toy sizes: checks the pipeline runs
+    python benchmarks/byo_vae/distill_bench.py --out bench-results/distill   # ~45 min on 2 CPU cores
+    python benchmarks/byo_vae/distill_bench.py --quick                        # toy sizes: checks the pipeline runs
 
 Writes OUT/results.json and OUT/results.md (the tables BENCHMARKS.md quotes).
 """
@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE.parent), str(HERE.parent / "reproduce")]  # harness.py, reproduce.py
 import harness  # noqa: E402
 from reproduce import write_holdout  # noqa: E402
 
@@ -101,7 +101,7 @@ def measure(teacher, student, x: torch.Tensor) -> dict:
 
 
 def curves(out: Path, teacher, x: torch.Tensor) -> dict:
-    from litevae_cli.checkpoint import load_autoencoder
+    from litevae_cli.files.model_file import load_autoencoder
 
     result = {}
     for student in ("litevae-s", "litevae-b"):
@@ -129,7 +129,7 @@ def encoder_speed(students: dict, teacher, reps: int, batch: int) -> dict:
 
 
 def decoder_ft(out: Path, teacher, x: torch.Tensor) -> dict:
-    from litevae_cli.checkpoint import load_autoencoder
+    from litevae_cli.files.model_file import load_autoencoder
     from litevae_cli.metrics.image import psnr_uint8, to_uint8
 
     after = load_autoencoder(out / "decoder-ft").model
@@ -192,7 +192,7 @@ def main() -> int:
     if not a.speed_only:
         stages(a.out, steps, every)
     harness.setup_threads(2)
-    from litevae_cli.checkpoint import load_autoencoder
+    from litevae_cli.files.model_file import load_autoencoder
 
     teacher = load_autoencoder(a.out / "teacher-vae").model  # the exported AutoencoderKL folder, read back
     students = {s: load_autoencoder(a.out / f"distill-{s}").model.encoder.eval() for s in ("litevae-s", "litevae-b")}

@@ -1,0 +1,113 @@
+"""MODEL arguments: any model file or folder -> one model, through one reader per format and one builder.
+
+A MODEL argument (eval, encode-dataset, reconstruct, inspect-latents, export, finetune --from) is a
+checkpoint file, a run directory (its checkpoints/last.pt), an exported .safetensors model
+(`files.export_file`), or a diffusers folder (`files.diffusers_folder`): a LiteVAE written by
+`litevae export --format diffusers`, or a diffusers AutoencoderKL (SD 1.x/2.x, SDXL, SD3, FLUX; its spec
+carries the published latent_factors). A Hugging Face Hub id is refused with the command that downloads it.
+`read_model` returns the weights as plain data (`StoredModel`); `build` is the one place that turns
+them into an `Autoencoder` (a file without its model spec, or with weights that do not fit it, is a
+one-line UserError); `load_autoencoder` is both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from litevae_cli.errors import UserError, as_user_error
+from litevae_cli.files.checkpoint import (LAST_NAME, StoredModel, checkpoint_dir, latest_checkpoint,
+                                          read_checkpoint_model)
+from litevae_cli.files.diffusers_folder import (CONFIG_NAME, WEIGHTS_NAME, hub_download_hint, is_diffusers_folder,
+                                                is_diffusers_weights, looks_like_hub_id, read_diffusers_folder)
+from litevae_cli.files.export_file import SUFFIX, read_export_file
+from litevae_cli.model_spec import ModelSpec
+from litevae_cli.models.autoencoder import Autoencoder, create_autoencoder
+
+
+def resolve_model_path(model: str | Path) -> Path:
+    """A checkpoint file, an exported model, a run directory (-> its last checkpoint) or a diffusers folder
+    (-> its weights file)."""
+    path = Path(model)
+    if is_diffusers_folder(path):
+        return path / WEIGHTS_NAME
+    if path.is_dir() and (path / CONFIG_NAME).is_file() and not checkpoint_dir(path).is_dir():
+        raise UserError(f"diffusers folder {path} has no {WEIGHTS_NAME} (only safetensors weights are read)")
+    if path.is_dir():
+        last = latest_checkpoint(path)
+        if last is None:
+            raise UserError(f"run directory {path} has no checkpoint ({path / 'checkpoints' / LAST_NAME} is missing)")
+        return last
+    if looks_like_hub_id(model):
+        raise UserError(f"model not found: {model} is no local path; {hub_download_hint(model)}")
+    if not path.exists():
+        raise UserError(f"model not found: {path} (give a checkpoint .pt, an exported .safetensors, a run directory "
+                        "or a diffusers folder)")
+    return path
+
+
+def read_model(model: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu") -> StoredModel:
+    """MODEL's inference weights as plain data (EMA weights when present and `use_ema`)."""
+    path = resolve_model_path(model)
+    if is_diffusers_weights(path):
+        return read_diffusers_folder(path, map_location)
+    if path.suffix == SUFFIX:
+        return read_export_file(path, map_location)
+    return read_checkpoint_model(path, use_ema, map_location)
+
+
+@dataclass
+class LoadedModel:
+    """An autoencoder ready for inference, and where its weights came from."""
+
+    model: Autoencoder
+    spec: ModelSpec
+    path: Path
+    used_ema: bool
+    step: int | None
+    config: dict | None
+
+    def describe(self) -> str:
+        weights = "EMA weights" if self.used_ema else "raw (non-EMA) weights"
+        step = f", step {self.step}" if self.step is not None else ""
+        return f"{self.spec.describe()} from {self.path}{step}, {weights}"
+
+    def report(self) -> dict:
+        """The model's entry in every command's report (eval's JSON, inspect-latents', stats.json)."""
+        s = self.spec
+        return {"name": s.describe(), "encoder": s.encoder, "decoder": s.decoder, "nz": s.nz, "spec": s.to_dict(),
+                "path": str(self.path), "step": self.step, "ema": self.used_ema, "described": self.describe()}
+
+
+def load_weights(module: torch.nn.Module, weights, source) -> None:
+    """module.load_state_dict(weights), strict; weights that do not fit are one UserError naming keys."""
+    if not isinstance(weights, dict):
+        raise UserError(f"{source} holds no weights for {type(module).__name__}")
+    try:
+        missing, unexpected = module.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # shape mismatches: the useful line is the second
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        raise UserError(f"the weights in {source} do not fit the model: {lines[-1][:200]}") from None
+    if missing or unexpected:
+        raise UserError(f"the weights in {source} do not fit the model: "
+                        + "; ".join(f"{n} {len(k)} tensor(s), e.g. {k[0]}"
+                                    for n, k in (("missing", missing), ("unexpected", unexpected)) if k))
+
+
+def build(stored: StoredModel) -> LoadedModel:
+    """The one builder: stored weights -> the registry's model holding them, in eval mode."""
+    if not isinstance(stored.spec, dict):
+        raise UserError(f"{stored.path} does not say which model it holds (no model_spec); it is not a complete "
+                        "litevae checkpoint or export")
+    with as_user_error(f"cannot build the model stored in {stored.path}"):
+        spec = ModelSpec.from_dict(stored.spec)
+        model = create_autoencoder(spec)
+    load_weights(model, stored.state, stored.path)
+    return LoadedModel(model.eval(), spec, stored.path, stored.used_ema, stored.step, stored.config)
+
+
+def load_autoencoder(model: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu") -> LoadedModel:
+    """Load MODEL for inference (eval mode), preferring EMA weights when present and `use_ema`."""
+    return build(read_model(model, use_ema, map_location))

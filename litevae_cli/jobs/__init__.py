@@ -1,0 +1,1 @@
+"""What long jobs (training, encoding, evaluation) share: the progress bar and stop signals."""
