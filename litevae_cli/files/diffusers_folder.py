@@ -127,10 +127,3 @@ def looks_like_hub_id(name) -> bool:
     text = str(name)
     return (not Path(text).exists() and Path(text).suffix not in (".pt", ".safetensors")
             and re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text) is not None)
-
-
-def hub_download_hint(name) -> str:
-    """How to fetch a Hub VAE into a folder that every MODEL argument takes (nothing is downloaded here)."""
-    return (f"to use the Hugging Face Hub model {name}, download it first: huggingface-cli download {name} "
-            f"{CONFIG_NAME} {WEIGHTS_NAME} --local-dir DIR, then pass DIR (a pipeline repository: download "
-            f"vae/{CONFIG_NAME} vae/{WEIGHTS_NAME} and pass DIR/vae)")

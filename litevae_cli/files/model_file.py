@@ -20,16 +20,23 @@ import torch
 from litevae_cli.errors import UserError, as_user_error
 from litevae_cli.files.checkpoint import (LAST_NAME, StoredModel, checkpoint_dir, latest_checkpoint,
                                           read_checkpoint_model)
-from litevae_cli.files.diffusers_folder import (CONFIG_NAME, WEIGHTS_NAME, hub_download_hint, is_diffusers_folder,
-                                                is_diffusers_weights, looks_like_hub_id, read_diffusers_folder)
+from litevae_cli.files.diffusers_folder import (CONFIG_NAME, WEIGHTS_NAME, is_diffusers_folder, is_diffusers_weights,
+                                                read_diffusers_folder)
+from litevae_cli.files.download import requested
+from litevae_cli.files.hub import download_hint, fetch_vae_folder, is_hub_id
 from litevae_cli.files.export_file import SUFFIX, read_export_file
 from litevae_cli.model_spec import ModelSpec
 from litevae_cli.models.autoencoder import Autoencoder, create_autoencoder
 
 
-def resolve_model_path(model: str | Path) -> Path:
+def resolve_model_path(model: str | Path, download: bool = False) -> Path:
     """A checkpoint file, an exported model, a run directory (-> its last checkpoint) or a diffusers folder
-    (-> its weights file)."""
+    (-> its weights file); a Hugging Face Hub id only with downloads on (`download` or the environment:
+    `files.hub`), else a one-line refusal that says how."""
+    if is_hub_id(model):
+        if not requested(download):
+            raise UserError(f"model not found: {model} is no local path; {download_hint(model)}")
+        model = fetch_vae_folder(str(model))
     path = Path(model)
     if is_diffusers_folder(path):
         return path / WEIGHTS_NAME
@@ -40,17 +47,17 @@ def resolve_model_path(model: str | Path) -> Path:
         if last is None:
             raise UserError(f"run directory {path} has no checkpoint ({path / 'checkpoints' / LAST_NAME} is missing)")
         return last
-    if looks_like_hub_id(model):
-        raise UserError(f"model not found: {model} is no local path; {hub_download_hint(model)}")
     if not path.exists():
         raise UserError(f"model not found: {path} (give a checkpoint .pt, an exported .safetensors, a run directory "
                         "or a diffusers folder)")
     return path
 
 
-def read_model(model: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu") -> StoredModel:
-    """MODEL's inference weights as plain data (EMA weights when present and `use_ema`)."""
-    path = resolve_model_path(model)
+def read_model(model: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu",
+               download: bool = False) -> StoredModel:
+    """MODEL's inference weights as plain data (EMA weights when present and `use_ema`; a Hub id fetched and
+    verified when `download`)."""
+    path = resolve_model_path(model, download)
     if is_diffusers_weights(path):
         return read_diffusers_folder(path, map_location)
     if path.suffix == SUFFIX:
@@ -108,6 +115,7 @@ def build(stored: StoredModel) -> LoadedModel:
     return LoadedModel(model.eval(), spec, stored.path, stored.used_ema, stored.step, stored.config)
 
 
-def load_autoencoder(model: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu") -> LoadedModel:
+def load_autoencoder(model: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu",
+                     download: bool = False) -> LoadedModel:
     """Load MODEL for inference (eval mode), preferring EMA weights when present and `use_ema`."""
-    return build(read_model(model, use_ema, map_location))
+    return build(read_model(model, use_ema, map_location, download))

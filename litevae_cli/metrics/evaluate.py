@@ -56,6 +56,7 @@ class EvalOptions:
     use_ema: bool = True
     workers: int = 0
     weights: Optional[dict[str, Path]] = None  # the located weight files (`resolve_options`); None: run_eval looks
+    download: bool = False  # --download-weights: a Hub id as MODEL is fetched and verified too (files.hub)
 
 
 def resolve_options(metrics: str, resolution: str | None = None, download_weights: bool = False, **options) -> EvalOptions:
@@ -63,7 +64,8 @@ def resolve_options(metrics: str, resolution: str | None = None, download_weight
     located (fetched and verified here when `download_weights`, `--download-weights`): all of it before
     the runtime opens or a model loads."""
     options = {k: v for k, v in options.items() if v is not None}  # None: EvalOptions' default
-    opts = EvalOptions(metrics=parse_metrics(metrics), resolutions=parse_resolutions(resolution), **options)
+    opts = EvalOptions(metrics=parse_metrics(metrics), resolutions=parse_resolutions(resolution),
+                       download=download_weights, **options)
     check_options(opts)
     opts.weights = locate_weights(required_weights(opts.metrics, opts.lpips_net), opts.weights_dir, download_weights)
     return opts
@@ -221,7 +223,7 @@ def run_eval(model_arg, data: str, opts: EvalOptions, rt, *, lpips_model=None, f
                                                                          opts.weights_dir)  # before any work
     source = resolve_source(data)
     require_readable(source)
-    loaded = load_autoencoder(model_arg, use_ema=opts.use_ema, map_location="cpu")
+    loaded = load_autoencoder(model_arg, use_ema=opts.use_ema, map_location="cpu", download=opts.download)
     model = rt.place(loaded.model).eval()
     if "lpips" in opts.metrics and lpips_model is None:
         lpips_model = build_lpips(opts.lpips_net, opts.weights_dir)

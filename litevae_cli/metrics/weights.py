@@ -33,19 +33,16 @@ LPIPS's own linear layers (alex.pth / vgg.pth, v0.1) ship inside the `lpips` pac
 
 from __future__ import annotations
 
-import hashlib
 import os
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from litevae_cli.config import LPIPS_NETS
-from litevae_cli.errors import UserError, one_line
-from litevae_cli.files.atomic import atomic_path
+from litevae_cli.errors import UserError
+from litevae_cli.files.download import ENV_DOWNLOAD, download_verified, requested  # noqa: F401 (re-exported)
 from litevae_cli.files.checkpoint import safe_torch_load
 
 
@@ -67,10 +64,7 @@ WEIGHTS = {
 }
 
 
-ENV_DOWNLOAD = "LITEVAE_DOWNLOAD_WEIGHTS"
 ENV_MIRROR = "LITEVAE_WEIGHTS_MIRROR"
-CHUNK = 1 << 20
-TIMEOUT_S = 60  # per connection attempt and per read, not for the whole file
 
 
 @dataclass(frozen=True)
@@ -85,14 +79,6 @@ PINNED: dict[str, Pin] = {
     "inception-2015-12-05.pt": Pin("f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4", 95_607_719),
 }
 
-def requested(download: bool = False) -> bool:
-    """`download` (a command's --download-weights), or LITEVAE_DOWNLOAD_WEIGHTS is 1 / true / yes / on."""
-    value = os.environ.get(ENV_DOWNLOAD, "").strip().lower()
-    if value not in ("", "0", "false", "no", "off", "1", "true", "yes", "on"):
-        raise UserError(f"{ENV_DOWNLOAD} must be 1 or 0, got {os.environ[ENV_DOWNLOAD]!r}")
-    return bool(download) or value in ("1", "true", "yes", "on")
-
-
 def source_url(filename: str, official: str) -> str:
     """The official URL, or LITEVAE_WEIGHTS_MIRROR's base joined with the file name."""
     mirror = os.environ.get(ENV_MIRROR, "").strip()
@@ -106,33 +92,6 @@ def source_url(filename: str, official: str) -> str:
     return mirror.rstrip("/") + "/" + urllib.parse.quote(filename)
 
 
-def _progress(filename: str):
-    from rich.console import Console
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                               TransferSpeedColumn)
-
-    console = Console(stderr=True)
-    # A live bar on a terminal, on rank 0 under torchrun; logs get the one "downloaded ..." line instead.
-    show = console.is_terminal and os.environ.get("RANK", "0") == "0"
-    return Progress(TextColumn(f"[bold]download {filename}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                    TimeRemainingColumn(), console=console, disable=not show)
-
-
-def _fetch(url: str, dest: Path, filename: str, size: int) -> str:
-    """Stream `url` into `dest`; returns the sha256 of what arrived."""
-    digest = hashlib.sha256()
-    request = urllib.request.Request(url, headers={"User-Agent": "litevae"})
-    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, open(dest, "wb") as f, \
-            _progress(filename) as bar:
-        total = int(response.headers.get("Content-Length") or 0) or size
-        task = bar.add_task("download", total=total)
-        while chunk := response.read(CHUNK):
-            digest.update(chunk)
-            f.write(chunk)
-            bar.advance(task, len(chunk))
-    return digest.hexdigest()
-
-
 def download_weight(key: str, folder: str | Path) -> Path:
     """Fetch `key`'s file into `folder`, verify its sha256, then move it into place; returns its path."""
     wf = WEIGHTS[key]
@@ -140,22 +99,7 @@ def download_weight(key: str, folder: str | Path) -> Path:
     folder = Path(folder)
     url = source_url(wf.filename, wf.url)
     dest = folder / wf.filename
-    nothing_left = f"nothing was kept in {folder}"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"cannot create {folder} to download {wf.filename} into: {err.strerror or one_line(err)}") from None
-    with atomic_path(dest) as tmp:  # any exception below removes the temp file
-        try:
-            actual = _fetch(url, tmp, wf.filename, pin.size)
-        except urllib.error.HTTPError as err:
-            raise UserError(f"cannot download {wf.filename} from {url}: HTTP {err.code} {err.reason}; {nothing_left}") from None
-        except (urllib.error.URLError, OSError) as err:  # no route, refused, timed out, disk full
-            reason = getattr(err, "reason", None) or err.strerror or one_line(err)
-            raise UserError(f"cannot download {wf.filename} from {url}: {reason}; {nothing_left}") from None
-        if actual != pin.sha256:
-            raise UserError(f"refused {wf.filename} from {url}: sha256 mismatch, expected {pin.sha256}, "
-                            f"got {actual}; {nothing_left}")
+    download_verified(url, dest, pin.sha256, pin.size)
     print(f"downloaded {wf.filename} ({wf.purpose}) from {url} into {folder}, sha256 verified", flush=True)
     return dest
 

@@ -46,11 +46,12 @@ class Teacher:
     student_init: Optional[LoadedModel] = None
 
 
-def load_teacher(cfg: Config) -> Teacher:
-    """The teacher (and a student MODEL) of a distill config, checked against each other; one line each."""
+def load_teacher(cfg: Config, download: bool = False) -> Teacher:
+    """The teacher (and a student MODEL) of a distill config, checked against each other; one line each.
+    `download`: a Hub id is fetched and verified (`files.hub`)."""
     if cfg.distill.teacher is None:
         raise UserError("`litevae distill` needs --teacher VAE (a diffusers AutoencoderKL folder, or any MODEL)")
-    teacher = load_autoencoder(cfg.distill.teacher, use_ema=True)
+    teacher = load_autoencoder(cfg.distill.teacher, use_ema=True, download=download)
     student_init = None
     if not _is_registered(cfg.distill.student):
         if not Path(cfg.distill.student).exists():

@@ -53,6 +53,7 @@ from litevae_cli.jobs.progress import make_progress
 from litevae_cli.runtime import Runtime, all_reduce_sum, any_rank, barrier, seed_everything
 from litevae_cli.jobs.stopping import StopSignal
 from litevae_cli.training.log import LossMeter, RunLog, save_reconstructions
+from litevae_cli.files.hub import is_hub_id
 from litevae_cli.training.distill import (DistillLoss, check_student_fits, distill_spec, init_from_teacher,
                                           load_teacher)
 from litevae_cli.training.losses import GeneratorLoss, discriminator_loss
@@ -94,15 +95,15 @@ def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | 
     source = resolve_source(data)
     micro = micro_batch_size(rt, cfg)
     resume_path = latest_checkpoint(out)
-    if resume_path is None and init_from is not None and not Path(init_from).exists():
+    if resume_path is None and init_from is not None and not Path(init_from).exists() and not is_hub_id(init_from):
         raise UserError(f"--from checkpoint not found: {init_from}")
     teacher = None
     if cfg.phase == "distill":
         if init_from is not None:
             raise UserError("distill starts from --teacher (and --student MODEL), not --from")
-        teacher = load_teacher(cfg)
+        teacher = load_teacher(cfg, download_weights)
         cfg = dataclasses.replace(cfg, model=distill_spec(cfg, teacher))
-    cfg = model_of_run(cfg, resume_path, init_from)
+    cfg = model_of_run(cfg, resume_path, init_from, download_weights)
     if resume_path is None and init_from is None and cfg.phase == "finetune":
         raise UserError(f"`litevae finetune` with preset {cfg.name!r} needs --from CKPT "
                         f"(a phase-A checkpoint), and {out} holds no run to resume")
@@ -137,7 +138,7 @@ def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | 
                 rt.print(f"warning: resuming on different data: {resume_path} was trained on {old_data}, "
                          f"this run reads {state.run['data']}")
         elif init_from is not None:
-            used_ema = load_init_weights(state, cfg, init_from)
+            used_ema = load_init_weights(state, cfg, init_from, download_weights)
             rt.print(f"initialised from {init_from} ({'EMA' if used_ema else 'raw'} weights); "
                      "discriminator, optimizers and step start fresh")
         elif teacher is not None:

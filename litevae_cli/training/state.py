@@ -217,7 +217,7 @@ def load_resume(rt: Runtime, state: TrainState, ckpt: dict, path: Path) -> Optio
     return None
 
 
-def model_of_run(cfg: Config, resume_path: Optional[Path], init_from) -> Config:
+def model_of_run(cfg: Config, resume_path: Optional[Path], init_from, download: bool = False) -> Config:
     """`cfg` with its model: the preset's, or with `model: null` (a finetune of any MODEL, e.g. an imported
     diffusers VAE) the resumed checkpoint's, else the --from model's."""
     if cfg.model is not None or cfg.phase == "distill":
@@ -228,14 +228,14 @@ def model_of_run(cfg: Config, resume_path: Optional[Path], init_from) -> Config:
             return dataclasses.replace(cfg, model=ModelSpec.from_dict(spec))
     if init_from is None:
         raise UserError(f"preset {cfg.name!r} takes its model from --from (model: null): give --from MODEL")
-    return dataclasses.replace(cfg, model=load_autoencoder(init_from).spec)
+    return dataclasses.replace(cfg, model=load_autoencoder(init_from, download=download).spec)
 
 
-def load_init_weights(state: TrainState, cfg: Config, path: str | Path) -> bool:
+def load_init_weights(state: TrainState, cfg: Config, path: str | Path, download: bool = False) -> bool:
     """finetune --from: a MODEL's weights (a checkpoint's EMA weights when present, else its raw weights;
     an export; a diffusers folder) into the autoencoder and the EMA copy; the discriminator, optimizers and
     step stay fresh. Returns used_ema."""
-    loaded = load_autoencoder(path)  # a checkpoint, a run directory, an export or a diffusers folder
+    loaded = load_autoencoder(path, download=download)  # a checkpoint, a run directory, an export or a diffusers folder
     if loaded.spec.architecture() != cfg.model.architecture():
         raise UserError(f"--from {loaded.path} holds {loaded.spec.describe()} but the preset wants "
                         f"{cfg.model.describe()}")
