@@ -223,7 +223,10 @@ def test_no_import_cycle_in_the_package():
 def test_the_package_root_holds_only_cross_cutting_modules():
     root = sorted(p.stem for p in PACKAGE.glob("*.py"))
     # diffusers_vae: the public diffusers model, whose import path saved pipelines record (model_index.json)
-    assert root == ["__init__", "__main__", "config", "diffusers_vae", "errors", "model_spec", "runtime"], root
+    assert root == ["__init__", "__main__", "diffusers_vae", "errors", "model_spec", "runtime"], root
+    # config/ (schema, checks, presets) is the one cross-cutting package beside them
+    packages = sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py"))
+    assert "config" in packages and not (PACKAGE / "config.py").exists(), packages
 
 
 def test_the_wheel_lists_every_sub_package():

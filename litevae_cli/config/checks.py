@@ -1,0 +1,229 @@
+"""Config validation: dict -> dataclass with type checks, then table-driven value checks.
+
+Types come from the schema's annotations (`_check_type`); value constraints from `_ENUMS`, `_MINIMA`,
+`_MAXIMA_EXCL`, `_LENGTHS` and `_REGISTRY_KINDS`; where the model comes from, per phase, from
+`_check_phase_model`. Every problem is a `UserError` naming the dotted key and where its value came from.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import math
+import re
+import typing
+from typing import Any, Callable, Union
+
+from litevae_cli.config.schema import ADV_KINDS, LPIPS_NETS, PHASES, Config
+from litevae_cli.errors import UserError
+from litevae_cli.model_spec import TRAINABLE
+
+# -------------------- Constraint tables (dotted key -> rule)
+
+_ENUMS: dict[str, tuple] = {
+    "phase": PHASES,
+    "discriminator.loss": ADV_KINDS,
+    "loss.lpips_net": LPIPS_NETS,
+    "train.precision": ("fp32", "bf16", "fp16"),
+    "train.trainable": TRAINABLE,
+    "distill.logvar_loss": ("kl", "nll"),
+}
+# Inclusive lower bounds; for lists, every element.
+_MINIMA: dict[str, float] = {
+    "model.nz": 1, "discriminator.start_step": 0,
+    "data.rescale": 1e-6, "data.workers": 0, "train.seed": 0,
+    "optim.lr": 0.0, "optim.betas": 0.0, "optim.weight_decay": 0.0, "optim.disc_lr": 0.0, "optim.disc_betas": 0.0,
+    "optim.smc_gain_lr_mult": 0.0,
+    "loss.l1": 0.0, "loss.lpips": 0.0, "loss.kl": 0.0, "loss.wavelet": 0.0, "loss.gaussian": 0.0,
+    "loss.adversarial": 0.0, "train.keep_checkpoints": 0,
+    "train.steps": 1, "train.batch_size": 1, "train.grad_accum": 1, "train.ema_decay": 0.0,
+    "train.max_nonfinite": 1, "log.every": 1, "log.sample_every": 1, "log.checkpoint_every": 1,
+    "distill.mean": 0.0, "distill.logvar": 0.0,
+}
+# Exclusive upper bounds.
+_MAXIMA_EXCL: dict[str, float] = {"optim.betas": 1.0, "optim.disc_betas": 1.0, "train.ema_decay": 1.0,
+                                   "train.seed": 2**63}  # torch.manual_seed(seed + rank) takes < 2**64
+_LENGTHS: dict[str, int] = {"data.rescale": 2, "optim.betas": 2, "optim.disc_betas": 2}
+# Registry-name keys -> (the kind they must be, the dotted key of their builder kwargs).
+_REGISTRY_KINDS: dict[str, tuple[str, str]] = {
+    "model.encoder": ("encoder", "model.encoder_kwargs"),
+    "model.decoder": ("decoder", "model.decoder_kwargs"),
+    "discriminator.name": ("discriminator", "discriminator.kwargs"),
+}
+# Builder arguments set elsewhere in the schema, so a kwargs dict must not repeat them.
+_RESERVED_KWARGS: dict[str, str] = {"nz": "model.nz"}
+
+
+# -------------------- Dict -> dataclass with type checks
+
+
+_SCI_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+Where = Callable[[str], str]  # dotted key -> " (in <where its value came from>)" or ""
+
+
+def _where(source: str) -> str:
+    return f" (in {source})" if source else ""
+
+
+class _Sources:
+    """Where each key's value came from: `default` (the preset file) unless --set or a flag gave it
+    (to the key itself, to a section above it, or, for a section, to a key inside it)."""
+
+    def __init__(self, default: str):
+        self.default, self.given = default, {}
+
+    def __call__(self, key: str) -> str:
+        key = key.split("[")[0]
+        parts = key.split(".")
+        for i in range(len(parts), 0, -1):
+            if ".".join(parts[:i]) in self.given:
+                return _where(self.given[".".join(parts[:i])])
+        inside = [src for k, src in self.given.items() if k.startswith(key + ".")]
+        return _where(inside[0] if inside else self.default)
+
+
+def _check_type(value: Any, tp: Any, key: str, where: Where) -> Any:
+    """`value` checked against annotation `tp` (and lightly coerced: int -> float); else UserError."""
+    origin = typing.get_origin(tp)
+    if origin is Union:  # Optional[X]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _check_type(value, args[0], key, where)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key, where)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise UserError(f"config key '{key}' must be a finite number, got {value!r}{where(key)}")
+        return float(value)
+    if tp is float and isinstance(value, str) and _SCI_FLOAT.fullmatch(value.strip()):
+        # YAML 1.1 (PyYAML) reads `1e-4` (no dot) as a string; accept it as the number it means.
+        return float(value)
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    if (origin is list or tp is list) and isinstance(value, (list, tuple)):
+        (elem,) = typing.get_args(tp) or (Any,)
+        return [v if elem is Any else _check_type(v, elem, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if (origin is dict or tp is dict) and isinstance(value, dict):
+        bad = [k for k in value if not isinstance(k, str)]
+        if bad:
+            raise UserError(f"config key '{key}' needs string keys, got {bad[0]!r}{where(key)}")
+        return copy.deepcopy(value)
+    name = getattr(tp, "__name__", str(tp))
+    if origin is not None:
+        name = str(tp)
+    raise UserError(f"config key '{key}' must be {name}, got {type(value).__name__} {value!r}{where(key)}")
+
+
+def _build(cls: type, data: Any, prefix: str, where: Where) -> Any:
+    """Instantiate dataclass `cls` from a dict: unknown keys, missing required keys and wrong types are errors."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        what = f"config section '{prefix}'" if prefix else "a config"
+        raise UserError(f"{what} must be a mapping, got {type(data).__name__}{where(prefix)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in fields:
+            dotted = f"{prefix}.{k}" if prefix else str(k)
+            raise UserError(f"unknown config key '{dotted}'{where(dotted)}; known keys here: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        dotted = f"{prefix}.{name}" if prefix else name
+        if name in data:
+            kwargs[name] = _check_type(data[name], hints[name], dotted, where)
+        elif dataclasses.is_dataclass(hints[name]):
+            kwargs[name] = _build(hints[name], {}, dotted, where)  # a missing section takes its defaults
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise UserError(f"missing config key '{dotted}'{where(dotted)}")
+    return cls(**kwargs)
+
+
+# -------------------- Value checks
+
+
+def _get(cfg: Config, dotted: str) -> Any:
+    """The value at a dotted key; None below a section that is null (`model: null`)."""
+    obj: Any = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part) if obj is not None else None
+    return obj
+
+
+def _validate(cfg: Config, where: Where) -> Config:
+    for key, allowed in _ENUMS.items():
+        if _get(cfg, key) not in allowed:
+            raise UserError(f"config key '{key}' must be one of {', '.join(allowed)}, got {_get(cfg, key)!r}{where(key)}")
+    for key, length in _LENGTHS.items():
+        if len(_get(cfg, key)) != length:
+            raise UserError(f"config key '{key}' needs {length} values, got {_get(cfg, key)!r}{where(key)}")
+    for table, fails, rule in ((_MINIMA, lambda v, lo: v < lo, ">="), (_MAXIMA_EXCL, lambda v, hi: v >= hi, "<")):
+        for key, bound in table.items():
+            value = _get(cfg, key)
+            if any(v is not None and fails(v, bound) for v in (value if isinstance(value, list) else [value])):
+                raise UserError(f"config key '{key}' must be {rule} {bound}, got {value!r}{where(key)}")
+    lo, hi = cfg.data.rescale
+    if lo > hi:
+        raise UserError(f"config key 'data.rescale' must be [low, high] with low <= high, got {cfg.data.rescale}"
+                        f"{where('data.rescale')}")
+    from litevae_cli.data import check_side  # lazy: the data layer imports torch
+
+    check_side(cfg.data.resolution, f"config key 'data.resolution'{where('data.resolution')}")
+    for key, (kind, kwargs_key) in _REGISTRY_KINDS.items():
+        name = _get(cfg, key)
+        if name is not None:
+            _check_registry(name, kind, key, _get(cfg, kwargs_key), kwargs_key, where)
+    _check_phase_model(cfg, where)
+    return cfg
+
+
+def _check_phase_model(cfg: Config, where: Where) -> None:
+    """Where the model comes from, per phase: pretrain builds `model`; finetune takes it from the preset or,
+    with `model: null`, from --from; distill derives it (student encoder + teacher decoder, training.distill)."""
+    if cfg.phase == "pretrain" and cfg.model is None:
+        raise UserError(f"config key 'model' must describe the model to pretrain, got null{where('model')}")
+    if cfg.phase != "distill":
+        return
+    if cfg.model is not None:
+        raise UserError(f"config key 'model' must be null for distill (the model is the student encoder + the "
+                        f"teacher's decoder){where('model')}")
+    if cfg.train.trainable != "encoder" or cfg.discriminator.name is not None:
+        raise UserError(f"a distill preset trains the encoder alone (train.trainable: encoder) with no "
+                        f"discriminator{where('train.trainable')}")
+    from litevae_cli.models import get_entry  # lazy: importing the registry imports torch
+
+    try:
+        entry = get_entry(cfg.distill.student)
+    except KeyError:
+        return  # not a registry name: a MODEL path, checked when the run starts
+    if entry.kind != "encoder":
+        raise UserError(f"config key 'distill.student': {cfg.distill.student!r} is a registered {entry.kind}, "
+                        f"not an encoder{where('distill.student')}")
+    _check_registry(cfg.distill.student, "encoder", "distill.student", cfg.distill.student_kwargs,
+                    "distill.student_kwargs", where)
+
+
+def _check_registry(name: str, kind: str, key: str, kwargs: dict, kwargs_key: str, where: Where) -> None:
+    """`name` is a registered `kind` and `kwargs` are arguments its builder accepts."""
+    from litevae_cli.models import get_entry, list_models  # lazy: importing the registry imports torch
+
+    try:
+        entry = get_entry(name)
+    except KeyError:
+        known = ", ".join(list_models(kind))
+        raise UserError(f"config key '{key}': unknown {kind} {name!r}{where(key)}; registered {kind}s: {known}") from None
+    if entry.kind != kind:
+        raise UserError(f"config key '{key}': {name!r} is a registered {entry.kind}, not a {kind}{where(key)}")
+    params = inspect.signature(entry.builder).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    for arg in kwargs:
+        w = where(f"{kwargs_key}.{arg}")
+        if arg in _RESERVED_KWARGS and arg in params:
+            raise UserError(f"config key '{kwargs_key}.{arg}' is not allowed{w}; set {_RESERVED_KWARGS[arg]} instead")
+        if not takes_any and arg not in params:
+            accepted = ", ".join(p for p in params if p not in _RESERVED_KWARGS) or "none"
+            raise UserError(f"unknown config key '{kwargs_key}.{arg}'{w}; {name} accepts: {accepted}")
