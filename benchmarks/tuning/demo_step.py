@@ -3,9 +3,10 @@
 Measures, in one process and one run (so the figures are comparable):
 - peak: GFLOP/s of a plain fp32 3x3 convolution forward+backward (64 -> 64 channels, 64x64, batch 16),
   the best case for this CPU's convolution kernels;
-- the `demo` preset's train step (autoencoder forward, every loss term, backward, Adam), at its batch
-  and crop size, in NCHW and in channels_last; FLOPs counted with torch.utils.flop_counter over the
-  whole step (forward and backward), so GFLOP/s = counted FLOPs / wall time;
+- the `demo` preset's train step, timed through `training.loop.train_step` itself (autoencoder forward,
+  every loss term, backward, Adam, EMA), at its batch and crop size, in fp32 and in bf16 autocast, each in
+  the memory layout the runtime picks for it (NCHW for fp32 on a CPU, channels_last for bf16); FLOPs counted
+  with torch.utils.flop_counter over the whole step, so GFLOP/s = counted FLOPs / wall time;
 - the data side: one batch of 4 random crops with the sample photos decoded every time vs cached.
 
     python benchmarks/tuning/demo_step.py [--threads 2] [--repeats 10]
@@ -22,9 +23,11 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from litevae_cli.config import load_config
+from litevae_cli.runtime import setup_runtime
+from litevae_cli.training.loop import train_step
+from litevae_cli.training.state import build_train_state
 from litevae_cli.data.sources import _open, load_image, train_transform
 from litevae_cli.training.losses import GeneratorLoss
-from litevae_cli.models import build_autoencoder
 from litevae_cli.data.samples import sample_files
 
 
@@ -55,24 +58,16 @@ def conv_peak(repeats: int) -> float:
     return counted_flops(step) / best_seconds(step, repeats) / 1e9
 
 
-def demo_step(repeats: int, channels_last: bool) -> tuple[float, float]:
-    cfg = load_config("demo")
-    m = cfg.model
+def demo_step(repeats: int, precision: str) -> tuple[float, float]:
+    cfg = load_config("demo", [f"train.precision={precision}"])
+    rt = setup_runtime("cpu", precision)
     torch.manual_seed(0)
-    ae = build_autoencoder(m.encoder, m.decoder, m.nz, dict(m.encoder_kwargs), dict(m.decoder_kwargs))
+    state = build_train_state(rt, cfg)
     loss_fn = GeneratorLoss(cfg.loss)
-    opt = torch.optim.Adam(ae.parameters(), cfg.optim.lr, betas=tuple(cfg.optim.betas))
     x = torch.rand(cfg.train.batch_size, 3, cfg.data.resolution, cfg.data.resolution) * 2 - 1
-    if channels_last:
-        ae = ae.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
 
     def step():
-        x_hat, posterior = ae(x)
-        total, _ = loss_fn(x, x_hat, posterior)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
+        train_step(rt, cfg, state, loss_fn, [x])
 
     seconds = best_seconds(step, repeats)
     return counted_flops(step) / seconds / 1e9, cfg.train.batch_size / seconds
@@ -100,9 +95,9 @@ def main() -> int:
     peak = conv_peak(args.repeats)
     print(f"torch threads: {args.threads}")
     print(f"fp32 3x3 conv fwd+bwd (64->64 ch, 64x64, batch 16): {peak:.1f} GFLOP/s (the peak used below)")
-    for cl in (False, True):
-        gflops, img_s = demo_step(args.repeats, cl)
-        print(f"demo train step, {'channels_last' if cl else 'NCHW         '}: {gflops:.1f} GFLOP/s "
+    for precision in ("fp32", "bf16"):
+        gflops, img_s = demo_step(args.repeats, precision)
+        print(f"demo train step, {precision} (the runtime's layout): {gflops:.1f} GFLOP/s "
               f"({gflops / peak:.0%} of the conv peak), {img_s:.2f} img/s")
     uncached, cached = data_batch(args.repeats)
     print(f"data, one batch of 4 crops: decoded every time {uncached * 1e3:.1f} ms, cached {cached * 1e3:.1f} ms")

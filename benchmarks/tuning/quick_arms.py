@@ -1,7 +1,8 @@
 """Quick tuning arms for the demo: a bare training loop in one process, held-out PSNR every 50 steps.
 
-The same pieces as `litevae pretrain --preset demo` (model from the preset, GeneratorLoss, the train
-loader over the sample photos, Adam with the preset's betas, an EMA of the weights), without
+The same pieces as `litevae pretrain --preset demo` (the preset's model, EMA and Adam from
+`training.state.build_train_state`, GeneratorLoss, one `training.loop.train_step` per step, the train
+loader over the sample photos), without
 checkpoints, logs or resume, so that two arms pinned to one core each can be compared quickly. PSNR is
 that of `litevae eval`: posterior mean, uint8, 256 px, on the 2 held-out photos (never trained on), for
 the raw and the EMA weights. The arms behind the demo presets' comments were run with:
@@ -14,7 +15,7 @@ Options override the preset; --logvar-init 0 is the standard initialisation (the
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
 import time
 
 import torch
@@ -23,9 +24,10 @@ from litevae_cli.config import load_config
 from litevae_cli.data import resolve_source
 from litevae_cli.metrics.image import psnr_uint8, to_uint8
 from litevae_cli.data.loaders import make_eval_loader, make_train_loader
+from litevae_cli.runtime import setup_runtime
+from litevae_cli.training.loop import train_step
 from litevae_cli.training.losses import GeneratorLoss
-from litevae_cli.training.state import generator_param_groups
-from litevae_cli.models import build_autoencoder
+from litevae_cli.training.state import build_train_state
 
 
 def held_out_psnr(net, images: torch.Tensor) -> float:
@@ -68,12 +70,15 @@ def main() -> int:
     dec_kwargs = dict(m.decoder_kwargs)
     if args.blocks_per_level is not None:
         dec_kwargs["blocks_per_level"] = args.blocks_per_level
-    ae = build_autoencoder(m.encoder, args.decoder or m.decoder, m.nz, enc_kwargs, dec_kwargs)
+    cfg.model = dataclasses.replace(m, decoder=args.decoder or m.decoder, encoder_kwargs=enc_kwargs,
+                                    decoder_kwargs=dec_kwargs)
+    cfg.optim.lr, cfg.optim.smc_gain_lr_mult = args.lr or cfg.optim.lr, args.gain_lr_mult
+    cfg.train.ema_decay, cfg.train.ema_warmup, cfg.train.precision = args.ema, False, "fp32"
+    rt = setup_runtime("cpu", "fp32")
+    state = build_train_state(rt, cfg)  # the model, its EMA and Adam as `litevae pretrain` builds them
+    ae, ema = state.model, state.ema
     perm_gen = torch.Generator().manual_seed(args.seed + 1)
-    ema = copy.deepcopy(ae)
     loss_fn = GeneratorLoss(cfg.loss)
-    lr = args.lr or cfg.optim.lr
-    opt = torch.optim.Adam(generator_param_groups(ae, lr, args.gain_lr_mult), lr, betas=tuple(cfg.optim.betas))
     rescale = (args.rescale_min or cfg.data.rescale[0], cfg.data.rescale[1])
     batches = iter(make_train_loader(resolve_source("sample"), args.crop or cfg.data.resolution,
                                      args.batch or cfg.train.batch_size, seed=args.seed, rescale=rescale))
@@ -90,14 +95,7 @@ def main() -> int:
             for i in range(x.shape[0]):
                 if torch.rand((), generator=perm_gen) < args.channel_perm:
                     x[i] = x[i, torch.randperm(3, generator=perm_gen)]
-        x_hat, posterior = ae(x)
-        total, terms = loss_fn(x, x_hat, posterior)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        with torch.no_grad():
-            for e, q in zip(ema.parameters(), ae.parameters()):
-                e.lerp_(q, 1 - args.ema)
+        (terms,) = train_step(rt, cfg, state, loss_fn, [x]).g_terms  # the training loop's own step
         l1.append(float(terms["l1"]))
         if step % 50 == 0:
             print(f"step {step} {time.perf_counter() - start:.0f}s train-l1 {sum(l1[-50:]) / 50:.3f} "
