@@ -39,11 +39,15 @@ def test_commands_pass_their_options_to_one_library_call(tmp_path, monkeypatch):
     assert rt.device.type == "cpu" and rt.precision == "fp32" and (data, out) == ("sample", tmp_path / "o")
     assert (cfg.name, cfg.phase, cfg.train.steps, cfg.train.batch_size, cfg.optim.lr, cfg.log.every,
             cfg.data.workers) == ("demo", "pretrain", 5, 2, 2e-4, 1, 0)
-    assert a_kw == dict(init_from=None, weights_dir=tmp_path, download_weights=False)
+    assert a_kw == dict(init_from=None, weights_dir=tmp_path, download_weights=False, use_ema=True)
     assert b_args[1].phase == "finetune" and b_kw == {**a_kw, "init_from": __import__("pathlib").Path("a.pt")}
     # the phase is the preset's: a preset of the other phase is refused before any work
     result = runner.invoke(app, ["finetune", "--preset", "demo", *common, "--from", "a.pt"])
     assert _one_line_error(result) and "pretrain preset" in result.output and len(calls) == 2
+    # --no-ema: --from's raw weights
+    assert runner.invoke(app, ["finetune", "--preset", "demo-finetune", *common, "--from", "a.pt",
+                               "--no-ema"]).exit_code == 0
+    assert calls[-1][1]["use_ema"] is False
 
 
 def test_help_shows_examples():

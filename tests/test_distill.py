@@ -240,3 +240,18 @@ def test_distill_under_torchrun_two_ranks_end_identical(tmp_path, tiny_ckpt, mak
     teacher = torch.load(tiny_ckpt, weights_only=True)["model"]
     assert all(torch.equal(r0[k], teacher[k]) for k in r0 if k.startswith("decoder."))
     assert any(not torch.equal(r0[k], teacher[k]) for k in r0 if k.startswith("encoder."))
+
+
+def test_no_ema_takes_the_teachers_raw_weights(teacher, tmp_path):
+    """--no-ema (use_ema=False): the decoder copied from a teacher with EMA weights is its raw one."""
+    run, data = teacher
+    ema_teacher = _preset(tmp_path, "t-ema", train={"steps": 2, "ema_decay": 0.5})
+    assert train("pretrain", ema_teacher, str(data), tmp_path / "t", device="cpu") == 0
+    t = load_checkpoint(tmp_path / "t" / "checkpoints" / "last.pt")
+    for use_ema, source in ((True, "ema"), (False, "model")):
+        out = tmp_path / f"d-{source}"
+        assert train("distill", _distill_preset(tmp_path, train={"steps": 1}), str(data), out, device="cpu",
+                     teacher=str(tmp_path / "t"), use_ema=use_ema) == 0
+        d = load_checkpoint(out / "checkpoints" / "last.pt")["model"]
+        assert all(torch.equal(d[k], t[source][k]) for k in d if k.startswith("decoder."))
+    assert any(not torch.equal(t["ema"][k], t["model"][k]) for k in t["model"] if k.startswith("decoder."))

@@ -303,5 +303,6 @@ def test_every_command_that_loads_a_model_takes_no_ema():
     from litevae_cli.cli import app
 
     group = typer.main.get_command(app)
-    for name in ("eval", "encode-dataset", "reconstruct", "inspect-latents", "export"):
+    # finetune (--from) and distill (--teacher, a --student MODEL) load models too
+    for name in ("eval", "encode-dataset", "reconstruct", "inspect-latents", "export", "finetune", "distill"):
         assert any("--no-ema" in p.opts for p in group.commands[name].params), name

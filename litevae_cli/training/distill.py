@@ -46,19 +46,19 @@ class Teacher:
     student_init: Optional[LoadedModel] = None
 
 
-def load_teacher(cfg: Config, download: bool = False) -> Teacher:
+def load_teacher(cfg: Config, download: bool = False, use_ema: bool = True) -> Teacher:
     """The teacher (and a student MODEL) of a distill config, checked against each other; one line each.
     `download`: a Hub id is fetched and verified (`files.hub`)."""
     if cfg.distill.teacher is None:
         raise UserError("`litevae distill` needs --teacher VAE (a diffusers AutoencoderKL folder, or any MODEL)")
-    teacher = load_autoencoder(cfg.distill.teacher, use_ema=True, download=download)
+    teacher = load_autoencoder(cfg.distill.teacher, use_ema=use_ema, download=download)
     student_init = None
     if not _is_registered(cfg.distill.student):
         if not Path(cfg.distill.student).exists():
             raise UserError(f"--student {cfg.distill.student!r} is neither a registered encoder nor a model path")
         if cfg.distill.student_kwargs:
             raise UserError("distill.student_kwargs go with a registry name; --student is a model path")
-        student_init = load_autoencoder(cfg.distill.student, use_ema=True)
+        student_init = load_autoencoder(cfg.distill.student, use_ema=use_ema)
         if student_init.spec.nz != teacher.spec.nz:
             raise UserError(f"--student {student_init.path} has {student_init.spec.nz} latent channels but the "
                             f"teacher {teacher.path} has {teacher.spec.nz}: a distilled encoder must match the "

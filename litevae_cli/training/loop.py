@@ -66,18 +66,19 @@ SAMPLE_IMAGES = 8  # images in each reconstruction grid
 
 def train(command: str, preset: str, data: str, out: str | Path, *, init_from: str | Path | None = None,
           device: str | None = None, overrides=(), weights_dir: str | Path | None = None,
-          download_weights: bool = False, dry_run: bool = False, **flags) -> int:
+          download_weights: bool = False, dry_run: bool = False, use_ema: bool = True, **flags) -> int:
     """`litevae pretrain|finetune|distill` as one call: resolve the config (`flags`: steps, batch_size,
     precision, workers, train, teacher, student, as the CLI flags; None = the preset's), then with
     `dry_run` print it as YAML and return, else open the runtime and `run()` (missing reference weights
-    fetched and verified when `download_weights`, as --download-weights). Returns the process exit code."""
+    fetched and verified when `download_weights`, as --download-weights; `use_ema=False`: --from, --teacher
+    and a --student MODEL give their raw weights, as --no-ema). Returns the process exit code."""
     cfg = resolve_config(preset, overrides, {f"--{k.replace('_', '-')}": v for k, v in flags.items()}, phase=command)
     if dry_run:  # print the resolved config; touch nothing
         dump_config(cfg, sys.stdout)
         return 0
     with runtime.open(device, cfg.train.precision) as rt:
         return run(rt, cfg, data, Path(out), init_from=init_from, weights_dir=weights_dir,
-                   download_weights=download_weights)
+                   download_weights=download_weights, use_ema=use_ema)
 
 
 def micro_batch_size(rt: Runtime, cfg: Config) -> int:
@@ -89,7 +90,7 @@ def micro_batch_size(rt: Runtime, cfg: Config) -> int:
 
 
 def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | None = None,
-        weights_dir: str | Path | None = None, download_weights: bool = False) -> int:
+        weights_dir: str | Path | None = None, download_weights: bool = False, use_ema: bool = True) -> int:
     """Check everything, build loss and state, then, holding OUT's lock: resume from OUT or initialise
     from --from, start the loader and fit(). Returns the process exit code."""
     source = resolve_source(data)
@@ -101,7 +102,7 @@ def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | 
     if cfg.phase == "distill":
         if init_from is not None:
             raise UserError("distill starts from --teacher (and --student MODEL), not --from")
-        teacher = load_teacher(cfg, download_weights)
+        teacher = load_teacher(cfg, download_weights, use_ema)
         cfg = dataclasses.replace(cfg, model=distill_spec(cfg, teacher))
     cfg = model_of_run(cfg, resume_path, init_from, download_weights)
     if resume_path is None and init_from is None and cfg.phase == "finetune":
@@ -138,7 +139,7 @@ def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | 
                 rt.print(f"warning: resuming on different data: {resume_path} was trained on {old_data}, "
                          f"this run reads {state.run['data']}")
         elif init_from is not None:
-            used_ema = load_init_weights(state, cfg, init_from, download_weights)
+            used_ema = load_init_weights(state, cfg, init_from, download_weights, use_ema)
             rt.print(f"initialised from {init_from} ({'EMA' if used_ema else 'raw'} weights); "
                      "discriminator, optimizers and step start fresh")
         elif teacher is not None:

@@ -231,11 +231,12 @@ def model_of_run(cfg: Config, resume_path: Optional[Path], init_from, download: 
     return dataclasses.replace(cfg, model=load_autoencoder(init_from, download=download).spec)
 
 
-def load_init_weights(state: TrainState, cfg: Config, path: str | Path, download: bool = False) -> bool:
+def load_init_weights(state: TrainState, cfg: Config, path: str | Path, download: bool = False,
+                      use_ema: bool = True) -> bool:
     """finetune --from: a MODEL's weights (a checkpoint's EMA weights when present, else its raw weights;
     an export; a diffusers folder) into the autoencoder and the EMA copy; the discriminator, optimizers and
     step stay fresh. Returns used_ema."""
-    loaded = load_autoencoder(path, download=download)  # a checkpoint, a run directory, an export or a diffusers folder
+    loaded = load_autoencoder(path, use_ema=use_ema, download=download)  # a checkpoint, a run directory, an export or a diffusers folder
     if loaded.spec.architecture() != cfg.model.architecture():
         raise UserError(f"--from {loaded.path} holds {loaded.spec.describe()} but the preset wants "
                         f"{cfg.model.describe()}")
