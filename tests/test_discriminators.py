@@ -42,12 +42,17 @@ def _check_grads(model: torch.nn.Module, outputs: tuple[torch.Tensor, ...]) -> N
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-def test_patchgan_tiny_forward_backward():
+def _tiny_forward(builder, heads: int):
+    """A seeded tiny discriminator on a random batch of 2 at 64 px: (model, its tuple of `heads` logit maps)."""
     torch.manual_seed(0)
-    model = D.patchgan_tiny()
-    x = torch.rand(2, 3, 64, 64) * 2 - 1
-    out = model(x)
-    assert isinstance(out, tuple) and len(out) == 1
+    model = builder()
+    out = model(torch.rand(2, 3, 64, 64) * 2 - 1)
+    assert isinstance(out, tuple) and len(out) == heads
+    return model, out
+
+
+def test_patchgan_tiny_forward_backward():
+    model, out = _tiny_forward(D.patchgan_tiny, heads=1)
     (logits,) = out
     assert logits.shape[:2] == (2, 1) and logits.ndim == 4
     assert logits.shape[-2:] == (14, 14)  # 64 -> 32 -> 16 -> 15 -> 14 with n_layers=2
@@ -61,11 +66,7 @@ def test_patchgan_full_output_shape():
 
 
 def test_unet_tiny_forward_backward():
-    torch.manual_seed(0)
-    model = D.unet_disc_tiny()
-    x = torch.rand(2, 3, 64, 64) * 2 - 1
-    out = model(x)
-    assert isinstance(out, tuple) and len(out) == 2
+    model, out = _tiny_forward(D.unet_disc_tiny, heads=2)
     pixel, global_ = out
     assert pixel.shape == (2, 1, 64, 64)
     assert global_.shape == (2,)

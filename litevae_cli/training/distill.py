@@ -32,7 +32,7 @@ from litevae_cli.files.model_file import LoadedModel, load_autoencoder, load_wei
 from litevae_cli.config import Config
 from litevae_cli.errors import UserError
 from litevae_cli.model_spec import ModelSpec
-from litevae_cli.models import get_entry
+from litevae_cli.models import list_models
 from litevae_cli.models.posterior import DiagonalGaussian
 from litevae_cli.runtime import float32_region as _fp32
 from litevae_cli.training.losses import GeneratorLoss
@@ -67,11 +67,7 @@ def load_teacher(cfg: Config, download: bool = False, use_ema: bool = True) -> T
 
 
 def _is_registered(name: str) -> bool:
-    try:
-        get_entry(name)
-    except KeyError:
-        return False
-    return True
+    return name in list_models()
 
 
 def distill_spec(cfg: Config, teacher: Teacher) -> ModelSpec:
