@@ -84,6 +84,15 @@ def test_distill_trains_the_student_into_the_teachers_latent_space(teacher, tmp_
     result = runner.invoke(app, ["eval", str(tmp_path / "d"), "--data", str(data), "--metrics", "psnr,ssim",
                                  "--resolution", "32", "--device", "cpu"])
     assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["encode-dataset", str(tmp_path / "d"), "--data", str(data), "--resolution", "32",
+                                 "--out", str(tmp_path / "latents"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((tmp_path / "latents" / "stats.json").read_text())["nz"] == 4  # the teacher's channels
+    image = next(data.glob("*.png"))
+    result = runner.invoke(app, ["reconstruct", str(tmp_path / "d"), str(image), "--resolution", "32",
+                                 "--out", str(tmp_path / "rec"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert any((tmp_path / "rec").glob("*.png"))
 
 
 def test_distill_latent_loss_falls_on_a_fixed_batch(teacher):
