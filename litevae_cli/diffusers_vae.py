@@ -8,8 +8,9 @@ same modules, and the same state_dict keys, as `models.Autoencoder`). It has Aut
   `sample_size`, `scaling_factor`, `shift_factor`, `block_out_channels` (the decoder's four level
   widths, so pipelines compute `vae_scale_factor = 2 ** (4 - 1) = 8`), `in_channels`, `out_channels`,
   `force_upcast`, the checkpoint format version and `source` (training step, EMA or not).
-- `enable_tiling()` / `enable_slicing()`: encode and decode (latents too) in blended tiles
-  (`litevae_cli.inference.tiling`), and a batch one image at a time.
+- `enable_tiling()` / `enable_slicing()`: as in diffusers, encode images larger than
+  `tile_sample_min_size` (512 px) and decode latents larger than `tile_latent_min_size` (64) in blended
+  tiles of that size (`litevae_cli.inference.tiling`); smaller inputs pass whole. Slicing: one image at a time.
 
 Normalisation: diffusers scripts feed the diffusion model `latent_dist.sample() * scaling_factor` (and
 `(z - shift_factor) * scaling_factor` where the pipeline uses a shift), so `scaling_factor` and
@@ -49,6 +50,8 @@ from litevae_cli.inference.tiling import tiled_map
 DEFAULT_SAMPLE_SIZE = 256  # px, when the training resolution is unknown
 DEFAULT_SCALING_FACTOR = 1.0  # identity until encode-dataset statistics are given
 DEFAULT_SHIFT_FACTOR = 0.0
+TILE_SAMPLE_MIN_SIZE = 512  # px: enable_tiling() tiles only larger images (diffusers' SD default)
+TILE_OVERLAP_FACTOR = 0.25  # of a tile, as diffusers' tile_overlap_factor
 DOWNSCALE = 8  # image px per latent: 3 Haar DWT levels in the encoder, 3 x2 upsamplings in the decoder
 
 
@@ -88,18 +91,45 @@ class LiteVAE(ModelMixin, ConfigMixin):
             raise ValueError(f"block_out_channels {tuple(block_out_channels)} do not match the decoder's {widths}")
         self.register_to_config(block_out_channels=widths)
         self.use_slicing = self.use_tiling = False
-        self.tile_sample_size, self.tile_overlap = sample_size, _default_overlap(sample_size)
+        self.tile_sample_min_size, self.tile_latent_min_size = TILE_SAMPLE_MIN_SIZE, TILE_SAMPLE_MIN_SIZE // DOWNSCALE
+        self.tile_overlap_factor, self.tile_overlap = TILE_OVERLAP_FACTOR, None
 
     # ------------------------------------------------------------------------- AutoencoderKL interface
-    def enable_tiling(self, tile_sample_size: Optional[int] = None, tile_overlap: Optional[int] = None) -> None:
-        """Encode and decode in tiles of `tile_sample_size` px (default: config.sample_size) overlapping by
-        `tile_overlap` px (default: a quarter), blended with linear ramps; both multiples of 8."""
-        tile = self.config.sample_size if tile_sample_size is None else int(tile_sample_size)
-        overlap = _default_overlap(tile) if tile_overlap is None else int(tile_overlap)
+    def enable_tiling(self, tile_sample_min_size: Optional[int] = None, tile_overlap: Optional[int] = None,
+                      tile_latent_min_size: Optional[int] = None) -> None:
+        """Tile images above `tile_sample_min_size` px (default 512) and latents above `tile_latent_min_size`
+        (default that / 8) in tiles of that size, overlapping by `tile_overlap` px (default: a quarter). Like
+        diffusers, the sizes are also attributes of the same names; image tile and overlap are multiples of 8."""
+        before = self.tile_sample_min_size, self.tile_latent_min_size, self.tile_overlap
+        if tile_sample_min_size is not None:
+            self.tile_sample_min_size = int(tile_sample_min_size)
+            self.tile_latent_min_size = self.tile_sample_min_size // DOWNSCALE
+        if tile_latent_min_size is not None:
+            self.tile_latent_min_size = int(tile_latent_min_size)
+        if tile_overlap is not None:
+            self.tile_overlap = int(tile_overlap)
+        try:
+            self._sample_tiles()
+        except ValueError:
+            self.tile_sample_min_size, self.tile_latent_min_size, self.tile_overlap = before
+            raise
+        self.use_tiling = True
+
+    def _sample_tiles(self) -> tuple[int, int]:
+        """(tile, overlap) in px for encoding, checked."""
+        tile = int(self.tile_sample_min_size)
+        overlap = self.tile_overlap if self.tile_overlap is not None else _default_overlap(tile, self.tile_overlap_factor)
         if tile % DOWNSCALE or overlap % DOWNSCALE or not 0 <= overlap < tile:
             raise ValueError(f"tile size and overlap must be multiples of {DOWNSCALE} with 0 <= overlap < tile "
                              f"(got {tile}, {overlap})")
-        self.tile_sample_size, self.tile_overlap, self.use_tiling = tile, overlap, True
+        return tile, overlap
+
+    def _latent_tiles(self) -> tuple[int, int]:
+        """(tile, overlap) in latent pixels for decoding."""
+        tile = int(self.tile_latent_min_size)
+        overlap = (self.tile_overlap // DOWNSCALE if self.tile_overlap is not None
+                   else int(tile * self.tile_overlap_factor))
+        return tile, min(overlap, max(tile - 1, 0))
 
     def disable_tiling(self) -> None:
         self.use_tiling = False
@@ -113,15 +143,15 @@ class LiteVAE(ModelMixin, ConfigMixin):
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         """Images [N, 3, H, W] in [-1, 1] -> moments [N, 2 * latent_channels, H / 8, W / 8]."""
-        if self.use_tiling and max(x.shape[-2:]) > self.tile_sample_size:
-            return tiled_map(lambda t: self.encoder(t).moments, x, self.tile_sample_size, self.tile_overlap,
-                             scale=Fraction(1, DOWNSCALE))[0]
+        if self.use_tiling and max(x.shape[-2:]) > self.tile_sample_min_size:
+            tile, overlap = self._sample_tiles()
+            return tiled_map(lambda t: self.encoder(t).moments, x, tile, overlap, scale=Fraction(1, DOWNSCALE))[0]
         return self.encoder(x).moments
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
-        tile = self.tile_sample_size // DOWNSCALE
-        if self.use_tiling and max(z.shape[-2:]) > tile:
-            return tiled_map(self.decoder, z, tile, self.tile_overlap // DOWNSCALE, scale=DOWNSCALE)[0]
+        if self.use_tiling and max(z.shape[-2:]) > self.tile_latent_min_size:
+            tile, overlap = self._latent_tiles()
+            return tiled_map(self.decoder, z, tile, overlap, scale=DOWNSCALE)[0]
         return self.decoder(z)
 
     @apply_forward_hook
@@ -209,8 +239,8 @@ def training_resolution(loaded) -> int:
     return int(((loaded.config or {}).get("data") or {}).get("resolution") or DEFAULT_SAMPLE_SIZE)
 
 
-def _default_overlap(tile: int) -> int:
-    return tile // 4 // DOWNSCALE * DOWNSCALE
+def _default_overlap(tile: int, factor: float = TILE_OVERLAP_FACTOR) -> int:
+    return int(tile * factor) // DOWNSCALE * DOWNSCALE
 
 
 def _accelerate_available() -> bool:

@@ -233,6 +233,7 @@ def test_tiled_encode_places_tiles_and_slicing_changes_nothing(vae):
     assert torch.allclose(tiled.mean[..., 12:], right[..., 4:], atol=1e-5)
     with pytest.raises(ValueError, match="multiples of 8"):
         vae.enable_tiling(60)
+    assert (vae.tile_sample_min_size, vae.tile_latent_min_size, vae.tile_overlap) == (96, 12, 32)  # unchanged
 
 
 def test_export_diffusers_folder_with_stats_and_finetune_from_it(tiny_ckpt, tiny_preset, make_images, tmp_path):
@@ -279,3 +280,27 @@ def test_foreign_folders_and_bad_paths_are_one_line_errors(tmp_path, tiny_ckpt):
         litevae_cli.load("runs/nope", local_files_only=True)  # looked up in the local Hub cache only
     res = CliRunner().invoke(app, ["export", tiny_ckpt, str(tmp_path / "m.safetensors"), "--format", "diffusers"])
     assert res.exit_code == 2 and "writes a folder" in res.output
+
+
+def test_enable_tiling_leaves_images_up_to_512_px_untouched_like_diffusers(tiny_ckpt, monkeypatch):
+    vae = litevae_cli.load(tiny_ckpt)  # a fresh one: the tile sizes persist across enable/disable, as in diffusers
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 256, 256) * 2 - 1
+    with torch.no_grad():
+        vae.disable_tiling()
+        ref_z = vae.encode(x).latent_dist.mean
+        ref_x = vae.decode(ref_z).sample
+        vae.enable_tiling()
+        assert (vae.tile_sample_min_size, vae.tile_latent_min_size) == (512, 64)
+        calls = []
+        real = tiling.tiled_map
+        monkeypatch.setattr("litevae_cli.diffusers_vae.tiled_map", lambda *a, **k: calls.append(1) or real(*a, **k))
+        z = vae.encode(x).latent_dist.mean
+        y = vae.decode(z).sample
+        assert torch.equal(z, ref_z) and torch.equal(y, ref_x) and calls == []
+        vae.tile_sample_min_size, vae.tile_latent_min_size = 128, 16  # settable as in diffusers
+        tiled_z = vae.encode(x).latent_dist.mean
+        tiled_y = vae.decode(ref_z).sample
+        vae.disable_tiling()
+    assert len(calls) == 2 and tiled_z.shape == ref_z.shape and tiled_y.shape == ref_x.shape
+    assert not torch.equal(tiled_z, ref_z)  # the encoder's GroupNorm sees each tile's statistics
