@@ -213,7 +213,7 @@ def test_cli_errors_are_one_line(ckpt, folder, tmp_path):
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
     cases = [
         ([ckpt, "--data", str(tmp_path / "missing")], "missing"),
-        ([str(tmp_path / "garbage.pt"), "--data", folder], "cannot load checkpoint"),
+        ([str(tmp_path / "garbage.pt"), "--data", folder], "is not a checkpoint, export or diffusers folder"),
         ([str(tmp_path / "nope.pt"), "--data", folder], "model not found"),
         ([ckpt, "--data", str(tmp_path / "empty")], "no images"),
         ([ckpt, "--data", folder, "--dtype", "int8"], "--dtype must be one of"),

@@ -263,6 +263,27 @@ def test_a_refused_pickle_says_it_would_run_code_and_never_suggests_weights_only
     assert _one_line(res) and "would run code" in res.output and "weights_only" not in res.output
 
 
+# ----------------------------------------------------------------------------- MODEL says what it is
+def test_a_model_argument_that_is_no_model_says_what_the_file_is(make_images, tmp_path):
+    images = Path(make_images(n=2))
+    img, text = images / "img0.png", tmp_path / "notes.txt"
+    text.write_text("eval notes\n")
+    (tmp_path / "renamed.pt").write_bytes(text.read_bytes())
+    jpg = tmp_path / "photo.dat"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(jpg, format="JPEG")  # by content, not by name
+    swapped = "is an image, not a model (did you swap MODEL and --data?)"
+    cases = [(img, f"{img} {swapped}"), (jpg, f"{jpg} {swapped}"),
+             (images, f"{images} is a folder of images, not a model (did you swap MODEL and --data?)"),
+             (text, f"{text} is not a checkpoint, export or diffusers folder (MODEL is a training checkpoint .pt, "
+                    "a run folder, an exported .safetensors or a diffusers folder)"),
+             (tmp_path / "renamed.pt", "renamed.pt is not a checkpoint, export or diffusers folder")]
+    for model, needle in cases:
+        res = _cli("eval", model, "--data", images, "--resolution", 16)
+        assert _one_line(res) and needle in res.stderr and "cannot load" not in res.output, (model, res.output)
+    res = _cli("encode-dataset", img, "--data", images, "--out", tmp_path / "o")
+    assert _one_line(res) and swapped in res.stderr
+
+
 # ----------------------------------------------------------------------------- eval obeys a stop
 def test_eval_stops_on_sigterm_before_the_next_batch(tiny_ckpt, make_images, tmp_path, monkeypatch):
     real = evaluate.reconstruct_uint8

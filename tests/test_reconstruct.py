@@ -114,7 +114,7 @@ def test_bad_input_is_one_line(ckpt, tmp_path):
     img = tmp_path / "x.png"
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(img)
     cases = [([ckpt, str(tmp_path / "missing.png")], "image not found"),
-             ([str(tmp_path / "bad.pt"), str(img)], "cannot load checkpoint"),
+             ([str(tmp_path / "bad.pt"), str(img)], "is not a checkpoint, export or diffusers folder"),
              ([ckpt, str(tmp_path / "empty")], "no images"),
              ([ckpt, str(img), "--native", "--resolution", "64"], "either --resolution or --native"),
              ([ckpt, str(img), "--tile", "60"], "multiples of 8")]

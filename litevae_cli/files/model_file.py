@@ -44,13 +44,53 @@ def resolve_model_path(model: str | Path, download: bool = False) -> Path:
         raise UserError(f"diffusers folder {path} has no {WEIGHTS_NAME} (only safetensors weights are read)")
     if path.is_dir():
         last = latest_checkpoint(path)
+        if last is None and not checkpoint_dir(path).is_dir() and _holds_images(path):
+            raise UserError(f"{path} is a folder of images, not a model (did you swap MODEL and --data?)")
         if last is None:
             raise UserError(f"run directory {path} has no checkpoint ({path / 'checkpoints' / LAST_NAME} is missing)")
         return last
     if not path.exists():
         raise UserError(f"model not found: {path} (give a checkpoint .pt, an exported .safetensors, a run directory "
                         "or a diffusers folder)")
+    check_model_file(path)
     return path
+
+
+MODEL_FORMS = "a training checkpoint .pt, a run folder, an exported .safetensors or a diffusers folder"
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def sniff(path: Path) -> str:
+    """What a file holds, from its first bytes: "torch" (zip or pickle), "safetensors", "image" or "other"."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "torch"
+    if len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 1 << 30:
+        return "safetensors"
+    if head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return "image"
+    return "other"
+
+
+def check_model_file(path: Path) -> None:
+    """A one-line UserError saying what MODEL is when it is an image or no model file at all."""
+    try:
+        kind = sniff(path)
+    except OSError as err:
+        raise UserError(f"cannot read model {path}: {err.strerror or err}") from None
+    if kind == "image":
+        raise UserError(f"{path} is an image, not a model (did you swap MODEL and --data?)")
+    if kind == "other":
+        raise UserError(f"{path} is not a checkpoint, export or diffusers folder (MODEL is {MODEL_FORMS})")
+
+
+def _holds_images(folder: Path) -> bool:
+    try:
+        return any(p.suffix.lower() in _IMAGE_SUFFIXES for p in folder.iterdir() if p.is_file())
+    except OSError:
+        return False
 
 
 def read_model(model: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu",
