@@ -304,3 +304,43 @@ def test_enable_tiling_leaves_images_up_to_512_px_untouched_like_diffusers(tiny_
         vae.disable_tiling()
     assert len(calls) == 2 and tiled_z.shape == ref_z.shape and tiled_y.shape == ref_x.shape
     assert not torch.equal(tiled_z, ref_z)  # the encoder's GroupNorm sees each tile's statistics
+
+
+def test_export_writes_0644_keeps_a_folders_factors_and_names_source_and_destination(tiny_ckpt, tmp_path):
+    import os
+    import stat
+    from pathlib import Path
+
+    stats, out, runner = tmp_path / "stats.json", tmp_path / "hf", CliRunner()
+    stats.write_text(json.dumps({"nz": 4, "normalization": {"sample": {"scaling_factor": 3.84, "shift_factor": 0.1}}}))
+    src = str(load_autoencoder(tiny_ckpt).path)
+
+    def export(*args):
+        before = os.umask(0o022)
+        try:
+            return runner.invoke(app, ["export", tiny_ckpt, *map(str, args)])
+        finally:
+            os.umask(before)
+
+    def factors():
+        c = json.loads((out / "config.json").read_text())
+        return c["scaling_factor"], c["shift_factor"]
+
+    res = export(out, "--format", "diffusers", "--stats", stats)
+    assert res.exit_code == 0 and f"from {src}" in res.output and f"to a diffusers LiteVAE folder {out}:" in res.output
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors"]
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in out.iterdir()), res.output
+    res = export(out, "--format", "diffusers")  # re-export: the folder's factors stay
+    assert res.exit_code == 0 and factors() == (3.84, 0.1) and "kept from the existing" in res.output, res.output
+    res = export(out, "--format", "diffusers", "--reset-factors")
+    assert res.exit_code == 0 and factors() == (1.0, 0.0) and "identity factors" in res.output, res.output
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text(json.dumps({"latent_channels": 16, "scaling_factor": 2.0}))
+    res = export(tmp_path / "other", "--format", "diffusers")
+    assert res.exit_code == 2 and "factors of a 16-channel model, this one has 4: give --stats or --reset-factors" \
+        in res.output and "Traceback" not in res.output
+    res = export(tmp_path / "m.safetensors")
+    assert res.exit_code == 0 and res.output.startswith("exported ") and f"from {src}" in res.output
+    assert res.output.rstrip().endswith(f"to {tmp_path / 'm.safetensors'}")
+    assert stat.S_IMODE(Path(tmp_path / "m.safetensors").stat().st_mode) == 0o644
+    assert export(tmp_path / "n.safetensors", "--reset-factors").exit_code == 2

@@ -26,12 +26,18 @@ def export(
                                                                   "stats.json (or its folder); its factors for "
                                                                   "sampled latents become the config's "
                                                                   "scaling_factor / shift_factor.")] = None,
+    reset_factors: Annotated[bool, typer.Option("--reset-factors", help="With --format diffusers over an existing "
+                                                                        "folder: write the model's own factors "
+                                                                        "(identity without --stats) instead of "
+                                                                        "keeping the folder's scaling_factor / "
+                                                                        "shift_factor.")] = False,
     no_ema: NoEmaOpt = False,
 ) -> None:
     """Export a model for inference: weights only (no optimizer or discriminator), with the registry
     names in the file's metadata (or the folder's config.json). Every MODEL argument (eval,
     encode-dataset, reconstruct, inspect-latents, finetune --from) accepts the result, and loading it
-    runs no code from the file.
+    runs no code from the file. Re-exporting over a diffusers folder keeps its scaling_factor /
+    shift_factor unless --stats or --reset-factors is given.
 
     Examples:\n
       litevae export runs/b12 litevae-b12.safetensors\n
@@ -40,4 +46,4 @@ def export(
     """
     from litevae_cli.files.export import export as run
 
-    typer.echo(run(model, out, fmt=fmt, stats=stats, use_ema=not no_ema).line())
+    typer.echo(run(model, out, fmt=fmt, stats=stats, use_ema=not no_ema, reset_factors=reset_factors).line())
