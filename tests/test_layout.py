@@ -285,7 +285,7 @@ def test_a_shared_option_has_one_meaning():
                 continue
             meaning = (repr(param.type_descriptor.annotation), param.min, param.max, param.is_flag, param.help)
             default = None if param.required else repr(param.default)
-            for opt in param.opts:
+            for opt in [*param.opts, *param.secondary_opts]:  # a flag's --no- form counts too
                 if opt not in seen:
                     seen[opt] = (name, meaning, default)
                     continue
@@ -297,6 +297,20 @@ def test_a_shared_option_has_one_meaning():
         assert opt in seen, opt
 
 
+def test_boolean_options_are_flags_with_a_no_form():
+    """A bool option takes no value: `--dry-run` / `--no-dry-run`, never `--dry-run true` (`--all`,
+    `--version` and `--help` excepted: they have no off form worth naming)."""
+    import typer.main
+
+    from litevae_cli.cli import app
+
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        for param in command.params:
+            if param.param_type_name == "option" and param.is_flag and param.opts[0] not in ("--all", "--help"):
+                assert param.secondary_opts, f"{name} {param.opts[0]}: no --no- form"
+
+
 def test_every_command_that_loads_a_model_takes_no_ema():
     import typer.main
 
@@ -305,4 +319,4 @@ def test_every_command_that_loads_a_model_takes_no_ema():
     group = typer.main.get_command(app)
     # finetune (--from) and distill (--teacher, a --student MODEL) load models too
     for name in ("eval", "encode-dataset", "reconstruct", "inspect-latents", "export", "finetune", "distill"):
-        assert any("--no-ema" in p.opts for p in group.commands[name].params), name
+        assert any("--no-ema" in p.secondary_opts for p in group.commands[name].params), name

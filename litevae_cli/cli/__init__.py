@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from litevae_cli import __version__
+from litevae_cli.cli import help_style
 from litevae_cli.cli.encode_cmd import encode_dataset
 from litevae_cli.cli.eval_cmd import eval_command
 from litevae_cli.cli.export_cmd import export
@@ -18,6 +19,7 @@ from litevae_cli.cli.models_cmd import models
 from litevae_cli.cli.reconstruct_cmd import reconstruct
 from litevae_cli.cli.train_cmd import distill, finetune, pretrain
 
+help_style.apply()
 app = typer.Typer(
     name="litevae",
     help="Train, evaluate and use LiteVAE autoencoders (wavelet-encoder VAEs for latent diffusion, arXiv 2405.14477).",

@@ -23,7 +23,7 @@ EXIT_USER_ERROR = 2
 # (tests/test_layout.py walks the app and fails on a second meaning). A default of None means "the
 # library's default" (the called function owns it), never a second default written in a command.
 MODEL_HELP = "Checkpoint .pt, run directory (its last checkpoint), export .safetensors or diffusers folder."
-ModelArg = Annotated[str, typer.Argument(help=MODEL_HELP)]  # files.model_file.load_autoencoder resolves it
+ModelArg = Annotated[str, typer.Argument(metavar="MODEL", help=MODEL_HELP)]  # files.model_file.load_autoencoder resolves it
 
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cuda, mps or cpu (default: the best available).")]
 PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 or fp16.")]
@@ -40,7 +40,8 @@ ResolutionOpt = Annotated[Optional[str], typer.Option(
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N images of the source.")]
 JsonOutOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON to this file "
                                                     "('-': print the JSON instead).")]
-NoEmaOpt = Annotated[bool, typer.Option("--no-ema", help="Use the raw weights even if EMA weights exist.")]
+EmaOpt = Annotated[bool, typer.Option("--ema/--no-ema", help="The EMA weights when the file has them; --no-ema: the raw "
+                                     "weights.")]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=0, help="Data-loading worker processes per "
                                                    "rank (default: the preset's when training, 0 for eval, "
                                                    "min(4, CPU cores) for encode-dataset).")]
@@ -50,7 +51,7 @@ WeightsDirOpt = Annotated[Optional[Path], typer.Option("--weights-dir", help="Fo
 CropOpt = Annotated[str, typer.Option("--crop", help="center (resize the shorter side + center crop) or adm.")]
 PresetOpt = Annotated[str, typer.Option("--preset", help="Preset name (see presets/) or path to a YAML file.")]
 DownloadWeightsOpt = Annotated[bool, typer.Option(
-    "--download-weights", help="Fetch missing reference weights (LPIPS backbone, Inception) into --weights-dir or the "
+    "--download-weights/--no-download-weights", help="Fetch missing reference weights (LPIPS backbone, Inception) into --weights-dir or the "
     "torch hub cache, each checked against a pinned sha256; from $LITEVAE_WEIGHTS_MIRROR when set. "
     "Same as LITEVAE_DOWNLOAD_WEIGHTS=1.")]
 

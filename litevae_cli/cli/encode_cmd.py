@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from litevae_cli.cli.common import (BatchSizeOpt, CropOpt, DataOpt, DeviceOpt, LimitOpt, ModelArg, NoEmaOpt, OutDirOpt,
+from litevae_cli.cli.common import (BatchSizeOpt, CropOpt, DataOpt, DeviceOpt, LimitOpt, ModelArg, EmaOpt, OutDirOpt,
                                     PrecisionOpt, ResolutionOpt, WorkersOpt, user_errors)
 
 
@@ -20,17 +20,17 @@ def encode_dataset(
     resolution: ResolutionOpt = None,
     batch_size: BatchSizeOpt = None,
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Samples per tar shard.")] = 1000,
-    flip: Annotated[bool, typer.Option("--flip", help="Also store moments of the horizontally flipped image.")] = False,
+    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Also store moments of the horizontally flipped image.")] = False,
     dtype: Annotated[str, typer.Option("--dtype",
         help="Storage dtype of the moments: fp16, bf16 (uint16 bits) or fp32.")] = "fp16",
-    overwrite: Annotated[bool, typer.Option("--overwrite",
+    overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite",
         help="Delete a previous encoding in --out and start over (default: resume it).")] = False,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
     workers: WorkersOpt = None,
     crop: CropOpt = "center",
     limit: LimitOpt = None,
-    no_ema: NoEmaOpt = False,
+    ema: EmaOpt = True,
 ) -> None:
     """Encode a dataset into latent WebDataset shards (moments.npy per image) plus stats.json.
 
@@ -46,7 +46,7 @@ def encode_dataset(
     with runtime.open(device, precision or "fp32") as rt:
         result = run(rt, model, data, Path(out), resolution=resolution, batch_size=batch_size, shard_size=shard_size,
                      flip=flip, dtype=dtype, overwrite=overwrite, workers=workers, crop=crop, limit=limit,
-                     use_ema=not no_ema)
+                     use_ema=ema)
     if result is not None:  # rank 0
         print_summary(result, Path(out))
 

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from litevae_cli.cli.common import (BatchSizeOpt, CropOpt, DataOpt, DeviceOpt, DownloadWeightsOpt, JsonOutOpt, LimitOpt,
-                                    ModelArg, NoEmaOpt, PrecisionOpt, ResolutionOpt, WeightsDirOpt, WorkersOpt,
+                                    ModelArg, EmaOpt, PrecisionOpt, ResolutionOpt, WeightsDirOpt, WorkersOpt,
                                     check_json_out, user_errors, write_json)
 
 
@@ -30,7 +30,7 @@ def eval_command(
     weights_dir: WeightsDirOpt = None,
     crop: CropOpt = "center",
     lpips_net: Annotated[str, typer.Option("--lpips-net", help="LPIPS backbone: alex (default, the reporting convention) or vgg (what the B presets train with).")] = "alex",
-    no_ema: NoEmaOpt = False,
+    ema: EmaOpt = True,
     workers: WorkersOpt = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
@@ -53,7 +53,7 @@ def eval_command(
     from litevae_cli.metrics.evaluate import resolve_options, run_eval
 
     opts = resolve_options(metrics, resolution, batch_size=batch_size, limit=limit, crop=crop, lpips_net=lpips_net,
-                           weights_dir=weights_dir, use_ema=not no_ema, workers=workers,
+                           weights_dir=weights_dir, use_ema=ema, workers=workers,
                            download_weights=download_weights)
     check_json_out(json_out)
     with runtime.open(device, precision or "fp32") as rt:

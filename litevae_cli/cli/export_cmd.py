@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from litevae_cli.cli.common import ModelArg, NoEmaOpt, user_errors
+from litevae_cli.cli.common import ModelArg, EmaOpt, user_errors
 
 
 @user_errors
@@ -26,12 +26,12 @@ def export(
                                                                   "stats.json (or its folder); its factors for "
                                                                   "sampled latents become the config's "
                                                                   "scaling_factor / shift_factor.")] = None,
-    reset_factors: Annotated[bool, typer.Option("--reset-factors", help="With --format diffusers over an existing "
+    reset_factors: Annotated[bool, typer.Option("--reset-factors/--keep-factors", help="With --format diffusers over an existing "
                                                                         "folder: write the model's own factors "
                                                                         "(identity without --stats) instead of "
                                                                         "keeping the folder's scaling_factor / "
                                                                         "shift_factor.")] = False,
-    no_ema: NoEmaOpt = False,
+    ema: EmaOpt = True,
 ) -> None:
     """Export a model for inference: weights only (no optimizer or discriminator), with the registry
     names in the file's metadata (or the folder's config.json). Every MODEL argument (eval,
@@ -46,4 +46,4 @@ def export(
     """
     from litevae_cli.files.export import export as run
 
-    typer.echo(run(model, out, fmt=fmt, stats=stats, use_ema=not no_ema, reset_factors=reset_factors).line())
+    typer.echo(run(model, out, fmt=fmt, stats=stats, use_ema=ema, reset_factors=reset_factors).line())

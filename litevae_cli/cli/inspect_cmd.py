@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from litevae_cli.cli.common import (MODEL_HELP, BatchSizeOpt, DATA, DeviceOpt, JsonOutOpt, LimitOpt, NoEmaOpt, OutDirOpt,
+from litevae_cli.cli.common import (MODEL_HELP, BatchSizeOpt, DATA, DeviceOpt, JsonOutOpt, LimitOpt, EmaOpt, OutDirOpt,
                                     PrecisionOpt, ResolutionOpt, check_json_out, user_errors, write_json)
 
 
@@ -34,7 +34,7 @@ def inspect_latents_command(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the N(0, I) samples of the MMD.")] = 0,
     batch_size: BatchSizeOpt = None,
     json_out: JsonOutOpt = None,
-    no_ema: NoEmaOpt = False,
+    ema: EmaOpt = True,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
 ) -> None:
@@ -54,7 +54,7 @@ def inspect_latents_command(
     with runtime.open(device, precision or "fp32", distributed=False) as rt:
         report = inspect_latents(rt, out, model=model, data=data, latents=latents, resolution=resolution, limit=limit,
                                  mmd_samples=mmd_samples, examples=examples, seed=seed, batch_size=batch_size,
-                                 use_ema=not no_ema, log=typer.echo)
+                                 use_ema=ema, log=typer.echo)
     print_report(report)
     if json_out is not None:
         write_json(json_out, report)

@@ -1,4 +1,5 @@
-"""`litevae models`: the registry's rows (`models.complexity.registry_rows`) as a table, or as JSON with --json."""
+"""`litevae models`: the registry's rows as a table, or as JSON with --json, from the cached figures of
+`litevae_cli.cli.model_figures` (no torch import, no model built; a test checks them against the registry)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,20 @@ from litevae_cli.cli.common import JsonOutOpt, user_errors, write_json
 def models(
     json_out: JsonOutOpt = None,
     kind: Annotated[Optional[str], typer.Option(help="Only this kind: encoder, decoder or discriminator.")] = None,
-    include_test: Annotated[bool, typer.Option("--test-variants/--no-test-variants",
-                                               help="Include the tiny variants registered for tests.")] = True,
+    include_test: Annotated[bool, typer.Option("--all", help="Also list the *-tiny variants registered for "
+                                                             "tests (hidden by default).")] = False,
 ) -> None:
     """List every registered model: name, kind, parameters and GFLOPs per 256x256 image (FLOP = 2 x MAC).
 
     Examples:\n
       litevae models\n
       litevae models --kind encoder --json -
-    """
-    from litevae_cli.models.complexity import registry_rows
 
-    rows = registry_rows(kind, include_test=include_test)
+      litevae models --all   (with the tiny test variants)
+    """
+    from litevae_cli.cli.model_figures import cached_rows
+
+    rows = cached_rows(kind, include_test=include_test)
     if json_out is not None:
         write_json(json_out, rows)
         if str(json_out) == "-":
@@ -33,13 +36,15 @@ def models(
 
 
 def print_table(rows: list[dict]) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="litevae model registry (GFLOPs per 256x256 image, FLOP = 2 x MAC)")
-    for col, justify in (("name", "left"), ("kind", "left"), ("params (M)", "right"), ("GFLOPs@256", "right"),
-                         ("description", "left")):
-        table.add_column(col, justify=justify)
+    table = Table(title="litevae model registry (GFLOPs per 256x256 image, FLOP = 2 x MAC)", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+    for col, justify in (("name", "left"), ("kind", "left"), ("params M", "right"), ("GFLOPs", "right")):
+        table.add_column(col, justify=justify, no_wrap=True)  # names and figures are never cut or wrapped
+    table.add_column("description", ratio=1, overflow="fold")
     for r in rows:
         table.add_row(r["name"], r["kind"], f"{r['params'] / 1e6:.2f}", f"{r['gflops_256']:.1f}", r["description"])
     Console().print(table)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from litevae_cli.cli.common import (DeviceOpt, ModelArg, NoEmaOpt, OutDirOpt, PrecisionOpt, ResolutionOpt,
+from litevae_cli.cli.common import (DeviceOpt, ModelArg, EmaOpt, OutDirOpt, PrecisionOpt, ResolutionOpt,
                                     user_errors)
 
 
@@ -17,13 +17,13 @@ def reconstruct(
     images: Annotated[list[str], typer.Argument(help="Image files or folders.")],
     out: OutDirOpt,
     resolution: ResolutionOpt = None,
-    native: Annotated[bool, typer.Option("--native",
+    native: Annotated[bool, typer.Option("--native/--no-native",
         help="Keep every image at its own size (no resize or crop).")] = False,
     tile: Annotated[int, typer.Option("--tile", min=0,
         help="Process images larger than this in NxN tiles (multiple of 8; 0 = never tile).")] = 512,
     overlap: Annotated[Optional[int], typer.Option("--overlap", min=0,
         help="Tile overlap in pixels, blended (multiple of 8; default tile/4).")] = None,
-    no_ema: NoEmaOpt = False,
+    ema: EmaOpt = True,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
 ) -> None:
@@ -39,7 +39,7 @@ def reconstruct(
 
     with runtime.open(device, precision or "fp32", distributed=False) as rt:
         results = reconstruct_images(rt, model, images, Path(out), resolution=resolution, native=native, tile=tile,
-                                     overlap=overlap, use_ema=not no_ema)
+                                     overlap=overlap, use_ema=ema)
     print_table(results, out)
 
 

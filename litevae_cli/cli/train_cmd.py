@@ -12,13 +12,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from litevae_cli.cli.common import (BatchSizeOpt, DataOpt, DeviceOpt, DownloadWeightsOpt, NoEmaOpt, OutDirOpt,
+from litevae_cli.cli.common import (BatchSizeOpt, DataOpt, DeviceOpt, DownloadWeightsOpt, EmaOpt, OutDirOpt,
                                     PrecisionOpt, PresetOpt, WeightsDirOpt, WorkersOpt, user_errors)
 
 StepsOpt = Annotated[Optional[int], typer.Option("--steps", min=1, help="Optimizer steps (overrides train.steps).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. --set optim.lr=2e-4 "
                                                                     "(repeatable; values are YAML).")]
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the resolved config as YAML and exit; writes nothing.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run/--no-dry-run", help="Print the resolved config as YAML and exit; writes nothing.")]
 FromOpt = Annotated[Optional[Path], typer.Option("--from", help="Model to start from: a phase-A checkpoint or run "
                                                                 "directory (its EMA weights when present), an export "
                                                                 ".safetensors or a diffusers folder; optimizers and "
@@ -68,7 +68,7 @@ def finetune(preset: PresetOpt, data: DataOpt, out: OutDirOpt, init_from: FromOp
              steps: StepsOpt = None, batch_size: BatchSizeOpt = None, device: DeviceOpt = None,
              precision: PrecisionOpt = None, overrides: SetOpt = None, dry_run: DryRunOpt = False,
              workers: WorkersOpt = None, weights_dir: WeightsDirOpt = None,
-             download_weights: DownloadWeightsOpt = False, no_ema: NoEmaOpt = False) -> None:
+             download_weights: DownloadWeightsOpt = False, ema: EmaOpt = True) -> None:
     """Phase B: continue a phase-A model at higher resolution with the discriminator on; or, with
     --train decoder (preset sd-decoder-ft), finetune only the decoder of any VAE, the sd-vae-ft-mse way.
 
@@ -84,7 +84,7 @@ def finetune(preset: PresetOpt, data: DataOpt, out: OutDirOpt, init_from: FromOp
     """
     _train("finetune", preset=preset, data=data, out=out, init_from=init_from, train=train, steps=steps,
            batch_size=batch_size, device=device, precision=precision, overrides=overrides or (), dry_run=dry_run,
-           workers=workers, weights_dir=weights_dir, download_weights=download_weights, use_ema=not no_ema)
+           workers=workers, weights_dir=weights_dir, download_weights=download_weights, use_ema=ema)
 
 
 @user_errors
@@ -93,7 +93,7 @@ def distill(teacher: TeacherOpt, data: DataOpt, out: OutDirOpt, student: Student
             steps: StepsOpt = None, batch_size: BatchSizeOpt = None, device: DeviceOpt = None,
             precision: PrecisionOpt = None, overrides: SetOpt = None, dry_run: DryRunOpt = False,
             workers: WorkersOpt = None, weights_dir: WeightsDirOpt = None,
-            download_weights: DownloadWeightsOpt = False, no_ema: NoEmaOpt = False) -> None:
+            download_weights: DownloadWeightsOpt = False, ema: EmaOpt = True) -> None:
     """Train a LiteVAE encoder into an existing VAE's latent space: the result encodes like the teacher
     and decodes with the teacher's own (frozen) decoder, so diffusion models trained on the teacher's
     latents keep working, at the cost of the student's encoder.
@@ -109,4 +109,4 @@ def distill(teacher: TeacherOpt, data: DataOpt, out: OutDirOpt, student: Student
     """
     _train("distill", preset=preset, data=data, out=out, teacher=teacher, student=student, steps=steps,
            batch_size=batch_size, device=device, precision=precision, overrides=overrides or (), dry_run=dry_run,
-           workers=workers, weights_dir=weights_dir, download_weights=download_weights, use_ema=not no_ema)
+           workers=workers, weights_dir=weights_dir, download_weights=download_weights, use_ema=ema)
