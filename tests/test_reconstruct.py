@@ -122,3 +122,22 @@ def test_bad_input_is_one_line(ckpt, tmp_path):
         res = runner.invoke(app, ["reconstruct", *args, "--out", str(tmp_path / "o"), "--device", "cpu"])
         assert res.exit_code == 2 and needle in res.output, (args, res.output)
         assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_small_images_are_named_when_padded_or_upscaled_and_ssim_is_never_nan(ckpt, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(skdata.astronaut()[:12, :10]).save(folder / "tiny.png")  # 10 x 12 px
+    Image.fromarray(skdata.astronaut()[:40, :48]).save(folder / "big.png")
+    res = runner.invoke(app, ["reconstruct", ckpt, str(folder), "--out", str(tmp_path / "n"), "--native",
+                              "--device", "cpu"], env={"COLUMNS": "160"})
+    assert res.exit_code == 0, res.output
+    assert ("warning: tiny is 10x12, under the 16 px the models take: edge-padded to 16x16 for the model"
+            in res.output) and "warning: big" not in res.output
+    assert "SSIM not available for tiny: 10x12 px is under SSIM's 11 px window" in res.output
+    assert "nan" not in res.output.lower() and "n/a" in res.output and "(1 of 2)" in res.output
+    assert Image.open(tmp_path / "n" / "tiny_recon.png").size == (10, 12)
+    res = runner.invoke(app, ["reconstruct", ckpt, str(folder), "--out", str(tmp_path / "r"), "--resolution", "32",
+                              "--device", "cpu"], env={"COLUMNS": "160"})
+    assert res.exit_code == 0 and "warning: tiny is 10x12: upscaled 3.2x (bicubic) to 32 px" in res.output
+    assert "warning: big" not in res.output and "n/a" not in res.output, res.output

@@ -54,14 +54,17 @@ def print_table(results, out) -> None:
                          ("SSIM", "right")):
         table.add_column(col, justify=justify)
     for r in results:
-        table.add_row(r.name, f"{r.size[0]}x{r.size[1]}", str(r.tiles), f"{r.psnr:.2f}", f"{r.ssim:.4f}")
+        table.add_row(r.name, f"{r.size[0]}x{r.size[1]}", str(r.tiles), f"{r.psnr:.2f}", _ssim(r.ssim))
     if len(results) > 1:
+        ssims = [r.ssim for r in results if r.ssim is not None]
         table.add_row("mean", "", "", f"{sum(r.psnr for r in results) / len(results):.2f}",
-                      f"{_mean_finite([r.ssim for r in results]):.4f}")
+                      _ssim(sum(ssims) / len(ssims) if ssims else None)
+                      + (f" ({len(ssims)} of {len(results)})" if ssims and len(ssims) < len(results) else ""))
     Console().print(table)
+    for r in results:
+        if r.ssim is None:
+            typer.echo(f"SSIM not available for {r.name}: {r.ssim_note}")
 
 
-def _mean_finite(values: list[float]) -> float:
-    """Mean over the images that have the value (SSIM is NaN for images under 11 px)."""
-    ok = [v for v in values if v == v]
-    return sum(ok) / len(ok) if ok else float("nan")
+def _ssim(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

@@ -7,6 +7,10 @@ decode, write `<name>_recon.png` and `<name>_compare.png` (original | reconstruc
 and return PSNR / SSIM per image (from `metrics.image`, on the uint8 images). An unreadable image is
 skipped, named in OUT/skipped.txt and the command goes on; none readable is a one-line error.
 
+Small images are never changed silently: one warning line per image that `--resolution` upscales, or
+that `--native` edge-pads up to `data.MIN_SIDE` for the model. SSIM needs 11 px on each side: for a
+smaller image it is None, with the reason in `Reconstruction.ssim_note`, never NaN.
+
 Tiling: an image larger than `tile` on either side is encoded and decoded in overlapping tiles
 blended with linear ramps (`litevae_cli.inference.tiling`), so there are no seams.
 """
@@ -44,9 +48,10 @@ class Reconstruction:
     size: tuple[int, int]  # (w, h) of the compared image
     tiles: int
     psnr: float
-    ssim: float
+    ssim: Optional[float]  # None: not computable (ssim_note says why)
     recon_path: Path
     compare_path: Path
+    ssim_note: str = ""
 
 
 # ----------------------------------------------------------------------------- tiling
@@ -86,13 +91,14 @@ def side_by_side(orig: np.ndarray, recon: np.ndarray, amplify: float = ERROR_AMP
     return np.concatenate([orig, gap, recon, gap, error_map(orig, recon, amplify)], axis=1)
 
 
-def image_metrics(orig_u8: torch.Tensor, recon_u8: torch.Tensor) -> tuple[float, float]:
+def image_metrics(orig_u8: torch.Tensor, recon_u8: torch.Tensor) -> tuple[float, Optional[float]]:
     """(PSNR dB, SSIM) of one [3,H,W] uint8 pair; SSIM one channel at a time to bound memory on big images
-    (skimage's channel_axis SSIM is the mean of the per-channel values, so this is the same number)."""
+    (skimage's channel_axis SSIM is the mean of the per-channel values, so this is the same number); SSIM is
+    None for an image under SSIM_MIN_SIZE px on a side."""
     a, b = orig_u8[None], recon_u8[None]
     p = float(psnr_uint8(a, b)[0])
     if min(a.shape[-2:]) < SSIM_MIN_SIZE:  # the 11-tap Gaussian window does not fit: no SSIM
-        return p, float("nan")
+        return p, None
     s = [float(ssim(a[:, c:c + 1].double() / 255, b[:, c:c + 1].double() / 255)[0]) for c in range(a.shape[1])]
     return p, float(np.mean(s))
 
@@ -118,6 +124,17 @@ def collect_images(paths: Sequence[str]) -> list[tuple[str, str]]:
         names[name] = k + 1
         out.append((name if k == 0 else f"{name}_{k}", src))
     return out
+
+
+def small_image_warning(name: str, size: tuple[int, int], resolution: Optional[int], log: Callable) -> None:
+    """One warning line when an image is upscaled to `resolution`, or (native: None) padded to MIN_SIDE."""
+    w, h = size
+    if resolution is not None and min(w, h) < resolution:
+        log(f"warning: {name} is {w}x{h}: upscaled {resolution / min(w, h):.3g}x (bicubic) to {resolution} px by "
+            "--resolution; --native keeps its size")
+    elif resolution is None and min(w, h) < MIN_SIDE:
+        log(f"warning: {name} is {w}x{h}, under the {MIN_SIDE} px the models take: edge-padded to "
+            f"{max(w, MIN_SIDE)}x{max(h, MIN_SIDE)} for the model, the padding cropped off before the metrics")
 
 
 def prepare(img: Image.Image, resolution: Optional[int]) -> torch.Tensor:
@@ -154,11 +171,13 @@ def reconstruct_images(rt: Runtime, model: str, images: Sequence[str], out: str 
     results, skips = [], SkipLog(out / SKIPPED_NAME, log)
     for name, src in items:
         try:
-            x = prepare(load_image(src), resolution)
+            img = load_image(src)
+            x = prepare(img, resolution)
         except DataError as err:
             skips.add(src, str(err))
             continue
         h, w = x.shape[-2:]
+        small_image_warning(name, img.size, resolution, log)
         rec, n_tiles = reconstruct_tensor(net, pad_to_multiple(x), rt, tile, overlap)
         orig_u8, rec_u8 = to_uint8(x[0]), to_uint8(rec[0, :, :h, :w])
         p, s = image_metrics(orig_u8, rec_u8)
@@ -167,7 +186,8 @@ def reconstruct_images(rt: Runtime, model: str, images: Sequence[str], out: str 
         with writing(recon_path):
             Image.fromarray(r_np).save(recon_path)
             Image.fromarray(side_by_side(o_np, r_np, amplify)).save(compare_path)
-        results.append(Reconstruction(name, src, (w, h), n_tiles, p, s, recon_path, compare_path))
+        note = "" if s is not None else f"{w}x{h} px is under SSIM's {SSIM_MIN_SIZE} px window"
+        results.append(Reconstruction(name, src, (w, h), n_tiles, p, s, recon_path, compare_path, note))
     if not results:
         raise DataError(f"no image could be read ({skips.summary()})")
     if skips.count:
