@@ -49,7 +49,7 @@ from litevae_cli.data import resolve_source
 from litevae_cli.data.loaders import make_train_loader, require_readable
 from litevae_cli.errors import UserError
 from litevae_cli.files.outputs import SKIPPED_NAME, SkipLog, check_out_dir, locked, writing
-from litevae_cli.jobs.progress import make_progress
+from litevae_cli.jobs.progress import TrainProgress
 from litevae_cli.runtime import Runtime, all_reduce_sum, any_rank, barrier, seed_everything
 from litevae_cli.jobs.stopping import StopSignal
 from litevae_cli.training.log import LossMeter, RunLog, save_reconstructions
@@ -270,8 +270,8 @@ def save_checkpoint(rt: Runtime, cfg: Config, state: TrainState, out: Path, numb
     return last
 
 
-def _format_terms(metrics: dict) -> str:
-    return " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith(("g/", "d/")))
+def _loss_terms(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k.startswith(("g/", "d/"))}
 
 
 def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path, signals: StopSignal,
@@ -292,8 +292,7 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
         rt.print(f"already at step {start_step} of {total_steps}: nothing to do (raise --steps to continue)")
     # A live bar on a terminal; in logs and batch jobs a plain status line per log step instead.
     interactive = Console().is_terminal
-    with make_progress(rt.is_main and interactive) as progress:
-        task = progress.add_task(f"{cfg.phase} {cfg.name}", total=total_steps, completed=start_step, info="")
+    with TrainProgress(total_steps, start_step, rt.is_main and interactive, rt.print) as progress:
         while True:
             if not stop:  # before fetching the next batch; every rank agrees
                 (stop,) = any_rank(rt, signals.requested)
@@ -311,10 +310,7 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
                 if state.opt_d is not None:
                     record["disc_lr"] = state.opt_d.param_groups[0]["lr"]
                 log.write(record)
-                info = f"{record['img_per_s']:.1f} img/s {_format_terms(record)}"
-                progress.update(task, info=info)
-                if not interactive:
-                    rt.print(f"step {state.step}/{total_steps} {info}")
+                progress.report(state.step, record["img_per_s"], _loss_terms(record))
                 meter.reset()
                 tick_time, tick_images, tick_skipped = now, 0, 0
 
@@ -365,7 +361,7 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
                 meter.add("g", terms)
             for terms in result.d_terms:
                 meter.add("d", terms)
-            progress.update(task, completed=state.step)
+            progress.advance(state.step)
     log.close()
 
     if os.environ.get("LITEVAE_TEST_RANK_DUMP"):
