@@ -9,7 +9,7 @@ COMPOSITED ON WHITE. EXIF orientation is not applied (same as torchvision/clean-
 Sources (`resolve_source`):
   * `sample`, `sample-holdout`, `sample-all`: the embedded set (see `litevae_cli.data.samples`),
     keys `sample/<name>`.
-  * a directory: recursive (jpg/jpeg/png/webp/bmp, any case; hidden names skipped), sorted by relative
+  * a directory: recursive (jpg/jpeg/png/webp/bmp/tif/tiff/gif, any case; hidden names skipped), sorted by relative
     posix path; key = relative path without extension (with it, if two files would share a key).
     Symlinked folders are followed, each real folder (device, inode) at most once, so a link loop
     (`loop -> .`) or two links to one folder do not repeat images.
@@ -18,6 +18,7 @@ Sources (`resolve_source`):
     optional cls. Key = `<shard stem>/<__key__>`, unique even when shards reuse per-shard counters.
     For http(s) shards the first URL is tried up front (`URL_TIMEOUT_S`), so an unreachable server
     is a one-line error at once rather than minutes of download retries.
+  * one image file, a glob, or a .txt / .csv list of paths (`litevae_cli.data.lists`).
   The sample names win over a folder of that name (use `./sample`). Bad specs raise `DataError`
   (a UserError, so the CLI prints it as one line) with a message naming the path.
 
@@ -41,10 +42,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from litevae_cli.data import lists
 from litevae_cli.data import samples as sample_images
 from litevae_cli.errors import UserError
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")  # GIF: its first frame
 SHARD_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 DEFAULT_RESCALE = (0.5, 1.0)
 DEFAULT_SHUFFLE_BUFFER = 1000
@@ -80,6 +82,7 @@ class ImageSource:
     items: list[ImageItem] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
     classes: Optional[list[str]] = None
+    notes: list[str] = field(default_factory=list)  # what a command should tell the user (duplicates dropped)
 
     @property
     def indexable(self) -> bool:
@@ -139,6 +142,10 @@ def resolve_source(spec: str) -> ImageSource:
     path = os.path.expanduser(spec)
     if os.path.isdir(path):
         return _folder_source(spec, path)
+    named = _named_files(spec, path)
+    if named is not None:
+        items, notes = lists.keyed_paths(spec, named)
+        return ImageSource(spec, "folder", items=[ImageItem(k, p) for k, p in items], notes=notes)
     if "{" in path or path.endswith(SHARD_EXTS):
         import braceexpand
 
@@ -154,7 +161,22 @@ def resolve_source(spec: str) -> ImageSource:
         return ImageSource(spec, "shards", urls=urls)
     if not os.path.exists(path):
         raise DataError(f"data path does not exist: {spec}")
-    raise DataError(f"{spec} is not a directory, a .tar shard pattern or one of {', '.join(sample_images.SPLITS)}")
+    raise DataError(f"{spec} is not an image folder, an image, a glob, a .txt/.csv list of images, a .tar shard "
+                    f"pattern or one of {', '.join(sample_images.SPLITS)}")
+
+
+def _named_files(spec: str, path: str) -> Optional[list[str]]:
+    """The files a list, a single image or a glob names (None: the spec is none of these)."""
+    try:
+        if os.path.isfile(path) and path.lower().endswith(lists.LIST_EXTS):
+            return lists.read_list(path)
+        if os.path.isfile(path) and path.lower().endswith(IMAGE_EXTS):
+            return [path]
+        if lists.is_glob(path) and not os.path.exists(path) and not path.endswith(SHARD_EXTS):
+            return lists.glob_paths(spec, IMAGE_EXTS)
+    except lists.ListError as err:
+        raise DataError(str(err)) from None
+    return None
 
 
 def _remote(spec: str) -> bool:

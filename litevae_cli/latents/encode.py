@@ -346,6 +346,8 @@ def encode_dataset(rt: Runtime, model: str, data: str, out: str | Path, *, resol
     require_readable(src)
     say = log if rt.is_main else (lambda *a, **k: None)
     say(f"model: {loaded.describe()}")
+    for note in src.notes:
+        say(note)
     model_sha = sha256_file(path)
     header = {"model_sha256": model_sha, "data": source_id(data), "resolution": resolution, "crop": crop,
               "dtype": dtype, "flip": flip, "precision": rt.precision, "world_size": rt.world_size, "nz": loaded.spec.nz}

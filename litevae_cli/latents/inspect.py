@@ -283,6 +283,8 @@ def inspect_latents(rt, out: str | Path, *, model: Optional[str] = None, data: O
     total = min(len(source), limit or len(source)) if source.indexable else None
     meta = {"model": loaded.report(), "data": str(data), "resolution": resolution}
     log(f"model: {loaded.describe()}")
+    for note in source.notes:
+        log(note)
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)
     skips = SkipLog(out / SKIPPED_NAME, log)

@@ -223,6 +223,8 @@ def run_eval(model_arg, data: str, opts: EvalOptions, rt, *, lpips_model=None, f
                                                                          opts.weights_dir)  # before any work
     source = resolve_source(data)
     require_readable(source)
+    for note in source.notes:
+        rt.print(note)
     loaded = load_autoencoder(model_arg, use_ema=opts.use_ema, map_location="cpu", download=opts.download)
     model = rt.place(loaded.model).eval()
     if "lpips" in opts.metrics and lpips_model is None:

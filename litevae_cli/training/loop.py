@@ -94,6 +94,8 @@ def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | 
     """Check everything, build loss and state, then, holding OUT's lock: resume from OUT or initialise
     from --from, start the loader and fit(). Returns the process exit code."""
     source = resolve_source(data)
+    for note in source.notes:
+        rt.print(note)
     micro = micro_batch_size(rt, cfg)
     resume_path = latest_checkpoint(out)
     if resume_path is None and init_from is not None and not Path(init_from).exists() and not is_hub_id(init_from):
