@@ -58,3 +58,15 @@ def test_encode_dataset_from_a_csv_list_uses_each_file_once_and_names_missing_on
     assert "1 duplicate path(s)" in res.output and "each file is used once (4 images)" in res.output
     assert json.loads((tmp_path / "lat" / "stats.json").read_text())["count"] == 3
     assert "gone.png" in (tmp_path / "lat" / "skipped.txt").read_text()
+
+
+def test_skips_are_counted_by_image_not_by_read(tiny_preset, make_images, tmp_path, capsys):
+    from litevae_cli.training.loop import train
+
+    data = make_images(n=2, broken=2)  # 4 files, 2 unreadable, read again on every pass
+    assert train("pretrain", tiny_preset(train={"steps": 6}), str(data), tmp_path / "run",
+                 device="cpu") == 0
+    out = capsys.readouterr().out
+    listed = (tmp_path / "run" / "skipped.txt").read_text().splitlines()
+    assert sorted(ln.split("\t")[0] for ln in listed) == ["bad0", "bad1"]
+    assert "2 unreadable image(s) skipped (" in out and "failed reads over the passes)" in out, out[-1500:]

@@ -167,22 +167,29 @@ def skipped_lines(pairs: Iterable[tuple[str, str]]) -> str:
 
 
 class SkipLog:
-    """Unreadable inputs of one command: counted (every occurrence), each key written once to `path`
-    (None: console only) and the first `show` keys printed with `say`. `resume` appends to the list a
-    previous run of the same output left; otherwise the list starts empty."""
+    """Unreadable inputs of one command, counted by image (`count`: distinct keys this run; `reads`: every
+    failed read, e.g. once per training pass), each key written once to `path` (None: console only) and the
+    first `show` keys printed with `say`. `resume` appends to the list a previous run of the same output
+    left; otherwise the list starts empty."""
 
     def __init__(self, path: Optional[Path] = None, say: Callable = print, show: int = 3, resume: bool = False):
         self.path, self.say, self.show = path, say, show
-        self.count = self.printed = 0
+        self.reads = self.printed = 0
         self.keys: set[str] = set()
+        self.images: set[str] = set()  # skipped by this run
         if path is not None and resume and path.is_file():
             self.keys = {line.split("\t", 1)[0] for line in path.read_text().splitlines()}
         elif path is not None and not resume:
             with writing(path):
                 path.write_text("")
 
+    @property
+    def count(self) -> int:
+        return len(self.images)
+
     def add(self, key: str, reason: str) -> None:
-        self.count += 1
+        self.reads += 1
+        self.images.add(key)
         if key in self.keys:
             return
         self.keys.add(key)
@@ -199,4 +206,5 @@ class SkipLog:
 
     def summary(self) -> str:
         where = f", listed in {self.path}" if self.path is not None else ""
-        return f"{self.count} unreadable image(s) skipped{where}"
+        reads = f" ({self.reads} failed reads over the passes)" if self.reads > self.count else ""
+        return f"{self.count} unreadable image(s) skipped{reads}{where}"
