@@ -97,7 +97,9 @@ def test_reconstruct_writes_pngs_and_prints_metrics(ckpt, tmp_path):
                               "--tile", "64", "--overlap", "16", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert "raw (non-EMA) weights" in res.output and "PSNR" in res.output and "SSIM" in res.output
-    for name, (w, h) in [("a", (100, 72)), ("a_1", (100, 72)), ("b", (48, 40))]:  # a.png given twice
+    assert "1 image(s) given twice: each file is reconstructed once" in res.output  # a.png, and in/ holds it
+    assert not (out / "a_1_recon.png").exists() and res.output.count("100x72") == 1
+    for name, (w, h) in [("a", (100, 72)), ("b", (48, 40))]:
         rec = Image.open(out / f"{name}_recon.png")
         cmp_ = Image.open(out / f"{name}_compare.png")
         rec.load(), cmp_.load()

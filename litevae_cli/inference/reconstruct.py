@@ -17,6 +17,7 @@ blended with linear ramps (`litevae_cli.inference.tiling`), so there are no seam
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -104,8 +105,9 @@ def image_metrics(orig_u8: torch.Tensor, recon_u8: torch.Tensor) -> tuple[float,
 
 
 # ----------------------------------------------------------------------------- the command's work
-def collect_images(paths: Sequence[str]) -> list[tuple[str, str]]:
-    """(name, file) per image: files as given, directories expanded (recursively, sorted)."""
+def collect_images(paths: Sequence[str], log: Callable = print) -> list[tuple[str, str]]:
+    """(name, file) per image: files as given, directories expanded (recursively, sorted); a file given
+    twice (same real path) once, and `log` says how many repeats were dropped."""
     found = []
     for p in paths:
         path = Path(p).expanduser()
@@ -117,6 +119,14 @@ def collect_images(paths: Sequence[str]) -> list[tuple[str, str]]:
             raise DataError(f"image not found: {p}")
     if not found:
         raise DataError("no images given")
+    unique, seen = [], set()
+    for name, src in found:  # the first occurrence of each real file, in order
+        if os.path.realpath(src) not in seen:
+            seen.add(os.path.realpath(src))
+            unique.append((name, src))
+    if len(unique) < len(found):
+        log(f"{len(found) - len(unique)} image(s) given twice: each file is reconstructed once")
+    found = unique
     names: dict[str, int] = {}
     out = []
     for name, src in found:  # same stem twice (a/x.png, b/x.png): x, x_1
@@ -161,7 +171,7 @@ def reconstruct_images(rt: Runtime, model: str, images: Sequence[str], out: str 
         if tile % MULTIPLE or overlap % MULTIPLE or not 0 <= overlap < tile or tile < MIN_SIDE:
             raise UserError(f"--tile and --overlap must be multiples of {MULTIPLE} with 0 <= overlap < tile "
                             f"and tile >= {MIN_SIDE} (got {tile}, {overlap})")
-    items = collect_images(images)
+    items = collect_images(images, log)
     out = check_out_dir(out)
     loaded = load_autoencoder(model, use_ema=use_ema)
     log(f"model: {loaded.describe()}")
