@@ -72,7 +72,7 @@ def _haar_level(x: torch.Tensor) -> torch.Tensor:
     P1 = x00 - x10, P3 = x01 - x11 give H = lerp(P1, P3, 1/2) and D = H - P3. Without autograd the P's
     are written straight into the output planes and finished in place, so the only memory touched is
     the output (fresh buffers cost page faults on CPU). Works on strided inputs (a level's A band).
-Under torch.compile the functional form runs (the compiler plans the buffers itself).
+    Under torch.compile the functional form runs (the compiler plans the buffers itself).
     """
     n, c, h, w = x.shape
     q = x.view(n, c, h // 2, 2, w // 2, 2)
