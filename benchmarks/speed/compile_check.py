@@ -72,7 +72,7 @@ def check(name: str, mode: str, backend: str, reps: int) -> dict:
         t = time.perf_counter()
         got = _first(compiled(x))
         row["first_call_s"] = round(time.perf_counter() - t, 1)
-        row["max_abs_diff"] = float((got - _first(model(x))).abs().max())
+        row["max_abs_diff"] = float((got - _first(model(x))).detach().abs().max())
         for n, s in ((3, side), (3, other)):
             compiled(_input(model, name, n, s))
         row["graphs"] = counter.graphs
