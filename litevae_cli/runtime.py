@@ -5,7 +5,9 @@ asks it. Every command opens it once: `with runtime.open(device, precision) as r
 which also tears it down (leaves the process group) however the block ends.
 - Device: cuda, then mps, then cpu; `--device` overrides. `rt.place(module)` / `rt.batch(x)` move
   things there (channels_last where `use_channels_last` says it helps, when asked).
-- Precision: fp32, bf16 (autocast), fp16 (autocast + GradScaler in training). The DWT and the losses
+- Precision: fp32, bf16 (autocast), fp16 (autocast + GradScaler in training), or auto (`resolve_precision`):
+  bf16 on CUDA with bf16 support and on CPUs with native bf16 (AMX or AVX512-BF16), fp32 elsewhere; the
+  runtime keeps what was chosen and why (`precision_reason`) for the run record. The DWT and the losses
   run in fp32 regardless (`float32_region`).
 - Distributed: torchrun's env:// (RANK/WORLD_SIZE/LOCAL_RANK); nccl on GPU, gloo on CPU. Collectives
   (`all_reduce_sum`, `any_rank`, `gather_objects`, `barrier`) are identities in a single process.
@@ -23,6 +25,7 @@ import contextlib
 import os
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 PROCESS_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
@@ -42,15 +45,22 @@ import torch.distributed as dist  # noqa: E402
 from litevae_cli.errors import UserError  # noqa: E402
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISION_CHOICES = ("auto", *PRECISIONS)  # what --precision and train.precision accept
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of native bf16 matrix / dot-product units
 
 
 @dataclass(frozen=True)
 class Runtime:
     device: torch.device
-    precision: str  # fp32 | bf16 | fp16
+    precision: str  # fp32 | bf16 | fp16: what runs (auto already resolved)
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    precision_reason: str = "asked for"  # why this precision: `resolve_precision`'s reason for auto
+
+    def precision_record(self) -> dict:
+        """The precision for a run record: what runs and why."""
+        return {"precision": self.precision, "precision_reason": self.precision_reason}
 
     @property
     def is_main(self) -> bool:
@@ -136,11 +146,45 @@ def select_device(name: str | None = None, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (Linux x86); empty where there is no such file."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()  # not open(): this module's `open` is the runtime's
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
+    """(precision to run, reason). `auto`: bf16 autocast on CUDA where the GPU supports bf16 and on CPUs
+    with native bf16 (an `amx_bf16` or `avx512_bf16` flag in /proc/cpuinfo, or torch's CPU capability
+    naming AMX or BF16), fp32 elsewhere (MPS, older GPUs, CPUs where bf16 is emulated and slower)."""
+    if precision != "auto":
+        return precision, "asked for"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", f"auto: CUDA GPU with bf16 ({torch.cuda.get_device_name(device)})"
+        return "fp32", f"auto: CUDA GPU without bf16 support ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        have = sorted(cpu_flags() & set(CPU_BF16_FLAGS))
+        capability = torch.backends.cpu.get_cpu_capability()
+        if have:
+            return "bf16", f"auto: CPU with native bf16 ({', '.join(have)})"
+        if "AMX" in capability or "BF16" in capability:
+            return "bf16", f"auto: CPU with native bf16 (torch CPU capability {capability})"
+        return "fp32", (f"auto: CPU without native bf16 (no {' or '.join(CPU_BF16_FLAGS)} flag, "
+                        f"torch CPU capability {capability}): bf16 would be emulated")
+    return "fp32", f"auto: fp32 on {device.type}"
+
+
 def check_precision(precision: str, device: torch.device) -> str:
-    if precision not in PRECISIONS:
-        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision not in PRECISION_CHOICES:
+        raise UserError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}")
     if precision == "fp16" and device.type == "cpu":
-        raise UserError("--precision fp16 needs a GPU; use bf16 or fp32 on CPU")
+        raise UserError("--precision fp16 needs a GPU; use bf16, fp32 or auto on CPU")
     return precision
 
 
@@ -155,7 +199,8 @@ def setup_runtime(device: str | None = None, precision: str = "fp32", init_distr
     if world_size > 1 and init_distributed and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size)
-    return Runtime(dev, check_precision(precision, dev), rank, world_size, local_rank)
+    chosen, reason = resolve_precision(check_precision(precision, dev), dev)
+    return Runtime(dev, chosen, rank, world_size, local_rank, precision_reason=reason)
 
 
 def teardown_runtime(rt: Runtime) -> None:

@@ -26,7 +26,9 @@ MODEL_HELP = "Checkpoint .pt, run directory (its last checkpoint), export .safet
 ModelArg = Annotated[str, typer.Argument(metavar="MODEL", help=MODEL_HELP)]  # files.model_file.load_autoencoder resolves it
 
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cuda, mps or cpu (default: the best available).")]
-PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 or fp16.")]
+PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="auto, fp32, bf16 or fp16. auto: bf16 "
+                                                     "autocast on CUDA and on CPUs with native bf16 (AMX, "
+                                                     "AVX512-BF16), fp32 elsewhere.")]
 BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per batch (default: the "
                                                      "preset's when training, else the command's).")]
 DATA = typer.Option("--data", help="Images: a folder, one image, a glob ('photos/*.jpg'), a .txt/.csv list of "

@@ -25,7 +25,7 @@ _ENUMS: dict[str, tuple] = {
     "phase": PHASES,
     "discriminator.loss": ADV_KINDS,
     "loss.lpips_net": LPIPS_NETS,
-    "train.precision": ("fp32", "bf16", "fp16"),
+    "train.precision": ("auto", "fp32", "bf16", "fp16"),
     "train.trainable": TRAINABLE,
     "distill.logvar_loss": ("kl", "nll"),
 }

@@ -61,7 +61,7 @@ class TrainCfg:
     steps: int  # optimizer steps of this phase
     batch_size: int = 16  # global batch (P: 16; OL: 32)
     grad_accum: int = 1  # micro-batches per optimizer step
-    precision: str = "bf16"  # fp32 | bf16 | fp16 (autocast dtype)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast dtype); auto: bf16 where the hardware has it
     ema_decay: Optional[float] = None  # EMA of the autoencoder weights; None = off (OL default)
     ema_warmup: bool = True  # ramp the EMA decay up at the start (OL)
     seed: int = 0

@@ -40,8 +40,11 @@ def silu_(h: torch.Tensor) -> torch.Tensor:
 def residual_add(h: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     """skip + h, accumulated into h (which the caller owns) when no gradient flows and dtypes agree.
 
-    IEEE addition is commutative, so the in-place form gives bit-identical values.
+    IEEE addition is commutative, so the in-place form gives bit-identical values. Under torch.compile it
+    is the plain sum (`torch.result_type` is a graph break there, and the compiler plans buffers itself).
     """
+    if torch.compiler.is_compiling():
+        return skip + h
     if h.requires_grad or skip.requires_grad or torch.result_type(h, skip) != h.dtype or h.shape != skip.shape:
         return skip + h
     return h.add_(skip)

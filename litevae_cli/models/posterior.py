@@ -26,7 +26,11 @@ class DiagonalGaussian:
         return torch.exp(self.logvar)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        noise = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        like = {"device": self.mean.device, "dtype": self.mean.dtype}
+        # generator=None is left out, not passed: torch.compile cannot trace randn's generator overload with
+        # a dynamic shape. The same draw from the global generator either way.
+        noise = torch.randn(self.mean.shape, **like) if generator is None else \
+            torch.randn(self.mean.shape, generator=generator, **like)
         return self.mean + self.std * noise
 
     def mode(self) -> torch.Tensor:

@@ -72,10 +72,13 @@ def _haar_level(x: torch.Tensor) -> torch.Tensor:
     P1 = x00 - x10, P3 = x01 - x11 give H = lerp(P1, P3, 1/2) and D = H - P3. Without autograd the P's
     are written straight into the output planes and finished in place, so the only memory touched is
     the output (fresh buffers cost page faults on CPU). Works on strided inputs (a level's A band).
+    Under torch.compile the functional form runs (the compiler plans the buffers itself).
     """
     n, c, h, w = x.shape
     q = x.view(n, c, h // 2, 2, w // 2, 2)
-    if torch.is_grad_enabled() and x.requires_grad:  # out= does not record autograd: same math, then stack
+    # out= records no autograd, and torch.compile cannot trace out= into a strided view (a graph break):
+    # both take the same math as fresh tensors, then stack.
+    if (torch.is_grad_enabled() and x.requires_grad) or torch.compiler.is_compiling():
         x00, x01, x10, x11 = q[:, :, :, 0, :, 0], q[:, :, :, 0, :, 1], q[:, :, :, 1, :, 0], q[:, :, :, 1, :, 1]
         p2, p3 = x01 + x11, x01 - x11
         a, hh = torch.lerp(x00 + x10, p2, 0.5), torch.lerp(x00 - x10, p3, 0.5)

@@ -123,7 +123,7 @@ def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | 
     state = build_train_state(rt, cfg)
     if teacher is not None:
         check_student_fits(state.model.encoder, teacher)
-    state.run = run_record(data)
+    state.run = run_record(data, rt)
     with locked(out, rt), StopSignal() as signals:
         resume_path = latest_checkpoint(out)  # again: under the lock, it cannot change any more
         rng = None
@@ -166,7 +166,8 @@ def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | 
                 stale.unlink(missing_ok=True)
         rt.print(f"{cfg.phase} {cfg.name}: {cfg.model.describe()}, disc {cfg.discriminator.name}, "
                  f"{cfg.data.resolution}px, batch {cfg.train.batch_size} = {micro} x {cfg.train.grad_accum} accum "
-                 f"x {rt.world_size} ranks, {cfg.train.steps} steps, {rt.device} {rt.precision}, data {source.spec}, "
+                 f"x {rt.world_size} ranks, {cfg.train.steps} steps, {rt.device} {rt.precision}"
+                 f"{f' ({rt.precision_reason})' if cfg.train.precision == 'auto' else ''}, data {source.spec}, "
                  f"out {out}")
         return fit(rt, cfg, state, batches, loss_fn, out, signals, resumed=resume_path is not None)
 

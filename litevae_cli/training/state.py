@@ -166,12 +166,14 @@ def make_checkpoint(rt: Runtime, cfg: Config, state: TrainState, rng: list[dict]
     }
 
 
-def run_record(data: str) -> dict:
-    """What produced a run: the --data spec (paths absolute), the command line and the versions."""
+def run_record(data: str, rt: Runtime | None = None) -> dict:
+    """What produced a run: the --data spec (paths absolute), the command line, the versions and, given the
+    runtime, the precision that ran and why (train.precision may say auto)."""
     from litevae_cli import __version__
 
-    return {"data": source_id(data), "command": shlex.join(sys.argv), "litevae": __version__,
-            "torch": str(torch.__version__)}
+    record = {"data": source_id(data), "command": shlex.join(sys.argv), "litevae": __version__,
+              "torch": str(torch.__version__)}
+    return record | (rt.precision_record() if rt is not None else {})
 
 
 def check_resumable(ckpt: dict, cfg: Config, path: Path) -> list[str]:
