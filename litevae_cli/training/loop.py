@@ -1,8 +1,11 @@
-"""The training loop of both LiteVAE phases: `litevae pretrain` (phase A) and `litevae finetune` (phase B).
+"""The training loop of every phase: `litevae pretrain` (phase A), `litevae finetune` (phase B; with
+`train.trainable: decoder` a decoder-only finetune) and `litevae distill` (a student encoder into a frozen
+teacher's latent space, `training.distill`: the same loop with `DistillLoss` and the decoder frozen).
 
 Layers, as in litgpt: the command resolves the config (`config.resolve_config`, which checks the
 phase) and opens the runtime; `run()` builds the data, the state and the loss, and resumes a run or
-starts a finetune from `--from` (required when `phase: finetune` and OUT holds no run); `fit()` is the
+starts a finetune from `--from` (required when `phase: finetune` and OUT holds no run; a `model: null`
+preset takes its model from it) or a distillation from `--teacher`; `fit()` is the
 loop, one readable `while` in the manner of edm2 (status, samples, checkpoint, then the step), and
 `train_step()` is one optimizer step, in `loss_fn` (`training.losses.GeneratorLoss`). `train()` is
 the command's three steps as one call, for Python callers. Recipe (spec "Training recipe"; P App. F):
