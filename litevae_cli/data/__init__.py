@@ -8,8 +8,8 @@
 
 from litevae_cli.data.sources import (CROPS, IMAGE_EXTS, MIN_SIDE, MULTIPLE, SHARD_EXTS, DataError, ImageItem,
                                       ImageSource, check_crop, check_side, decode_image_bytes, eval_transform, load_image,
-                                      parse_resolution, parse_resolutions, pil_to_tensor, resolve_source, shard_stem, source_id, to_rgb, train_transform)
+                                      parse_resolution, parse_resolutions, pil_to_tensor, resolve_source, shard_stem, source_id, to_rgb, train_transform, upscale_warning)
 
 __all__ = ["CROPS", "check_crop", "IMAGE_EXTS", "MIN_SIDE", "MULTIPLE", "SHARD_EXTS", "DataError", "ImageItem", "ImageSource",
            "check_side", "decode_image_bytes", "eval_transform", "load_image", "parse_resolution", "parse_resolutions", "pil_to_tensor", "resolve_source",
-           "shard_stem", "source_id", "to_rgb", "train_transform"]
+           "shard_stem", "source_id", "to_rgb", "train_transform", "upscale_warning"]

@@ -226,6 +226,11 @@ def check_crop(crop: str, what: str = "--crop") -> str:
     return crop
 
 
+def upscale_warning(count: int, resolution: int) -> str:
+    """The one line eval, training and encode-dataset print when `count` images were under `resolution` px."""
+    return f"warning: {count} image(s) with a short side under {resolution} px were upscaled (bicubic) to {resolution} px"
+
+
 def check_side(value: int, what: str) -> int:
     """`value` as an image side: a multiple of MULTIPLE and at least MIN_SIDE, else a UserError about `what`."""
     if value % MULTIPLE or value < MIN_SIDE:
