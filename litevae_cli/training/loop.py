@@ -47,7 +47,7 @@ from rich.console import Console
 
 from litevae_cli.files.checkpoint import (LAST_NAME, checkpoint_dir, latest_checkpoint, load_checkpoint, prune_numbered,
                                     save_atomic)
-from litevae_cli.config import Config, dump_config, resolve_config
+from litevae_cli.config import Config, config_to_dict, dump_config, resolve_config
 from litevae_cli.data import resolve_source, upscale_warning
 from litevae_cli.data.loaders import make_train_loader, require_readable
 from litevae_cli.errors import UserError
@@ -55,7 +55,7 @@ from litevae_cli.files.outputs import SKIPPED_NAME, SkipLog, check_out_dir, lock
 from litevae_cli.jobs.progress import TrainProgress
 from litevae_cli.runtime import Runtime, all_reduce_sum, any_rank, barrier, gather_objects, seed_everything
 from litevae_cli.jobs.stopping import StopSignal
-from litevae_cli.training.log import LossMeter, RunLog, save_reconstructions
+from litevae_cli.training.log import LossMeter, RunLog, save_reconstructions, wandb_module
 from litevae_cli.files.hub import is_hub_id
 from litevae_cli.training.distill import (DistillLoss, check_student_fits, distill_spec, init_from_teacher,
                                           load_teacher)
@@ -79,6 +79,8 @@ def train(command: str, preset: str, data: str, out: str | Path, *, init_from: s
     if dry_run:  # print the resolved config; touch nothing
         dump_config(cfg, sys.stdout)
         return 0
+    if cfg.log.wandb:
+        wandb_module()  # installed? (a one-line error before any work)
     with runtime.open(device, cfg.train.precision) as rt:
         return run(rt, cfg, data, Path(out), init_from=init_from, weights_dir=weights_dir,
                    download_weights=download_weights, use_ema=use_ema)
@@ -285,7 +287,9 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
     """The loop. Returns 0 when `train.steps` are done, 128+signal after a stop (module docstring)."""
     total_steps, accum = cfg.train.steps, cfg.train.grad_accum
     start_step = state.step
-    log = RunLog(rt, out, cfg.log.tensorboard, start_step if resumed else None)
+    wandb = ({"config": {**config_to_dict(cfg), "run": state.run}, "project": cfg.log.wandb_project}
+             if cfg.log.wandb else None)
+    log = RunLog(rt, out, cfg.log.tensorboard, start_step if resumed else None, wandb)
     if log.note:
         rt.print(log.note)
     skips = SkipLog(out / SKIPPED_NAME, rt.print, resume=True)  # every rank appends what it could not read
