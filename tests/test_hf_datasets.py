@@ -71,6 +71,8 @@ def test_splits_parquet_and_imagefolder(tmp_path):
         img.save(tmp_path / "imf" / cls / "x.png")
     src = resolve_source(f"hf:{tmp_path / 'imf'}")
     assert src.classes == ["cat", "dog"] and [load_image(it.source).size for it in src.items] == [(24, 24)] * 2
+    (tmp_path / "imf" / "state.json").write_text("{}")  # a stray state.json: still an image folder without hf:
+    assert resolve_source(str(tmp_path / "imf")).kind == "folder"
 
 
 def test_one_line_errors(tiny_ckpt, tmp_path, monkeypatch):

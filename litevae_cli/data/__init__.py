@@ -2,6 +2,7 @@
 
 - `sources.py`: sources (folders, WebDataset shards, the embedded sample set), decoding, transforms,
   the one image-side rule (`check_side`); its public names are re-exported here.
+- `lists.py`: one image, a glob, .txt / .csv lists; `hf_datasets.py`: `hf:` Hugging Face datasets.
 - `loaders.py`: the resumable train loader and the deterministic eval loader.
 - `samples.py`: the embedded sample photos and their fixed train / held-out split.
 """

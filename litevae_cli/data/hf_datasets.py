@@ -7,7 +7,7 @@ Spec: `hf:NAME_OR_PATH[:SPLIT][#COLUMN]`
   - SPLIT: which split of a DatasetDict / Hub dataset; default `train`, or the only split there is.
     datasets' slices work (`train[:1000]`).
   - COLUMN: the image column; default the first column whose feature type is `datasets.Image`.
-  A `save_to_disk` folder (it holds state.json or dataset_dict.json) and a `.parquet` file are
+  A `save_to_disk` folder (it holds dataset_dict.json, or state.json + dataset_info.json) and a `.parquet` file are
   recognised without the `hf:` prefix too.
 
 Row i becomes an item with key `[SPLIT/]<i, zero-padded>` and source `<canonical spec>[i]`
@@ -37,7 +37,9 @@ class HFError(ValueError):
 
 
 def is_saved_dataset(path: str) -> bool:
-    return os.path.isdir(path) and any(os.path.isfile(os.path.join(path, f)) for f in ("state.json", "dataset_dict.json"))
+    """A `save_to_disk` folder: dataset_dict.json (a DatasetDict) or state.json + dataset_info.json (a Dataset)."""
+    has = [os.path.isfile(os.path.join(path, f)) for f in ("dataset_dict.json", "state.json", "dataset_info.json")]
+    return has[0] or (has[1] and has[2])
 
 
 def claims(spec: str) -> bool:
