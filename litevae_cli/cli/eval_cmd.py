@@ -81,6 +81,7 @@ def write_outputs(report: dict, json_out) -> None:
 
 
 def print_report(report: dict) -> None:
+    from litevae_cli.data import upscale_warning
     from rich.console import Console
     from rich.table import Table
 
@@ -111,6 +112,8 @@ def print_report(report: dict) -> None:
                           f"(PSNR capped at 100 dB)")
         if row.get("rfid_note"):
             console.print(f"  @{row['resolution']}: rFID not computed: {row['rfid_note']}")
+        if row.get("upscaled"):
+            console.print(f"  @{row['resolution']}: {upscale_warning(row['upscaled'], row['resolution'])}", soft_wrap=True)
         if row["skipped"]:
             console.print(f"  @{row['resolution']}: {row['skipped']} unreadable image(s) skipped, e.g. "
                           f"{'; '.join(row['skipped_examples'][:2])}")

@@ -1,7 +1,7 @@
 """Train and eval DataLoaders over `litevae_cli.data` sources: samplers, datasets, collation.
 
 Train (`make_train_loader`) -> {"images": [B,3,R,R], "skipped": int, "failed": [(key, reason)],
-"index": LongTensor[B]}:
+"index": LongTensor[B], "upscaled": [key of each image whose short side was under R]}:
   stochastic rescale by s ~ U[rescale] (default [0.5, 1.0]) of the source size, raised so the short
   side is >= R (bicubic, antialiased upscale), then a random RxR crop and a random horizontal flip.
   Folders/sample: an infinite sampler over global indices `epoch*n + perm_epoch[i]`, permutation
@@ -166,7 +166,8 @@ class _Map(Dataset):
 def _train_one(resolution, seed, rescale, items, g: int):
     item = items[g % len(items)]
     try:
-        return train_transform(load_image(item.source), resolution, np.random.default_rng([seed, g]), rescale), g
+        img = load_image(item.source)
+        return train_transform(img, resolution, np.random.default_rng([seed, g]), rescale), g, _small(item, img, resolution)
     except Exception as e:  # noqa: BLE001 - any bad file is skipped and counted
         return _Failed(item.key, one_line(e))
 
@@ -211,7 +212,8 @@ class _TrainShards(IterableDataset):
     def _make(self, url, sample, rng):
         item, data = _shard_item(sample, url)
         try:
-            return train_transform(_shard_image(item, data), self.resolution, rng, self.rescale), -1
+            img = _shard_image(item, data)
+            return train_transform(img, self.resolution, rng, self.rescale), -1, _small(item, img, self.resolution)
         except Exception as e:  # noqa: BLE001
             return _Failed(item.key, one_line(e))
 
@@ -219,9 +221,14 @@ class _TrainShards(IterableDataset):
 def _train_collate(batch, resolution: int = 0):
     ok = [b for b in batch if not isinstance(b, _Failed)]
     failed = [(b.key, b.reason) for b in batch if isinstance(b, _Failed)]
-    images = torch.stack([t for t, _ in ok]) if ok else torch.empty(0, 3, resolution, resolution)
+    images = torch.stack([b[0] for b in ok]) if ok else torch.empty(0, 3, resolution, resolution)
     return {"images": images, "skipped": len(failed), "failed": failed,
-            "index": torch.tensor([g for _, g in ok], dtype=torch.long)}
+            "index": torch.tensor([b[1] for b in ok], dtype=torch.long), "upscaled": [b[2] for b in ok if b[2]]}
+
+
+def _small(item: ImageItem, img: Image.Image, resolution: int) -> Optional[str]:
+    """The item's key when its short side is under `resolution` (the crop upscales it), else None."""
+    return item.key if min(img.size) < resolution else None
 
 
 def make_train_loader(source, resolution: int, batch_size: int, *, workers: int = 0, seed: int = 0,

@@ -19,6 +19,7 @@ Sources (`resolve_source`):
     For http(s) shards the first URL is tried up front (`URL_TIMEOUT_S`), so an unreachable server
     is a one-line error at once rather than minutes of download retries.
   * one image file, a glob, or a .txt / .csv list of paths (`litevae_cli.data.lists`).
+  * a Hugging Face `datasets` dataset, `hf:NAME_OR_PATH[:SPLIT][#COLUMN]` (`litevae_cli.data.hf_datasets`).
   The sample names win over a folder of that name (use `./sample`). Bad specs raise `DataError`
   (a UserError, so the CLI prints it as one line) with a message naming the path.
 
@@ -42,7 +43,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from litevae_cli.data import lists
+from litevae_cli.data import hf_datasets, lists
 from litevae_cli.data import samples as sample_images
 from litevae_cli.errors import UserError
 
@@ -74,7 +75,7 @@ class ImageItem:
 
 @dataclass
 class ImageSource:
-    """A resolved `--data` spec. kind: "sample" | "folder" | "shards".
+    """A resolved `--data` spec. kind: "sample" | "folder" | "dataset" | "shards".
     Map-style kinds fill `items` (ordered); "shards" fills `urls` (expanded, in pattern order)."""
 
     spec: str
@@ -139,6 +140,9 @@ def resolve_source(spec: str) -> ImageSource:
         if not files:
             raise DataError(f"sample set {spec!r}: no image found in {sample_images.sample_data_dir()}")
         return ImageSource(spec, "sample", items=[ImageItem(f"sample/{n}", p) for n, p in files])
+    if hf_datasets.claims(spec):
+        rows, classes, notes = _hf(hf_datasets.items, spec)
+        return ImageSource(spec, "dataset", items=[ImageItem(*r) for r in rows], classes=classes, notes=notes)
     path = os.path.expanduser(spec)
     if os.path.isdir(path):
         return _folder_source(spec, path)
@@ -179,6 +183,13 @@ def _named_files(spec: str, path: str) -> Optional[list[str]]:
     return None
 
 
+def _hf(fn, *args):
+    try:
+        return fn(*args)
+    except hf_datasets.HFError as err:
+        raise DataError(str(err)) from None
+
+
 def _remote(spec: str) -> bool:
     return "://" in spec or spec.startswith("pipe:")
 
@@ -203,6 +214,8 @@ def source_id(spec: str) -> str:
     spec = str(spec)
     if spec in sample_images.SPLITS or _remote(spec):
         return spec
+    if hf_datasets.claims(spec):
+        return _hf(hf_datasets.spec_id, spec)
     return os.path.abspath(os.path.expanduser(spec))
 
 
@@ -211,6 +224,11 @@ def check_crop(crop: str, what: str = "--crop") -> str:
     if crop not in CROPS:
         raise UserError(f"{what} must be {' or '.join(CROPS)}, got {crop!r}")
     return crop
+
+
+def upscale_warning(count: int, resolution: int) -> str:
+    """The one line eval, training and encode-dataset print when `count` images were under `resolution` px."""
+    return f"warning: {count} image(s) with a short side under {resolution} px were upscaled (bicubic) to {resolution} px"
 
 
 def check_side(value: int, what: str) -> int:
@@ -280,6 +298,8 @@ def load_image(path: str) -> Image.Image:
     every later call (callers only crop/resize, which make new images): training draws thousands of
     crops from 7 photos, and decoding the 1411 px retina JPEG for each cost ~6% of a demo step.
     """
+    if hf_datasets.is_item(path):
+        return decode_image_bytes(_hf(hf_datasets.read_item, path), path)
     if not os.path.isfile(path):
         raise DataError(f"image file not found: {path}")
     if os.path.dirname(os.path.abspath(path)) == _sample_dir():

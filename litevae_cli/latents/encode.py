@@ -38,7 +38,7 @@ from typing import Callable, Optional
 import torch
 
 from litevae_cli.files.model_file import load_autoencoder, resolve_model_path
-from litevae_cli.data import CROPS, MULTIPLE, check_crop, parse_resolution, resolve_source, source_id
+from litevae_cli.data import CROPS, MULTIPLE, check_crop, parse_resolution, resolve_source, source_id, upscale_warning
 from litevae_cli.data.loaders import make_eval_loader, require_readable
 from litevae_cli.errors import Stopped, UserError
 from litevae_cli.latents.reader import (DTYPES, FORMAT, FORMAT_VERSION, STATS_NAME, TORCH_DTYPES, encode_key,
@@ -367,12 +367,14 @@ def encode_dataset(rt: Runtime, model: str, data: str, out: str | Path, *, resol
         sink = ShardSink(out, shard_pattern(rt.rank, rt.world_size), n_shards, shard_size, dtype, stats, journal,
                          resolution, crop)
         total = len(loader.dataset) if src.indexable else None
+        upscaled = 0  # this session's images with a short side under `resolution`
         try:
             with torch.inference_mode(), make_progress(rt.is_main and progress_bar) as progress:
                 task = progress.add_task("encode", total=total, info="")
                 for batch in signals.batches(batches):
                     sink.put(_encode_batch(encoder, batch, flip, rt, TORCH_DTYPES[dtype]))
                     skips.extend(batch["skipped"])
+                    upscaled += sum(min(m["orig_size"]) < resolution for m in batch["meta"])
                     progress.update(task, advance=len(batch["meta"]) + len(batch["skipped"]),
                                     info=f"skipped {skipped_before + skips.count}")
             sink.close()  # on a stop too: the shard in progress is committed, so nothing done is lost
@@ -390,6 +392,9 @@ def encode_dataset(rt: Runtime, model: str, data: str, out: str | Path, *, resol
                 "dtype_note": "bf16 is stored as its uint16 bit pattern" if dtype == "bf16" else "",
                 "flip": flip, "precision": rt.precision, "data": header["data"], "world_size": rt.world_size}
         result = _finish(out, rt, stats, journal, info, sink.written)
+        upscaled = int(all_reduce_sum(rt, torch.tensor([float(upscaled)], dtype=torch.float64))[0])
+        if upscaled:
+            say(upscale_warning(upscaled, resolution))
     if not rt.is_main:
         return None
     result["seconds"] = seconds

@@ -184,9 +184,10 @@ def evaluate_resolution(model, source, resolution: int, opts: EvalOptions, rt, a
         n = len(source) if opts.limit is None else min(opts.limit, len(source))
         total = len(range(rt.rank, n, rt.world_size))
     task = progress.add_task(f"eval @{resolution}", total=total, info="") if progress is not None else None
-    skipped = []
+    skipped, upscaled = [], 0
     for batch in signals.batches(loader) if signals is not None else loader:
         skipped += batch["skipped"]
+        upscaled += sum(min(m["orig_size"]) < resolution for m in batch["meta"])
         if batch["images"].shape[0]:
             acc.update(*reconstruct_uint8(model, batch["images"], rt))
         if progress is not None:
@@ -202,6 +203,7 @@ def evaluate_resolution(model, source, resolution: int, opts: EvalOptions, rt, a
     row = {"resolution": resolution, **acc.compute(reduce)}
     row["skipped"] = int(reduce(torch.tensor(float(len(skipped)), dtype=torch.float64)))
     row["skipped_examples"] = [f"{k}: {r}" for k, r in skipped[:5]]
+    row["upscaled"] = int(reduce(torch.tensor(float(upscaled), dtype=torch.float64)))  # short side under R
     if row["images"] == 0:
         raise UserError(f"no image of {source.spec} could be read at {resolution} px ({row['skipped']} skipped"
                         + (f", e.g. {row['skipped_examples'][0]})" if skipped else ")"))

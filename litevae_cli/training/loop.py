@@ -47,15 +47,15 @@ from rich.console import Console
 
 from litevae_cli.files.checkpoint import (LAST_NAME, checkpoint_dir, latest_checkpoint, load_checkpoint, prune_numbered,
                                     save_atomic)
-from litevae_cli.config import Config, dump_config, resolve_config
-from litevae_cli.data import resolve_source
+from litevae_cli.config import Config, config_to_dict, dump_config, resolve_config
+from litevae_cli.data import resolve_source, upscale_warning
 from litevae_cli.data.loaders import make_train_loader, require_readable
 from litevae_cli.errors import UserError
 from litevae_cli.files.outputs import SKIPPED_NAME, SkipLog, check_out_dir, locked, writing
 from litevae_cli.jobs.progress import TrainProgress
-from litevae_cli.runtime import Runtime, all_reduce_sum, any_rank, barrier, seed_everything
+from litevae_cli.runtime import Runtime, all_reduce_sum, any_rank, barrier, gather_objects, seed_everything
 from litevae_cli.jobs.stopping import StopSignal
-from litevae_cli.training.log import LossMeter, RunLog, save_reconstructions
+from litevae_cli.training.log import LossMeter, RunLog, save_reconstructions, wandb_module
 from litevae_cli.files.hub import is_hub_id
 from litevae_cli.training.distill import (DistillLoss, check_student_fits, distill_spec, init_from_teacher,
                                           load_teacher)
@@ -79,6 +79,8 @@ def train(command: str, preset: str, data: str, out: str | Path, *, init_from: s
     if dry_run:  # print the resolved config; touch nothing
         dump_config(cfg, sys.stdout)
         return 0
+    if cfg.log.wandb:
+        wandb_module()  # installed? (a one-line error before any work)
     with runtime.open(device, cfg.train.precision) as rt:
         return run(rt, cfg, data, Path(out), init_from=init_from, weights_dir=weights_dir,
                    download_weights=download_weights, use_ema=use_ema)
@@ -285,12 +287,15 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
     """The loop. Returns 0 when `train.steps` are done, 128+signal after a stop (module docstring)."""
     total_steps, accum = cfg.train.steps, cfg.train.grad_accum
     start_step = state.step
-    log = RunLog(rt, out, cfg.log.tensorboard, start_step if resumed else None)
+    wandb = ({"config": {**config_to_dict(cfg), "run": state.run}, "project": cfg.log.wandb_project}
+             if cfg.log.wandb else None)
+    log = RunLog(rt, out, cfg.log.tensorboard, start_step if resumed else None, wandb)
     if log.note:
         rt.print(log.note)
     skips = SkipLog(out / SKIPPED_NAME, rt.print, resume=True)  # every rank appends what it could not read
     meter = LossMeter()
     samples = None  # a fixed batch for the reconstruction grids (first images this process sees)
+    upscaled: set[str] = set()  # images under the crop size (said once, at the end)
     tick_time, tick_images, tick_skipped = time.perf_counter(), 0, 0
     stop = False
     last = None
@@ -353,6 +358,7 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
             tick_skipped += sum(b["skipped"] for b in micro)
             for b in micro:
                 skips.extend(b["failed"])
+                upscaled.update(b.get("upscaled", ()))
             if result.nonfinite:
                 state.nonfinite_total += 1
                 state.nonfinite_run += 1
@@ -369,6 +375,9 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
                 meter.add("d", terms)
             progress.advance(state.step)
     log.close()
+    upscaled = set().union(*gather_objects(rt, upscaled))
+    if upscaled:
+        rt.print(upscale_warning(len(upscaled), cfg.data.resolution))
 
     if os.environ.get("LITEVAE_TEST_RANK_DUMP"):
         dump = Path(os.environ["LITEVAE_TEST_RANK_DUMP"])
