@@ -145,7 +145,8 @@ def save_pretrained_atomic(model, out: Path) -> None:
     save_pretrained alone writes 0600; a file replaced whole, never half-written)."""
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as staging:
-        model.save_pretrained(staging)
+        with writing(out):  # a failed write while staging (disk full): one line naming OUT
+            model.save_pretrained(staging)
         for src in sorted(Path(staging).iterdir()):
             with atomic_path(out / src.name) as tmp:
                 shutil.copyfile(src, tmp)
