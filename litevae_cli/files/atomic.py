@@ -9,8 +9,9 @@ Owns
   the temp file is removed and the target is left as it was. A target that exists and is no regular
   file (/dev/stdout, a FIFO) is written in place: renaming over a device node would replace it.
 - `write_bytes`, `write_text`, `write_json`, `torch_save`, `save_image`: whole files through `atomic_file`.
-  `torch_save` serializes into a file object, so the zip record prefix is torch's fixed `archive/` (given
-  a path, torch names the records after the file: the random temp name) and equal contents give equal bytes.
+  `torch_save` makes equal contents equal bytes: it serializes into a file object, so the zip record prefix
+  is torch's fixed `archive/` (given a path, torch names the records after the file: the random temp
+  name), and pickles a `canonical` copy (equal strings one object: pickle's memo goes by identity).
 - `append_text(path, text)`: an append that is all or nothing (a failed one is cut back off the file).
 - `open_stream` / `close_stream`: a plain (non-atomic) output stream for writers that own their naming,
   such as the latent shards (a shard is committed by the encode journal, not by a rename).
@@ -29,6 +30,8 @@ import json
 import os
 import re
 import secrets
+import sys
+from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -222,10 +225,28 @@ def write_json(path: str | Path, obj, indent: Optional[int] = 2, **kw) -> Path:
     return write_text(path, json.dumps(obj, indent=indent, **kw) + "\n")
 
 
+def canonical(obj):
+    """A copy of a plain-data tree (dicts, lists, tuples; tensors and other leaves shared) in which equal
+    strings are one object. pickle memoizes by identity, so without this a key that one run built from a
+    literal and another read back from a checkpoint ("step" of a resumed optimizer) pickles differently."""
+    if isinstance(obj, str):
+        return sys.intern(obj) if type(obj) is str else obj
+    if isinstance(obj, dict) and type(obj) in (dict, OrderedDict):
+        out = type(obj)((canonical(k), canonical(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):  # a module state_dict's per-module versions
+            out._metadata = canonical(obj._metadata)
+        return out
+    if type(obj) in (list, tuple):
+        return type(obj)(canonical(v) for v in obj)
+    return obj
+
+
 def torch_save(obj, path: str | Path, note: Optional[str] = None) -> Path:
-    """torch.save into a file object (fixed `archive/` record names: equal contents, equal bytes), atomically."""
+    """torch.save of `canonical(obj)` into a file object, atomically. Equal contents give equal bytes: given a
+    file object torch names the zip records `archive/...` (given a path, after the random temp file)."""
     import torch
 
+    obj = canonical(obj)
     with atomic_file(path, note) as f:
         torch.save(obj, f)
     return Path(path)
