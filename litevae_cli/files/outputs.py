@@ -97,8 +97,9 @@ class OutputLock:
             os.close(fd)
             raise UserError(f"{self.folder} is in use by another litevae process (PID {holder}); wait for it "
                             "to end or choose another --out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        with writing(self.path):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
         _HELD.add(fd)
         return self

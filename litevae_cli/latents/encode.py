@@ -1,6 +1,7 @@
 """The encode-dataset engine: images -> posterior moments in WebDataset shards, stats.json, resumable.
 
-Owns the loop and the on-disk bookkeeping; the shard format itself is defined in `latents.reader`.
+Owns the loop and the on-disk bookkeeping (the journal itself: `latents.journal`); the shard format is
+defined in `latents.reader`.
 DIR after a run:
   latents-%06d.tar          (latents-r{rank}-%06d.tar under torchrun), written with ShardWriter
   progress-r{rank}.jsonl    append-only journal: a header line (the settings), then one line per
@@ -47,62 +48,14 @@ from litevae_cli.errors import Stopped, UserError
 from litevae_cli.latents.reader import (DTYPES, FORMAT, FORMAT_VERSION, STATS_NAME, TORCH_DTYPES, encode_key,
                                        list_shards, moments_numpy, npy_bytes, shard_pattern, shard_regex)
 from litevae_cli.latents.stats import RunningChannelStats
-from litevae_cli.files.atomic import (WriteError, append_text, close_stream, describe, open_stream, os_error_in,
-                                     write_json, write_text)
+from litevae_cli.files.atomic import WriteError, close_stream, describe, open_stream, os_error_in, write_json, write_text
+from litevae_cli.latents.journal import Journal
 from litevae_cli.files.outputs import SKIPPED_NAME, SkipLog, check_out_dir, locked, sha256_file, skipped_lines
 from litevae_cli.jobs.progress import make_progress
 from litevae_cli.runtime import Runtime, all_reduce_sum, barrier
 from litevae_cli.jobs.stopping import StopSignal
 
 WRITER_QUEUE_BATCHES = 4  # batches in flight between the encoder and the writer thread
-
-
-# ----------------------------------------------------------------------------- journal
-class Journal:
-    """One rank's append-only progress file (see the module docstring)."""
-
-    def __init__(self, out: Path, rank: int):
-        self.path = out / f"progress-r{rank}.jsonl"
-        self.header: Optional[dict] = None
-        self.shards: list[dict] = []
-
-    def load(self) -> None:
-        if not self.path.is_file():
-            return
-        lines = self.path.read_text().splitlines()
-        records = []
-        for i, line in enumerate(lines):
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                if i == len(lines) - 1:
-                    break  # torn last line of a kill: that shard was never committed
-                raise UserError(f"{self.path} is corrupt at line {i + 1}; rerun with --overwrite") from None
-        if records and "header" in records[0]:
-            self.header = records[0]["header"]
-            self.shards = records[1:]
-        if len(records) != len(lines):  # rewrite without the torn line so appends stay parseable
-            write_text(self.path, "".join(json.dumps(r) + "\n" for r in records))
-
-    def _append(self, record: dict) -> None:
-        append_text(self.path, json.dumps(record) + "\n", sync=True)  # all or nothing, then fsynced
-
-    def start(self, header: dict) -> None:
-        self.header = header
-        self._append({"header": header})
-
-    def commit(self, record: dict) -> None:
-        self._append(record)
-        self.shards.append(record)
-
-    def done_keys(self) -> set[str]:
-        return {k for r in self.shards for k in r["keys"]}
-
-    def count(self) -> int:
-        return sum(r["count"] for r in self.shards)
-
-    def skipped(self) -> list[list[str]]:
-        return [s for r in self.shards for s in r["skipped"]]
 
 
 # ----------------------------------------------------------------------------- writer thread
