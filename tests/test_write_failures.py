@@ -276,3 +276,16 @@ def test_a_real_full_disk(tiny_preset, tiny_ckpt, make_images, small_disk):
     res = _cli("export", tiny_ckpt, model)
     assert _one_line(res) and res.stderr.strip() == f"error: cannot write {model}: {ENOSPC}", res.output
     assert not model.exists() and not [p for p in small_disk.iterdir() if p.name.startswith(".m.")]
+
+
+def test_a_user_error_raised_from_an_os_error_keeps_its_message(tmp_path):
+    """A download refused inside atomic_path (`raise UserError(...) from None` in an `except HTTPError`)."""
+    from litevae_cli.errors import UserError
+
+    with pytest.raises(UserError, match="^cannot download x: HTTP 404$") as info:
+        with atomic.atomic_path(tmp_path / "x"):
+            try:
+                raise OSError(errno.ENOENT, "HTTP Error 404")
+            except OSError:
+                raise UserError("cannot download x: HTTP 404") from None
+    assert not isinstance(info.value, WriteError) and list(tmp_path.iterdir()) == []

@@ -62,7 +62,9 @@ def os_error_in(err: BaseException) -> Optional[OSError]:
         seen.add(id(e))
         if isinstance(e, OSError):
             return e
-        e = e.__cause__ or e.__context__
+        if isinstance(e, UserError):
+            return None  # already a message for the user
+        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
     text = str(err)
     if type(err).__name__ == "SafetensorError" or any(s in text for s in _TORCH_WRITE):
         m = _ERRNO_IN_TEXT.search(text)
@@ -93,6 +95,8 @@ def write_guard(path: str | Path, note: Optional[str] = None) -> Iterator[None]:
         if note is None:
             raise
         raise err.with_note(note) from None
+    except UserError:
+        raise  # a message of its own (a refused download, say), whatever it was raised from
     except BaseException as err:
         cause = os_error_in(err)
         if cause is None:

@@ -128,7 +128,8 @@ class ShardSink:
             elif self.pending_skipped:
                 self._commit(None)
         except BaseException as err:  # noqa: BLE001 - re-raised in the main thread by put()/close()
-            self.error = self._write_failed(err) if os_error_in(err) is not None else err
+            failed = isinstance(err, WriteError) or os_error_in(err) is not None
+            self.error = self._write_failed(err) if failed else err
 
     def _write_failed(self, err: BaseException) -> WriteError:
         """A failed write: the open, uncommitted shard is removed (nothing half-written stays) and the
