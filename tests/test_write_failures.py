@@ -2,7 +2,7 @@
 file left (issue 25.3). The failure is injected at each write site by patching `os.write` (every byte
 litevae writes goes through it, see files/atomic.py) to raise for the files a pattern names, from the
 k-th write on (a full disk stays full); `os.fsync` and `os.replace` likewise. A last test fills a real
-tmpfs (needs root; skipped where mount is refused)."""
+tmpfs and runs the CLI in a real process on it (needs root; skipped where mount is refused)."""
 
 import errno
 import json
@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -265,17 +266,22 @@ def test_a_real_full_disk(tiny_preset, tiny_ckpt, make_images, small_disk):
     last = run / "checkpoints" / "last.pt"
     before = last.read_bytes()
     _fill(small_disk, leave=128 << 10)
-    res = _cli("pretrain", "--preset", preset, "--data", data, "--out", run, "--device", "cpu", "--steps", 2)
-    assert _one_line(res), res.output
-    assert re.fullmatch(rf"error: cannot write {re.escape(str(run / 'checkpoints'))}/step-0000002\.pt: "
-                        rf"{re.escape(ENOSPC)}; {re.escape(str(last))} \(the previous checkpoint\) is intact",
-                        res.stderr.strip()), res.stderr
+    done = subprocess.run([sys.executable, "-m", "litevae_cli", "pretrain", "--preset", preset, "--data", data,
+                           "--out", run, "--device", "cpu", "--steps", "2"], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 2 and done.stderr.strip() == (
+        f"error: cannot write {run / 'checkpoints' / 'step-0000002.pt'}: {ENOSPC}; {last} (the previous "
+        "checkpoint) is intact"), done.stderr
     assert last.read_bytes() == before
     assert sorted(p.name for p in last.parent.iterdir()) == ["last.pt", "step-0000001.pt"]
     model = small_disk / "m.safetensors"
     res = _cli("export", tiny_ckpt, model)
     assert _one_line(res) and res.stderr.strip() == f"error: cannot write {model}: {ENOSPC}", res.output
     assert not model.exists() and not [p for p in small_disk.iterdir() if p.name.startswith(".m.")]
+    vae = small_disk / "vae"
+    res = _cli("export", tiny_ckpt, vae, "--format", "diffusers")  # save_pretrained staging in VAE fails
+    assert _one_line(res) and res.stderr.strip().startswith(f"error: cannot write {vae}"), res.output
+    assert ENOSPC in res.stderr and list(vae.iterdir()) == []
 
 
 def test_a_user_error_raised_from_an_os_error_keeps_its_message(tmp_path):
@@ -289,3 +295,29 @@ def test_a_user_error_raised_from_an_os_error_keeps_its_message(tmp_path):
             except OSError:
                 raise UserError("cannot download x: HTTP 404") from None
     assert not isinstance(info.value, WriteError) and list(tmp_path.iterdir()) == []
+
+
+def test_a_diffusers_folder_that_cannot_be_written(tiny_ckpt, tmp_path, monkeypatch):
+    """Staged by save_pretrained, then each file published atomically (a full disk while staging: the real
+    tmpfs test below)."""
+    out = tmp_path / "vae"
+    assert _cli("export", tiny_ckpt, out, "--format", "diffusers").exit_code == 0
+    before = _snapshot(out)
+    inject(monkeypatch, r"\.diffusion_pytorch_model\.safetensors\.")
+    res = _cli("export", tiny_ckpt, out, "--format", "diffusers")
+    assert _one_line(res) and res.stderr.strip() == (f"error: cannot write {out / 'diffusion_pytorch_model.safetensors'}"
+                                                     f": {ENOSPC}; the previous diffusion_pytorch_model.safetensors "
+                                                     "is intact"), res.output
+    assert _snapshot(out) == before and not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_the_run_record_that_cannot_be_written(tiny_preset, make_images, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("old: record\n")
+    inject(monkeypatch, r"config\.yaml")
+    res = _cli("pretrain", "--preset", tiny_preset(train={"steps": 1}), "--data", make_images(n=1), "--out", run,
+               "--device", "cpu")
+    assert _one_line(res) and res.stderr.strip() == (f"error: cannot write {run / 'config.yaml'}: {ENOSPC}; the "
+                                                     "previous config.yaml is intact"), res.output
+    assert (run / "config.yaml").read_text() == "old: record\n" and not list(run.glob(".config*"))
