@@ -72,14 +72,12 @@ def write_json(path: Path, obj) -> None:
     """Write a command's `--json` report (parents created) and say where; `-` prints it instead."""
     import json
 
-    from litevae_cli.files.outputs import writing
+    from litevae_cli.files import atomic
 
     if str(path) == "-":
         typer.echo(json.dumps(obj, indent=2))
         return
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(obj, indent=2) + "\n")
+    atomic.write_text(path, json.dumps(obj, indent=2) + "\n")  # a failed write: one line naming the file
     typer.echo(f"wrote {path}")
 
 

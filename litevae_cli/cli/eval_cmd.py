@@ -65,7 +65,8 @@ def eval_command(
 
 def write_outputs(report: dict, json_out) -> None:
     """--json: the report, and the unreadable images in NAME.skipped.txt beside it."""
-    from litevae_cli.files.outputs import skipped_lines, writing
+    from litevae_cli.files import atomic
+    from litevae_cli.files.outputs import skipped_lines
 
     skipped = report.pop("skipped_files")
     if json_out is None:
@@ -74,8 +75,7 @@ def write_outputs(report: dict, json_out) -> None:
     if str(json_out) == "-":
         return
     listed = json_out.with_name(f"{json_out.stem}.skipped.txt")
-    with writing(listed):
-        listed.write_text(skipped_lines(skipped))
+    atomic.write_text(listed, skipped_lines(skipped))
     if skipped:
         typer.echo(f"{len(skipped)} unreadable image(s) listed in {listed}")
 

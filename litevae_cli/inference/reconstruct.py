@@ -32,6 +32,7 @@ from litevae_cli.data import (MIN_SIDE, MULTIPLE, DataError, parse_resolution, e
                               resolve_source)
 from litevae_cli.errors import UserError
 from litevae_cli.metrics.image import psnr_uint8, ssim, to_uint8
+from litevae_cli.files.atomic import save_image
 from litevae_cli.files.outputs import SKIPPED_NAME, SkipLog, check_out_dir, writing
 from litevae_cli.runtime import Runtime
 from litevae_cli.inference.tiling import tiled_map
@@ -193,9 +194,8 @@ def reconstruct_images(rt: Runtime, model: str, images: Sequence[str], out: str 
         p, s = image_metrics(orig_u8, rec_u8)
         o_np, r_np = orig_u8.permute(1, 2, 0).numpy(), rec_u8.permute(1, 2, 0).numpy()
         recon_path, compare_path = out / f"{name}_recon.png", out / f"{name}_compare.png"
-        with writing(recon_path):
-            Image.fromarray(r_np).save(recon_path)
-            Image.fromarray(side_by_side(o_np, r_np, amplify)).save(compare_path)
+        save_image(Image.fromarray(r_np), recon_path)  # atomic; a failed write is one line naming the file
+        save_image(Image.fromarray(side_by_side(o_np, r_np, amplify)), compare_path)
         note = "" if s is not None else f"{w}x{h} px is under SSIM's {SSIM_MIN_SIZE} px window"
         results.append(Reconstruction(name, src, (w, h), n_tiles, p, s, recon_path, compare_path, note))
     if not results:

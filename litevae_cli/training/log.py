@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from litevae_cli.errors import UserError, one_line
-from litevae_cli.files.outputs import writing
+from litevae_cli.files.atomic import append_text, save_image, write_text
 from litevae_cli.runtime import Runtime, all_reduce_sum
 
 
@@ -86,8 +86,7 @@ class WandbLog:
         except (OSError, ValueError):
             run = {"id": secrets.token_hex(4), "name": out.resolve().name,
                    "project": project or os.environ.get("WANDB_PROJECT") or WANDB_PROJECT}
-            with writing(stored):
-                stored.write_text(json.dumps(run) + "\n")
+            write_text(stored, json.dumps(run) + "\n")
         try:
             self.run = wandb.init(project=run["project"], name=run["name"], id=run["id"], resume="allow",
                                   config=config, dir=None if os.environ.get("WANDB_DIR") else str(out),
@@ -144,13 +143,12 @@ class RunLog:
                     keep.append(line)
             except ValueError:  # a line cut short by kill -9
                 pass
-        self.path.write_text("".join(line + "\n" for line in keep))
+        write_text(self.path, "".join(line + "\n" for line in keep))
 
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
-        with writing(self.path), self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_text(self.path, json.dumps(record) + "\n")  # a failed append: one line, no torn record
         if self.writer is not None:
             for k, v in record.items():
                 if k != "step" and isinstance(v, (int, float)):
@@ -191,6 +189,4 @@ def save_reconstructions(model: torch.nn.Module, images: torch.Tensor, path: Pat
         x_hat, _ = model(images, sample_posterior=False)
     model.train(was_training)
     grid = np.concatenate([_to_uint8(images), _to_uint8(x_hat)], axis=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(path)
-    return path
+    return save_image(Image.fromarray(grid), path)
