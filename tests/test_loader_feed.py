@@ -189,3 +189,21 @@ def test_workers_die_with_a_killed_parent(tmp_path, mode):
             except (ProcessLookupError, PermissionError):
                 pass
         proc.wait()
+
+
+def test_loader_bench_runs_and_reports(tmp_path):
+    out = tmp_path / "loader.json"
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed" / "loader_bench.py"), "--images", "6",
+                          "--sizes", "32", "--workers", "0", "--batch", "2", "--batches", "1", "--reps", "1",
+                          "--threads", "1", "--json", str(out)], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert res.returncode == 0, res.stderr[-2000:]
+    import json
+
+    doc = json.loads(out.read_text())
+    assert doc["decode_only"]["median"] > 0 and {r["draft"] for r in doc["rows"]} == {True, False}
+    assert all(r["per_worker"]["median"] > 0 for r in doc["rows"]) and "cpu_flags" in doc["machine"]
+    sys.path.insert(0, str(ROOT / "benchmarks" / "speed"))
+    from report import loader_section
+
+    assert any("per worker / decode limit" in line for line in loader_section(doc))

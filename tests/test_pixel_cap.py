@@ -28,7 +28,8 @@ def test_cap_default_env_and_message(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="LITEVAE_MAX_PIXELS='lots'"):
         max_pixels()
     monkeypatch.setenv(MAX_PIXELS_ENV, "1000")
-    small, mid, big = _png(tmp_path / "s.png", 30, 30), _png(tmp_path / "m.png", 40, 40), _png(tmp_path / "b.png", 60, 60)
+    small, mid = _png(tmp_path / "s.png", 30, 30), _png(tmp_path / "m.png", 40, 40)
+    big = _png(tmp_path / "b.png", 60, 60)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # PIL's DecompressionBombWarning must not leak (1600 px is over 1000)
         assert load_image(small).size == (30, 30) and Image.MAX_IMAGE_PIXELS == 1000

@@ -13,10 +13,10 @@
 from litevae_cli.data.sources import (CROPS, IMAGE_EXTS, MIN_SIDE, MULTIPLE, SHARD_EXTS, DataError, ImageItem,
                                       ImageSource, ItemTable, check_crop, check_side, decode_image_bytes,
                                       eval_transform, load_image, max_pixels, parse_resolution, parse_resolutions,
-                                      pil_to_tensor, pil_to_uint8, resolve_source, shard_stem, source_id, to_model_range,
-                                      to_rgb, train_transform)
+                                      pil_to_tensor, pil_to_uint8, resolve_source, shard_stem, source_id,
+                                      to_model_range, to_rgb, train_transform)
 
-__all__ = ["CROPS", "check_crop", "IMAGE_EXTS", "MIN_SIDE", "MULTIPLE", "SHARD_EXTS", "DataError", "ImageItem", "ImageSource",
-           "ItemTable", "check_side", "decode_image_bytes", "eval_transform", "load_image", "max_pixels", "parse_resolution",
-           "parse_resolutions", "pil_to_tensor", "pil_to_uint8", "resolve_source", "shard_stem", "source_id",
-           "to_model_range", "to_rgb", "train_transform"]
+__all__ = ["CROPS", "check_crop", "IMAGE_EXTS", "MIN_SIDE", "MULTIPLE", "SHARD_EXTS", "DataError", "ImageItem",
+           "ImageSource", "ItemTable", "check_side", "decode_image_bytes", "eval_transform", "load_image",
+           "max_pixels", "parse_resolution", "parse_resolutions", "pil_to_tensor", "pil_to_uint8", "resolve_source",
+           "shard_stem", "source_id", "to_model_range", "to_rgb", "train_transform"]
