@@ -195,7 +195,7 @@ def test_loader_bench_runs_and_reports(tmp_path):
     out = tmp_path / "loader.json"
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed" / "loader_bench.py"), "--images", "6",
                           "--sizes", "32", "--workers", "0", "--batch", "2", "--batches", "1", "--reps", "1",
-                          "--threads", "1", "--json", str(out)], capture_output=True, text=True, timeout=120,
+                          "--threads", "1", "--rescale-ranges", "0.125:0.5", "--json", str(out)], capture_output=True, text=True, timeout=120,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert res.returncode == 0, res.stderr[-2000:]
     import json
@@ -203,6 +203,7 @@ def test_loader_bench_runs_and_reports(tmp_path):
     doc = json.loads(out.read_text())
     assert doc["decode_only"]["median"] > 0 and {r["draft"] for r in doc["rows"]} == {True, False}
     assert all(r["per_worker"]["median"] > 0 for r in doc["rows"]) and "cpu_flags" in doc["machine"]
+    assert next(r for r in doc["rows"] if r["draft"])["drafted"] > 0.9  # s <= 1/2: every crop drafted
     sys.path.insert(0, str(ROOT / "benchmarks" / "speed"))
     from report import loader_section
 

@@ -6,9 +6,11 @@ Writes `--images` synthetic photos (sides 512-1024 px, smooth colour fields plus
 into a temporary folder, then measures:
   * decode-only: a plain PIL `Image.open(p).convert("RGB")` loop over the files in this process: what
     one worker could reach if decoding were all it did (full-size decode, no crop, no tensor);
-  * the training loader (`make_train_loader`: rescale U[0.5, 1], random crop, flip, uint8 batches of
-    `--batch`) at each `--sizes` x `--workers`, with the JPEG draft on and off: total img/s and img/s per
-    worker (workers=0: the main process is the one worker).
+  * the training loader (`make_train_loader`: rescale s ~ U[`--rescale`] (default [0.5, 1], the presets'),
+    random crop, flip, uint8 batches of `--batch`) at each `--sizes` x `--workers` x `--rescale-ranges`,
+    with the JPEG draft on and off: total img/s and img/s per worker (workers=0: the main process is the
+    one worker), and the share of crops the draft applies to (it needs s <= 1/2: a crop downscaled 2x or
+    more, so with the default range it almost never fires).
 Each figure is median (min-max) over `--reps` timed windows of `--batches` batches, after one warm-up
 window (worker start-up and first decodes land there). A shared machine's load stretches every figure;
 compare draft on/off and the loader with the decode limit measured in the same run.
@@ -59,10 +61,22 @@ def decode_only(paths: list[str], reps: int) -> dict:
     return stats(rates)
 
 
-def loader_rate(folder: str, resolution: int, workers: int, draft: bool, batch: int, batches: int, reps: int) -> dict:
+def draft_share(sizes: list[tuple[int, int]], resolution: int, rescale: tuple[float, float], draws: int = 20) -> float:
+    """The share of training crops drafted (decoded at 1/2 or less), from the crop draws themselves."""
+    from litevae_cli.data.transforms import _Planner
+
+    hits = 0
+    for i, size in enumerate(sizes):
+        for d in range(draws):
+            hits += _Planner(resolution, np.random.default_rng([i, d]), rescale, True)(size) is not None
+    return hits / (len(sizes) * draws)
+
+
+def loader_rate(folder: str, resolution: int, workers: int, draft: bool, batch: int, batches: int, reps: int,
+                rescale: tuple[float, float]) -> dict:
     from litevae_cli.data.loaders import make_train_loader
 
-    it = iter(make_train_loader(folder, resolution, batch, workers=workers, seed=0, draft=draft))
+    it = iter(make_train_loader(folder, resolution, batch, workers=workers, seed=0, draft=draft, rescale=rescale))
     rates = []
     for r in range(reps + 1):
         t0 = time.perf_counter()
@@ -81,6 +95,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--batches", type=int, default=8, help="batches per timed window")
+    p.add_argument("--rescale-ranges", nargs="+", default=["0.5:1", "0.125:0.5"],
+                   help="rescale ranges lo:hi (default: the presets' 0.5:1, and 0.125:0.5 where the draft fires)")
     args = p.parse_args()
     if args.quick:
         args.images, args.batches = min(args.images, 120), min(args.batches, 4)
@@ -88,17 +104,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="loader-bench-") as tmp:
         log(f"writing {args.images} JPEGs (512-1024 px) into {tmp}")
         paths = write_jpegs(Path(tmp), args.images)
-        mp = float(np.mean([np.prod(Image.open(q).size) for q in paths])) / 1e6
+        sizes = [Image.open(q).size for q in paths]
+        mp = float(np.mean([w * h for w, h in sizes])) / 1e6
         log("decode-only loop")
         limit = decode_only(paths, args.reps)
         log(f"decode-only: {limit['median']:.1f} img/s")
         rows = []
-        for res, w, draft in itertools.product(args.sizes, args.workers, (True, False)):
-            r = loader_rate(tmp, res, w, draft, args.batch, args.batches, args.reps)
-            rows.append({"resolution": res, "workers": w, "draft": draft, **r,
-                         "vs_decode_limit": r["per_worker"]["median"] / limit["median"]})
-            log(f"{res} px, {w} workers, draft {'on' if draft else 'off'}: {r['total']['median']:.1f} img/s total, "
-                f"{r['per_worker']['median']:.1f} per worker")
+        ranges = [tuple(float(v) for v in r.split(":")) for r in args.rescale_ranges]
+        for rescale, res, w, draft in itertools.product(ranges, args.sizes, args.workers, (True, False)):
+            r = loader_rate(tmp, res, w, draft, args.batch, args.batches, args.reps, rescale)
+            share = draft_share(sizes, res, rescale) if draft else 0.0
+            rows.append({"rescale": list(rescale), "resolution": res, "workers": w, "draft": draft, "drafted": share,
+                         **r, "vs_decode_limit": r["per_worker"]["median"] / limit["median"]})
+            log(f"rescale {rescale}, {res} px, {w} workers, draft {'on' if draft else 'off'} ({share:.0%} drafted): "
+                f"{r['total']['median']:.1f} img/s total, {r['per_worker']['median']:.1f} per worker")
     write_json(args.json, {"section": "loader", "images": args.images, "mean_megapixels": mp, "batch": args.batch,
                            "batches_per_window": args.batches, "reps": args.reps, "decode_only": limit, "rows": rows,
                            "machine": machine_info(args.threads)})

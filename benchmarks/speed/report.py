@@ -160,11 +160,12 @@ def train_section(doc: dict | None) -> list[str]:
 def loader_section(doc: dict | None) -> list[str]:
     if not doc or doc.get("failed"):
         return []
-    table = [[str(r["resolution"]), str(r["workers"]), "on" if r["draft"] else "off", fmt(r["total"], 1),
+    table = [["{}-{}".format(*r["rescale"]), str(r["resolution"]), str(r["workers"]),
+              f"on ({r['drafted']:.0%} drafted)" if r["draft"] else "off", fmt(r["total"], 1),
               fmt(r["per_worker"], 1), f"{r['vs_decode_limit']:.2f}"] for r in doc["rows"]]
     return [f"{doc['images']} synthetic JPEGs ({doc['mean_megapixels']:.2f} MP mean), batch {doc['batch']}; "
             f"decode-only limit (PIL open + convert, one process): {fmt(doc['decode_only'], 1)} img/s.", ""] + \
-        _table(["px", "workers", "draft", "img/s", "img/s per worker", "per worker / decode limit"], table)
+        _table(["rescale", "px", "workers", "draft", "img/s", "img/s per worker", "per worker / decode limit"], table)
 
 
 def render(docs: list[dict], command: str, total_s: float, main_thp: int) -> list[str] | str:
