@@ -5,8 +5,8 @@ ignored (`litevae_cli.jobs.stopping`: the main process stops the loop); inherite
 closed (so a lock dies with the main process); and the worker dies with its parent: on Linux the
 parent-death signal (prctl PR_SET_PDEATHSIG = SIGKILL; SIGTERM would be ignored, see above), elsewhere
 or when prctl fails a daemon thread polling os.getppid() every `WATCHDOG_S` that exits the worker when
-the parent is gone. A parent that died between fork and prctl is caught by comparing getppid() with
-the pid the parent recorded. Caveat of the signal: Linux sends it when the THREAD that forked the
+the parent is gone. A parent that died before the signal was armed is caught by reading getppid()
+before and after arming it (and by a parent of 1 where the loader's builder was another pid). Caveat of the signal: Linux sends it when the THREAD that forked the
 worker exits; the loaders' workers are forked by the thread that iterates the loader, which in this
 project is always the main thread.
 
@@ -59,12 +59,14 @@ def start_parent_watchdog(parent_pid: int, period: float = WATCHDOG_S) -> thread
 
 
 def die_with_parent(parent_pid: int) -> str:
-    """Make this process end when `parent_pid` dies -> "signal" or "watchdog" (what was set up)."""
+    """Make this process end when its parent dies -> "signal" or "watchdog" (what was set up).
+    `parent_pid`: the pid that built the loader (normally the parent; another process may iterate it)."""
+    ppid = os.getppid()
     how = "signal" if set_parent_death_signal() else "watchdog"
-    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+    if os.getppid() != ppid or (ppid == 1 and parent_pid != 1):  # the parent died before the signal was armed
         os._exit(1)
     if how == "watchdog":
-        start_parent_watchdog(parent_pid)
+        start_parent_watchdog(ppid)
     return how
 
 

@@ -17,8 +17,8 @@ smaller image it is None, with the reason in `Reconstruction.ssim_note`, never N
 Tiling: an image larger than `tile` on either side is encoded and decoded in overlapping tiles
 blended with linear ramps (`litevae_cli.inference.tiling`), so there are no seams and the model's
 activation memory is that of `tile_batch` tiles whatever the image size (`--tile 0` turns this off).
-Host memory still grows with the image (float copies and the SSIM maps, tens of bytes per pixel): the
-pixel cap bounds it.
+Host memory still grows with the image (float copies and the SSIM maps, of the order of 100 bytes per
+pixel, estimated from the arrays held): the pixel cap bounds it.
 """
 
 from __future__ import annotations
