@@ -42,7 +42,8 @@ from typing import Callable, Optional
 import torch
 
 from litevae_cli.files.model_file import load_autoencoder, resolve_model_path
-from litevae_cli.data import CROPS, MULTIPLE, check_crop, parse_resolution, resolve_source, source_id, upscale_warning
+from litevae_cli.data import (CROPS, MULTIPLE, check_crop, parse_resolution, resolve_source, source_id, to_model_range,
+                               upscale_warning)
 from litevae_cli.data.loaders import make_eval_loader, require_readable
 from litevae_cli.errors import Stopped, UserError
 from litevae_cli.latents.reader import (DTYPES, FORMAT, FORMAT_VERSION, STATS_NAME, TORCH_DTYPES, encode_key,
@@ -218,7 +219,7 @@ def _encode_batch(encoder, batch: dict, flip: bool, rt: Runtime, store: torch.dt
     """A loader batch -> the writer's _Batch (moments on the host; an all-unreadable batch has none)."""
     x, mom, flipped, ev = batch["images"], torch.empty(0), None, None
     if len(x):
-        x = rt.batch(x, channels_last=True)
+        x = to_model_range(rt.batch(x, channels_last=True))  # uint8 from the loader -> [-1,1] on the device
         mom, ev = rt.to_host(encode_batch(encoder, x, flip, rt, store))
         mom, flipped = (mom[: len(x)], mom[len(x):]) if flip else (mom, None)
     return _Batch(mom, flipped, batch["meta"], batch["skipped"], ev)
@@ -334,7 +335,7 @@ def encode_dataset(rt: Runtime, model: str, data: str, out: str | Path, *, resol
         if journal.shards:
             stats.load_state({k: torch.tensor(v, dtype=torch.float64) for k, v in journal.shards[-1]["stats"].items()})
         loader = make_eval_loader(src, resolution, batch_size, workers=workers, crop=crop, rank=rt.rank,
-                                  world_size=rt.world_size, limit=limit, skip_keys=journal.done_keys())
+                                  world_size=rt.world_size, limit=limit, skip_keys=journal.done_keys(), uint8=True)
         encoder = rt.place(loaded.model.encoder, channels_last=True).eval()
         n_shards = sum(1 for r in journal.shards if r["shard"])
         t0, skips, skipped_before = time.perf_counter(), SkipLog(None, say), len(journal.skipped())

@@ -48,7 +48,7 @@ from rich.console import Console
 from litevae_cli.files.checkpoint import (LAST_NAME, checkpoint_dir, latest_checkpoint, load_checkpoint, prune_numbered,
                                     save_atomic)
 from litevae_cli.config import Config, config_to_dict, dump_config, resolve_config
-from litevae_cli.data import resolve_source, upscale_warning
+from litevae_cli.data import resolve_source, to_model_range, upscale_warning
 from litevae_cli.data.loaders import make_train_loader, require_readable
 from litevae_cli.errors import UserError
 from litevae_cli.files.outputs import SKIPPED_NAME, SkipLog, check_out_dir, locked, writing
@@ -192,7 +192,7 @@ def _prepare(rt: Runtime, images: torch.Tensor, resolution: int) -> tuple[torch.
     weight = 1.0
     if images.shape[0] == 0:
         images, weight = torch.zeros(1, 3, resolution, resolution), 0.0
-    return rt.batch(images, channels_last=True), weight
+    return to_model_range(rt.batch(images, channels_last=True)), weight  # uint8 from the loader -> [-1,1] here
 
 
 def train_step(rt: Runtime, cfg: Config, state: TrainState, loss_fn, micro_images: list[torch.Tensor],
@@ -347,7 +347,7 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
             images = [b["images"] for b in micro]
             lost = len(images) < accum
             if samples is None and any(len(x) for x in images):
-                samples = rt.batch(next(x for x in images if len(x))[:SAMPLE_IMAGES])
+                samples = to_model_range(rt.batch(next(x for x in images if len(x))[:SAMPLE_IMAGES]))
             result = train_step(rt, cfg, state, loss_fn, images + [torch.empty(0, 3, 1, 1)] * (accum - len(images)),
                                 lost)
             if result.stop:  # nothing was updated: last.pt is written from the last completed step
