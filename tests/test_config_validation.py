@@ -72,6 +72,14 @@ def test_discriminator_crop_size_is_checked_at_dry_run(tmp_path):
     _assert_one_line(result, "config key 'discriminator'", "multiple of 64", "got 200")
 
 
+def test_grad_accum_and_the_distill_student_are_checked_at_dry_run(tmp_path):
+    _assert_one_line(_dry_run(tmp_path, "--set", "train.grad_accum=3"), "'train.grad_accum' (3) must divide "
+                     "train.batch_size (4)")
+    result = runner.invoke(app, ["distill", "--teacher", "unused", "--data", "sample", "--out", str(tmp_path / "d"),
+                                 "--dry-run", "--set", "distill.student_kwargs.wavelet=nope"])
+    _assert_one_line(result, "config key 'distill.student_kwargs'", "cannot encode a 256x256 crop", "nope")
+
+
 def test_good_values_still_resolve():
     cfg = resolve_config("demo", ["model.encoder_kwargs.logvar_init=-1e-1", "train.steps=1000000000",
                                   "loss.kl=1000", "data.workers=32"])

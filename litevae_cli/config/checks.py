@@ -224,6 +224,9 @@ def _validate(cfg: Config, where: Where) -> Config:
         value = _get(cfg, key)
         if any(v is not None and v > bound for v in (value if isinstance(value, list) else [value])):
             raise UserError(f"config key '{key}' must be <= {bound:g}, got {value!r}{where(key)}: {why}")
+    if cfg.train.batch_size % cfg.train.grad_accum:
+        raise UserError(f"config key 'train.grad_accum' ({cfg.train.grad_accum}) must divide train.batch_size "
+                        f"({cfg.train.batch_size}){where('train.grad_accum')}")
     lo, hi = cfg.data.rescale
     if lo > hi:
         raise UserError(f"config key 'data.rescale' must be [low, high] with low <= high, got {cfg.data.rescale}"

@@ -26,6 +26,11 @@ def check_model_fits(cfg, where) -> None:
     data.resolution crop to a reconstruction of the same size. No model (finetune with `model: null`,
     distill): the model comes from --from / --teacher and is checked when it is loaded."""
     if cfg.model is None:
+        if cfg.phase == "distill" and cfg.distill.student_kwargs:
+            problem = _student_problem(json.dumps([cfg.distill.student, cfg.distill.student_kwargs,
+                                                   cfg.data.resolution], sort_keys=True))
+            if problem is not None:
+                raise UserError(f"config key 'distill.student_kwargs': {problem}{where('distill.student_kwargs')}")
         return
     arch = json.dumps([cfg.model.architecture(), cfg.data.resolution, cfg.discriminator.name,
                        cfg.discriminator.kwargs], sort_keys=True)
@@ -78,4 +83,27 @@ def _problem(arch: str) -> tuple[str, str] | None:
         except _ERRORS as err:
             return "discriminator", (f"{disc_name} {disc_kwargs} cannot judge a {res}x{res} reconstruction: "
                                      f"{one_line(err, 200)}")
+    return None
+
+
+@functools.lru_cache(maxsize=16)
+def _student_problem(arch: str) -> str | None:
+    """Why a distill student (a registered encoder with student_kwargs; its nz comes from the teacher,
+    so the builder's default stands in) cannot encode a data.resolution crop, or None."""
+    import torch
+
+    from litevae_cli.models import create_model, get_entry
+
+    name, kwargs, res = json.loads(arch)
+    try:
+        get_entry(name)
+    except KeyError:
+        return None  # a MODEL path: its encoder is checked when it is loaded
+    with torch.device("meta"), torch.no_grad():
+        try:
+            create_model(name, **kwargs)(torch.empty(1, 3, res, res))
+        except NotImplementedError:
+            return None
+        except _ERRORS as err:
+            return f"{name} {kwargs} cannot encode a {res}x{res} crop: {one_line(err, 200)}"
     return None
