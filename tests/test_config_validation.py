@@ -36,7 +36,7 @@ def _assert_one_line(result, *needles):
     ("model.decoder_kwargs.mults=[1,2]", ("config key 'model'", "64x64 crop", "16x16 reconstruction", "(in --set)")),
     ("data.resolution=1000000", ("'data.resolution' must be <= 8192", "1000000", "(in --set)", "decoder activation")),
     ("train.steps=99999999999999999999999", ("'train.steps' must fit a 64-bit integer",)),
-    ("train.steps=10000000000", ("'train.steps' must be <= 1e+09", "years of training")),
+    ("train.steps=10000000000", ("'train.steps' must be <= 1000000000", "years of training")),
     ("model.encoder_kwargs.logvar_init=.nan", ("'model.encoder_kwargs.logvar_init' must be a finite number",)),
     ("model.encoder_kwargs.logvar_init=1e999", ("'model.encoder_kwargs.logvar_init' must be a finite number",)),
     ("loss.kl=.inf", ("'loss.kl' must be a finite number",)),

@@ -223,7 +223,7 @@ def _validate(cfg: Config, where: Where) -> Config:
                                                           "more workers only contend for the cores")}.items():
         value = _get(cfg, key)
         if any(v is not None and v > bound for v in (value if isinstance(value, list) else [value])):
-            raise UserError(f"config key '{key}' must be <= {bound:g}, got {value!r}{where(key)}: {why}")
+            raise UserError(f"config key '{key}' must be <= {bound if isinstance(bound, int) else format(bound, 'g')}, got {value!r}{where(key)}: {why}")
     if cfg.train.batch_size % cfg.train.grad_accum:
         raise UserError(f"config key 'train.grad_accum' ({cfg.train.grad_accum}) must divide train.batch_size "
                         f"({cfg.train.batch_size}){where('train.grad_accum')}")
