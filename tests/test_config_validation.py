@@ -40,6 +40,7 @@ def _assert_one_line(result, *needles):
     ("model.encoder_kwargs.logvar_init=.nan", ("'model.encoder_kwargs.logvar_init' must be a finite number",)),
     ("model.encoder_kwargs.logvar_init=1e999", ("'model.encoder_kwargs.logvar_init' must be a finite number",)),
     ("loss.kl=.inf", ("'loss.kl' must be a finite number",)),
+    ("optim.lr=1" + "0" * 400, ("'optim.lr' must be a finite number",)),  # an int past float's range
     # Every loss weight, batch and lr is bounded, with a reason.
     ("loss.wavelet=5000", ("'loss.wavelet' must be <= 1000", "drowns every other term")),
     ("distill.logvar=1e6", ("'distill.logvar' must be <= 1000",)),

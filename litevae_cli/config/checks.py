@@ -132,6 +132,8 @@ def _check_type(value: Any, tp: Any, key: str, where: Where) -> Any:
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key, where)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, int) and abs(value) >= 2**1024:  # float() of it overflows
+            value = math.inf if value > 0 else -math.inf
         if not math.isfinite(value):
             raise UserError(f"config key '{key}' must be a finite number, got {value!r}{where(key)}")
         return float(value)
@@ -219,11 +221,12 @@ def _validate(cfg: Config, where: Where) -> Config:
             value = _get(cfg, key)
             if any(v is not None and fails(v, bound) for v in (value if isinstance(value, list) else [value])):
                 raise UserError(f"config key '{key}' must be {rule} {bound}, got {value!r}{where(key)}")
-    for key, (bound, why) in {**_MAXIMA, "data.workers": (max_workers(), "4 x the CPU cores here, 32 at least: "
-                                                          "more workers only contend for the cores")}.items():
+    workers = (max_workers(), "4 x the CPU cores here, 32 at least: more workers only contend for the cores")
+    for key, (bound, why) in {**_MAXIMA, "data.workers": workers}.items():
         value = _get(cfg, key)
         if any(v is not None and v > bound for v in (value if isinstance(value, list) else [value])):
-            raise UserError(f"config key '{key}' must be <= {bound if isinstance(bound, int) else format(bound, 'g')}, got {value!r}{where(key)}: {why}")
+            shown = bound if isinstance(bound, int) else format(bound, "g")
+            raise UserError(f"config key '{key}' must be <= {shown}, got {value!r}{where(key)}: {why}")
     if cfg.train.batch_size % cfg.train.grad_accum:
         raise UserError(f"config key 'train.grad_accum' ({cfg.train.grad_accum}) must divide train.batch_size "
                         f"({cfg.train.batch_size}){where('train.grad_accum')}")
