@@ -20,8 +20,9 @@ Rombach et al. 2022, Sec. 4.3.2; see `latents.stats`). Until statistics are give
 
 `LiteVAE.from_pretrained(path)` (and `litevae_cli.load(path)`) accepts a diffusers folder, an export
 `.safetensors`, a training checkpoint or a run folder, all read by `files.model_file.load_autoencoder`
-(safetensors or `weights_only=True`) with the CLI's checks; a Hub id is read by diffusers. Any problem
-is a `ModelFileError` (a `UserError`) with the CLI's one-line message. `save_pretrained(dir)` writes config.json and
+(safetensors or `weights_only=True`) with the CLI's checks. Any problem
+is a `ModelFileError` (a `UserError`) with the CLI's one-line message. A Hub id's config.json and weights
+are fetched into the Hugging Face cache (`huggingface_hub.hf_hub_download`) and read the same way. `save_pretrained(dir)` writes config.json and
 diffusion_pytorch_model.safetensors; `litevae export --format diffusers` is `files.export`.
 """
 
@@ -201,9 +202,10 @@ class LiteVAE(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, stats=None, use_ema: bool = True, **kwargs) -> "LiteVAE":
-        """A diffusers folder (or Hub id, with diffusers' kwargs), an export .safetensors, a checkpoint or a
-        run folder (EMA weights when present and `use_ema`). `stats`: an encode-dataset stats.json (or its
-        folder) whose sampled-latent factors become scaling_factor / shift_factor. Returns eval mode.
+        """A diffusers folder (or Hub id: revision, subfolder, token, cache_dir as diffusers takes them), an
+        export .safetensors, a checkpoint or a run folder (EMA weights when present and `use_ema`). `stats`: an
+        encode-dataset stats.json (or its folder) whose sampled-latent factors become scaling_factor /
+        shift_factor. Returns eval mode.
         A local file or folder is read by the CLI's own readers, with their checks (config types and
         factors, safetensors only, float weights of the config's shapes, no missing or unexpected tensor);
         any problem raises `ModelFileError` with the CLI's one-line message."""
@@ -215,7 +217,7 @@ class LiteVAE(ModelMixin, ConfigMixin):
             raise
         except UserError as err:
             raise ModelFileError(one_line(err, 10_000)) from None
-        except (OSError, RuntimeError, TypeError, ValueError, KeyError) as err:  # diffusers' own, from a Hub folder
+        except (OSError, RuntimeError, TypeError, ValueError, KeyError) as err:  # a library's own, unforeseen
             raise ModelFileError(f"cannot load {pretrained_model_name_or_path}: {one_line(err, 200)}") from None
         return vae.eval()
 
@@ -223,6 +225,8 @@ class LiteVAE(ModelMixin, ConfigMixin):
     def _load(cls, name, use_ema: bool, kwargs: dict) -> "LiteVAE":
         path = Path(name)
         folder = path / kwargs["subfolder"] if kwargs.get("subfolder") else path
+        if not path.exists() and looks_like_hub_id(name):
+            folder = _hub_folder(str(name), kwargs)  # then read as any local folder, with the same checks
         if is_diffusers_weights(folder):
             folder = folder.parent  # a LiteVAE folder's weights file: its folder (an AutoencoderKL's: refused)
         if folder.is_dir() and ((folder / CONFIG_NAME).is_file() or (folder / WEIGHTS_NAME).is_file()):
@@ -233,14 +237,6 @@ class LiteVAE(ModelMixin, ConfigMixin):
             loaded = load_autoencoder(folder, use_ema=use_ema)  # the CLI's reader: every check the CLI makes
             keep = {k: config[k] for k in _KEPT_CONFIG if config.get(k) is not None}
             vae = cls.from_autoencoder(loaded.model, **keep)
-        elif looks_like_hub_id(name):
-            if not _accelerate_available():
-                kwargs.setdefault("low_cpu_mem_usage", False)  # diffusers' default needs accelerate
-            try:
-                return super().from_pretrained(name, **kwargs)
-            except OSError as err:
-                raise UserError(f"model not found: {path} is no local path, and as a Hugging Face Hub id: "
-                                f"{one_line(err, 200)}") from None
         else:
             loaded = load_autoencoder(path, use_ema=use_ema)
             config = {k: kwargs[k] for k in ("sample_size", "scaling_factor", "shift_factor") if k in kwargs}
@@ -266,10 +262,30 @@ def _default_overlap(tile: int, factor: float = TILE_OVERLAP_FACTOR) -> int:
     return int(tile * factor) // DOWNSCALE * DOWNSCALE
 
 
-def _accelerate_available() -> bool:
-    from diffusers.utils import is_accelerate_available
+# diffusers' from_pretrained arguments that say where a Hub folder's files come from (hf_hub_download's).
+_HUB_KWARGS = ("subfolder", "revision", "cache_dir", "token", "local_files_only", "force_download")
 
-    return is_accelerate_available()
+
+def _hub_folder(repo_id: str, kwargs: dict) -> Path:
+    """A Hub repository's LiteVAE config.json and weights, fetched into the Hugging Face cache as diffusers
+    fetches them (same cache, revision, token, subfolder); returns the local folder that holds both."""
+    from huggingface_hub import hf_hub_download
+
+    if kwargs.get("use_auth_token") is not None:
+        kwargs.setdefault("token", kwargs["use_auth_token"])
+    hub = {k: kwargs[k] for k in _HUB_KWARGS if kwargs.get(k) is not None}
+    try:
+        config = Path(hf_hub_download(repo_id, CONFIG_NAME, **hub))
+    except Exception as err:  # not found, offline, no access: huggingface_hub's many error types
+        raise UserError(f"model not found: {repo_id} is no local path, and as a Hugging Face Hub id: "
+                        f"{one_line(err, 200)}") from None
+    read_config(config.parent)  # another model's repository: one line before the weights are fetched
+    try:
+        hf_hub_download(repo_id, WEIGHTS_NAME, **hub)
+    except Exception as err:
+        raise UserError(f"{repo_id} has no {WEIGHTS_NAME} on the Hub (only safetensors weights are read): "
+                        f"{one_line(err, 200)}") from None
+    return config.parent
 
 
 def load(path, **kwargs) -> LiteVAE:

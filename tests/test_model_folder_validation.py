@@ -166,3 +166,25 @@ def test_autoencoder_kl_folder_factors_are_checked(tmp_path):
         res = runner.invoke(app, ["export", str(folder), str(tmp_path / "o.safetensors")])
         assert res.exit_code == 2 and fragment in res.output and len(res.output.strip().splitlines()) == 1, res.output
         _edit_config(folder, **{key: None if key != "scaling_factor" else 0.18215})
+
+
+def _hub_cache(cache, folder, repo="owner/vae", commit="0" * 40):
+    """A Hugging Face cache holding `folder` as `repo` at revision main (what hf_hub_download leaves)."""
+    snapshot = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / commit
+    shutil.copytree(folder, snapshot)
+    (cache / f"models--{repo.replace('/', '--')}" / "refs").mkdir()
+    (cache / f"models--{repo.replace('/', '--')}" / "refs" / "main").write_text(commit)
+
+
+def test_a_hub_id_is_read_with_the_same_checks(good_folder, tmp_path):
+    _hub_cache(tmp_path / "good", good_folder)
+    vae = litevae_cli.load("owner/vae", cache_dir=tmp_path / "good", local_files_only=True)
+    assert vae.config.latent_channels == 4
+    bad = tmp_path / "bad-folder"
+    shutil.copytree(good_folder, bad)
+    _edit_weights(bad, _int8)
+    _hub_cache(tmp_path / "bad", bad)
+    with pytest.raises(ModelFileError, match="not floating point"):
+        litevae_cli.load("owner/vae", cache_dir=tmp_path / "bad", local_files_only=True)
+    with pytest.raises(ModelFileError, match="model not found: owner/other is no local path"):
+        litevae_cli.load("owner/other", cache_dir=tmp_path / "good", local_files_only=True)
