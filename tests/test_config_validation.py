@@ -33,7 +33,8 @@ def _assert_one_line(result, *needles):
 
 @pytest.mark.parametrize("override, needles", [
     # The fault-injection run's cases (issue 25, item 1).
-    ("model.decoder_kwargs.mults=[1,2]", ("config key 'model'", "64x64 crop", "16x16 reconstruction", "(in --set)")),
+    ("model.decoder_kwargs.mults=[1,2]",
+     ("config model (litevae-s + smc-decoder", "64x64 crop", "16x16 reconstruction", "(in --set)")),
     ("data.resolution=1000000", ("'data.resolution' must be <= 8192", "1000000", "(in --set)", "decoder activation")),
     ("train.steps=99999999999999999999999", ("'train.steps' must fit a 64-bit integer",)),
     ("train.steps=10000000000", ("'train.steps' must be <= 1000000000", "years of training")),
@@ -48,7 +49,7 @@ def _assert_one_line(result, *needles):
     ("optim.lr=10", ("'optim.lr' must be <= 1", "diverges")),
     ("data.rescale=[0.5,100]", ("'data.rescale' must be <= 4",)),
     # Architecture numbers that cannot be built or are absurdly large.
-    ("model.decoder_kwargs.channels=-4", ("config key 'model'", "cannot be built")),
+    ("model.decoder_kwargs.channels=-4", ("config model (litevae-s + smc-decoder", "cannot be built")),
     ("model.decoder_kwargs.channels=100000", ("billion parameters: at most 2 billion",)),
 ])
 def test_bad_values_are_one_line_at_dry_run(tmp_path, override, needles):
@@ -70,7 +71,7 @@ def test_steps_zero_is_one_line_not_a_usage_box(tmp_path):
 def test_discriminator_crop_size_is_checked_at_dry_run(tmp_path):
     result = runner.invoke(app, ["finetune", "--preset", "b-finetune", "--data", "sample", "--out",
                                  str(tmp_path / "run"), "--dry-run", "--set", "data.resolution=200"])
-    _assert_one_line(result, "config key 'discriminator'", "multiple of 64", "got 200")
+    _assert_one_line(result, "config discriminator unet-disc-s", "multiple of 64", "got 200")
 
 
 def test_grad_accum_and_the_distill_student_are_checked_at_dry_run(tmp_path):
@@ -86,7 +87,8 @@ def test_good_values_still_resolve():
                                   "loss.kl=1000", "data.workers=32"])
     assert cfg.train.steps == 10**9 and cfg.model.encoder_kwargs["logvar_init"] == -0.1
     # YAML 1.1 reads 1e-4 (no dot) as a string: inside builder kwargs too it is the number it means.
-    assert resolve_config("demo", ["model.encoder_kwargs.logvar_init=-1e1"]).model.encoder_kwargs["logvar_init"] == -10.0
+    cfg = resolve_config("demo", ["model.encoder_kwargs.logvar_init=-1e1"])
+    assert cfg.model.encoder_kwargs["logvar_init"] == -10.0
 
 
 def test_the_python_api_checks_the_same(tmp_path):

@@ -126,7 +126,8 @@ def _stats(tmp_path, **sample):
 ])
 def test_bad_stats_json_is_one_line_everywhere(tiny_ckpt, tmp_path, bad, fragment):
     stats = _stats(tmp_path, **bad)
-    res = runner.invoke(app, ["export", tiny_ckpt, str(tmp_path / "hf"), "--format", "diffusers", "--stats", str(stats)])
+    res = runner.invoke(app, ["export", tiny_ckpt, str(tmp_path / "hf"), "--format", "diffusers",
+                              "--stats", str(stats)])
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
     assert len(res.output.strip().splitlines()) == 1 and fragment in res.output and str(stats) in res.output
     assert not (tmp_path / "hf" / CONFIG_NAME).exists()  # nothing written, NaN least of all

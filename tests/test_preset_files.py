@@ -90,4 +90,5 @@ def test_binary_preset_in_a_real_process(tmp_path):
                            "sample", "--out", str(tmp_path / "out"), "--dry-run"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.strip().splitlines() == [f"error: preset {preset} line 3: a binary file (NUL byte), not YAML text"]
+    want = f"error: preset {preset} line 3: a binary file (NUL byte), not YAML text"
+    assert proc.stderr.strip().splitlines() == [want]

@@ -37,7 +37,7 @@ def check_model_fits(cfg, where) -> None:
     problem = _problem(arch)
     if problem is not None:
         key, text = problem
-        raise UserError(f"config key '{key}': {text}{where(key)}")
+        raise UserError(f"{text}{where(key)}")
 
 
 @functools.lru_cache(maxsize=64)
@@ -50,7 +50,7 @@ def _problem(arch: str) -> tuple[str, str] | None:
 
     spec_dict, res, disc_name, disc_kwargs = json.loads(arch)
     spec = ModelSpec.from_dict(spec_dict)
-    what = spec.describe()
+    what = f"config model ({spec.describe()})"  # as training.state names it when the real build fails
     with torch.device("meta"), torch.no_grad():
         try:
             model = create_autoencoder(spec)
@@ -76,13 +76,14 @@ def _problem(arch: str) -> tuple[str, str] | None:
             disc = create_model(disc_name, **disc_kwargs)
             side = getattr(disc, "downscale", 1)
             if res % side:
-                return "discriminator", f"{disc_name} needs data.resolution to be a multiple of {side}, got {res}"
+                return "discriminator", (f"config discriminator {disc_name} needs data.resolution to be a multiple of "
+                                     f"{side}, got {res}")
             disc(recon)
         except NotImplementedError:
             return None
         except _ERRORS as err:
-            return "discriminator", (f"{disc_name} {disc_kwargs} cannot judge a {res}x{res} reconstruction: "
-                                     f"{one_line(err, 200)}")
+            return "discriminator", (f"config discriminator {disc_name} {disc_kwargs} cannot judge a {res}x{res} "
+                                     f"reconstruction: {one_line(err, 200)}")
     return None
 
 

@@ -98,7 +98,8 @@ def existing_factors(out: Path, nz: int) -> dict | None:
     if factors["scaling_factor"] is None or tuple(factors.values()) == (1.0, 0.0):
         return None
     try:  # kept factors are written again: a NaN or a string there must not pass into the new config.json
-        factors = {k: check_factor(v, k, str(out / CONFIG_NAME), scale=k == "scaling_factor") for k, v in factors.items()}
+        factors = {k: check_factor(v, k, str(out / CONFIG_NAME), scale=k == "scaling_factor")
+                   for k, v in factors.items()}
     except UserError as err:
         raise UserError(f"{err}; give --stats or --reset-factors to replace it") from None
     if config.get("latent_channels") != nz:
