@@ -189,3 +189,14 @@ def test_a_hub_id_is_read_with_the_same_checks(good_folder, tmp_path):
         litevae_cli.load("owner/vae", cache_dir=tmp_path / "bad", local_files_only=True)
     with pytest.raises(ModelFileError, match="model not found: owner/other is no local path"):
         litevae_cli.load("owner/other", cache_dir=tmp_path / "good", local_files_only=True)
+
+
+def test_the_latent_reader_reads_stats_json_the_same_way(tmp_path):
+    from litevae_cli.latents.reader import read_stats
+
+    (tmp_path / "stats.json").write_bytes(bytes(range(256)))
+    with pytest.raises(UserError, match="cannot read latent statistics .*stats.json"):
+        read_stats(str(tmp_path))
+    (tmp_path / "stats.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match="must hold a JSON object, got list"):
+        read_stats(str(tmp_path))

@@ -252,17 +252,25 @@ def normalization_factors(stats: dict, sample: bool, per_channel: bool = False, 
             check_factor(f.get("shift_factor"), where + "shift_factor", source))
 
 
+def read_stats_file(path) -> dict:
+    """A stats.json as a dict; unreadable, not JSON or not an object: one UserError naming the file. Its
+    factors are checked where they are used (`normalization_factors`)."""
+    try:
+        stats = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read latent statistics {path}: {one_line(err, 200)}") from None
+    if not isinstance(stats, dict):
+        raise UserError(f"{path} must hold a JSON object, got {type(stats).__name__}")
+    return stats
+
+
 def latent_stats_factors(stats, nz: int) -> tuple[float, float]:
     """(scaling_factor, shift_factor) of sampled latents from an encode-dataset stats.json (a path to it or its
     folder, or its dict), checked. A stats.json of another model's latents is refused (latent channels)."""
     source = "the latent statistics"
     if not isinstance(stats, dict):
         path = Path(stats) / STATS_NAME if Path(stats).is_dir() else Path(stats)
-        source = str(path)
-        try:
-            stats = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            raise UserError(f"cannot read latent statistics {path}: {one_line(err, 200)}") from None
+        source, stats = str(path), read_stats_file(path)
     scale, shift = normalization_factors(stats, sample=True, source=source)
     if stats.get("nz") not in (None, nz):
         raise UserError(f"{source}: these statistics are of {stats.get('nz')}-channel latents; this model has {nz}")
