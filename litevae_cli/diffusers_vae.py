@@ -18,9 +18,11 @@ Normalisation: diffusers scripts feed the diffusion model `latent_dist.sample() 
 Rombach et al. 2022, Sec. 4.3.2; see `latents.stats`). Until statistics are given (`stats=` here,
 `litevae export --stats`) they are the identity: DEFAULT_SCALING_FACTOR = 1.0, DEFAULT_SHIFT_FACTOR = 0.0.
 
-`LiteVAE.from_pretrained(path)` (and `litevae_cli.load(path)`) accepts a diffusers folder (read by
-diffusers, safetensors only), an export `.safetensors`, a training checkpoint or a run folder (read by
-`files.model_file.load_autoencoder`, `weights_only=True`). `save_pretrained(dir)` writes config.json and
+`LiteVAE.from_pretrained(path)` (and `litevae_cli.load(path)`) accepts a diffusers folder, an export
+`.safetensors`, a training checkpoint or a run folder, all read by `files.model_file.load_autoencoder`
+(safetensors or `weights_only=True`) with the CLI's checks. Any problem
+is a `ModelFileError` (a `UserError`) with the CLI's one-line message. A Hub id's config.json and weights
+are fetched into the Hugging Face cache (`huggingface_hub.hf_hub_download`) and read the same way. `save_pretrained(dir)` writes config.json and
 diffusion_pytorch_model.safetensors; `litevae export --format diffusers` is `files.export`.
 """
 
@@ -37,9 +39,9 @@ from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDis
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
-from litevae_cli.errors import UserError, one_line
+from litevae_cli.errors import ModelFileError, UserError, one_line
 from litevae_cli.files.checkpoint import CHECKPOINT_VERSION
-from litevae_cli.files.diffusers_folder import (CLASS_NAME, is_diffusers_folder, is_diffusers_weights,
+from litevae_cli.files.diffusers_folder import (CLASS_NAME, CONFIG_NAME, WEIGHTS_NAME, is_diffusers_weights,
                                                 looks_like_hub_id, read_config)
 from litevae_cli.files.model_file import load_autoencoder
 from litevae_cli.latents.stats import latent_stats_factors
@@ -53,6 +55,9 @@ DEFAULT_SHIFT_FACTOR = 0.0
 TILE_SAMPLE_MIN_SIZE = 512  # px: enable_tiling() tiles only larger images (diffusers' SD default)
 TILE_OVERLAP_FACTOR = 0.25  # of a tile, as diffusers' tile_overlap_factor
 DOWNSCALE = 8  # image px per latent: 3 Haar DWT levels in the encoder, 3 x2 upsamplings in the decoder
+# What a LiteVAE folder's config.json carries beyond the model spec (which its weights' reader takes).
+_KEPT_CONFIG = ("sample_size", "scaling_factor", "shift_factor", "block_out_channels", "in_channels", "out_channels",
+                "force_upcast", "source")
 
 
 def decoder_widths(decoder: torch.nn.Module) -> tuple[int, ...]:
@@ -197,35 +202,49 @@ class LiteVAE(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, stats=None, use_ema: bool = True, **kwargs) -> "LiteVAE":
-        """A diffusers folder (or Hub id, with diffusers' kwargs), an export .safetensors, a checkpoint or a
-        run folder (EMA weights when present and `use_ema`). `stats`: an encode-dataset stats.json (or its
-        folder) whose sampled-latent factors become scaling_factor / shift_factor. Returns eval mode."""
-        path = Path(pretrained_model_name_or_path)
+        """A diffusers folder (or Hub id: revision, subfolder, token, cache_dir as diffusers takes them), an
+        export .safetensors, a checkpoint or a run folder (EMA weights when present and `use_ema`). `stats`: an
+        encode-dataset stats.json (or its folder) whose sampled-latent factors become scaling_factor /
+        shift_factor. Returns eval mode.
+        A local file or folder is read by the CLI's own readers, with their checks (config types and
+        factors, safetensors only, float weights of the config's shapes, no missing or unexpected tensor);
+        any problem raises `ModelFileError` with the CLI's one-line message."""
+        try:
+            vae = cls._load(pretrained_model_name_or_path, use_ema, kwargs)
+            if stats is not None:
+                vae.set_latent_stats(stats)
+        except ModelFileError:
+            raise
+        except UserError as err:
+            raise ModelFileError(one_line(err, 10_000)) from None
+        except (OSError, RuntimeError, TypeError, ValueError, KeyError) as err:  # a library's own, unforeseen
+            raise ModelFileError(f"cannot load {pretrained_model_name_or_path}: {one_line(err, 200)}") from None
+        return vae.eval()
+
+    @classmethod
+    def _load(cls, name, use_ema: bool, kwargs: dict) -> "LiteVAE":
+        path = Path(name)
         folder = path / kwargs["subfolder"] if kwargs.get("subfolder") else path
-        if is_diffusers_weights(path):
-            read_config(path.parent)  # an AutoencoderKL's weights file: the one line that names its loader
-        if is_diffusers_folder(folder) or looks_like_hub_id(pretrained_model_name_or_path):
-            if path.exists():
-                read_config(folder)  # another diffusers model's folder is a one-line error, as in the CLI
-            if not _accelerate_available():
-                kwargs.setdefault("low_cpu_mem_usage", False)  # diffusers' default needs accelerate
-            try:
-                vae = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-            except OSError as err:
-                if path.exists():
-                    raise
-                raise UserError(f"model not found: {path} is no local path, and as a Hugging Face Hub id: "
-                                f"{one_line(err, 200)}") from None
+        if not path.exists() and looks_like_hub_id(name):
+            folder = _hub_folder(str(name), kwargs)  # then read as any local folder, with the same checks
+        if is_diffusers_weights(folder):
+            folder = folder.parent  # a LiteVAE folder's weights file: its folder (an AutoencoderKL's: refused)
+        if folder.is_dir() and ((folder / CONFIG_NAME).is_file() or (folder / WEIGHTS_NAME).is_file()):
+            if kwargs.get("variant"):
+                raise UserError(f"{folder}: variant {kwargs['variant']!r} is not read (a litevae folder holds one "
+                                f"{WEIGHTS_NAME})")
+            config = read_config(folder) if (folder / CONFIG_NAME).is_file() else {}
+            loaded = load_autoencoder(folder, use_ema=use_ema)  # the CLI's reader: every check the CLI makes
+            keep = {k: config[k] for k in _KEPT_CONFIG if config.get(k) is not None}
+            vae = cls.from_autoencoder(loaded.model, **keep)
         else:
             loaded = load_autoencoder(path, use_ema=use_ema)
-            config = {k: kwargs.pop(k) for k in list(kwargs) if k in ("sample_size", "scaling_factor", "shift_factor")}
+            config = {k: kwargs[k] for k in ("sample_size", "scaling_factor", "shift_factor") if k in kwargs}
             config = {"sample_size": training_resolution(loaded), **config}
             vae = cls.from_autoencoder(loaded.model, source={"step": loaded.step, "ema": loaded.used_ema}, **config)
-            if kwargs.get("torch_dtype") is not None:
-                vae = vae.to(kwargs["torch_dtype"])
-        if stats is not None:
-            vae.set_latent_stats(stats)
-        return vae.eval()
+        if kwargs.get("torch_dtype") is not None:
+            vae = vae.to(kwargs["torch_dtype"])
+        return vae
 
     def set_latent_stats(self, stats) -> None:
         """scaling_factor / shift_factor <- the sampled-latent factors of an encode-dataset stats.json (a path to
@@ -243,10 +262,30 @@ def _default_overlap(tile: int, factor: float = TILE_OVERLAP_FACTOR) -> int:
     return int(tile * factor) // DOWNSCALE * DOWNSCALE
 
 
-def _accelerate_available() -> bool:
-    from diffusers.utils import is_accelerate_available
+# diffusers' from_pretrained arguments that say where a Hub folder's files come from (hf_hub_download's).
+_HUB_KWARGS = ("subfolder", "revision", "cache_dir", "token", "local_files_only", "force_download")
 
-    return is_accelerate_available()
+
+def _hub_folder(repo_id: str, kwargs: dict) -> Path:
+    """A Hub repository's LiteVAE config.json and weights, fetched into the Hugging Face cache as diffusers
+    fetches them (same cache, revision, token, subfolder); returns the local folder that holds both."""
+    from huggingface_hub import hf_hub_download
+
+    if kwargs.get("use_auth_token") is not None:
+        kwargs.setdefault("token", kwargs["use_auth_token"])
+    hub = {k: kwargs[k] for k in _HUB_KWARGS if kwargs.get(k) is not None}
+    try:
+        config = Path(hf_hub_download(repo_id, CONFIG_NAME, **hub))
+    except Exception as err:  # not found, offline, no access: huggingface_hub's many error types
+        raise UserError(f"model not found: {repo_id} is no local path, and as a Hugging Face Hub id: "
+                        f"{one_line(err, 200)}") from None
+    read_config(config.parent)  # another model's repository: one line before the weights are fetched
+    try:
+        hf_hub_download(repo_id, WEIGHTS_NAME, **hub)
+    except Exception as err:
+        raise UserError(f"{repo_id} has no {WEIGHTS_NAME} on the Hub (only safetensors weights are read): "
+                        f"{one_line(err, 200)}") from None
+    return config.parent
 
 
 def load(path, **kwargs) -> LiteVAE:

@@ -17,6 +17,11 @@ class UserError(ValueError):
     """A problem with what the user asked for, explained in one line."""
 
 
+class ModelFileError(UserError):
+    """A model file or folder that cannot be used (missing, malformed, a config or weights that do not fit):
+    the one exception type `LiteVAE.from_pretrained` / `litevae_cli.load` raise for it, with the CLI's line."""
+
+
 class Stopped(Exception):
     """The command stopped early and cleanly; `code` is the process exit status (128 + signal)."""
 

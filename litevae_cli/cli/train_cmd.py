@@ -15,7 +15,7 @@ import typer
 from litevae_cli.cli.common import (BatchSizeOpt, DataOpt, DeviceOpt, DownloadWeightsOpt, EmaOpt, OutDirOpt,
                                     PrecisionOpt, PresetOpt, WeightsDirOpt, WorkersOpt, user_errors)
 
-StepsOpt = Annotated[Optional[int], typer.Option("--steps", min=1, help="Optimizer steps (overrides train.steps).")]
+StepsOpt = Annotated[Optional[int], typer.Option("--steps", help="Optimizer steps (overrides train.steps).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. --set optim.lr=2e-4 "
                                                                     "(repeatable; values are YAML).")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run/--no-dry-run", help="Print the resolved config as YAML and exit; writes nothing.")]

@@ -15,7 +15,10 @@ Rules (style: "one config schema; unknown keys are errors"):
   constraints from `_ENUMS`, `_MINIMA`, `_LENGTHS` and `_REGISTRY_KINDS`. Every problem is a
   `UserError` naming the dotted key and where its value came from, e.g.
   "unknown config key 'train.stepz' (in --set)".
-- Overrides are "key.sub=value" strings parsed with `yaml.safe_load` (`optim.betas=[0.9,0.99]` works).
+- Preset files are read strictly (`presets.read_preset`): UTF-8 text, no duplicate keys, no aliases.
+- Overrides are "key.sub=value" strings parsed as YAML by the same loader (`optim.betas=[0.9,0.99]` works).
+- Every value is bounded (`checks._MAXIMA`, with the reason in the message) and the model is built on the
+  meta device and run on one crop before any work (`config.model_check`), `--dry-run` included.
 - No torch at import time (`--help` stays fast): the registry is imported when a config is validated.
 """
 

@@ -1,8 +1,10 @@
 """Config validation: dict -> dataclass with type checks, then table-driven value checks.
 
 Types come from the schema's annotations (`_check_type`); value constraints from `_ENUMS`, `_MINIMA`,
-`_MAXIMA_EXCL`, `_LENGTHS` and `_REGISTRY_KINDS`; where the model comes from, per phase, from
-`_check_phase_model`. Every problem is a `UserError` naming the dotted key and where its value came from.
+`_MAXIMA_EXCL`, `_MAXIMA` (each with its reason), `_LENGTHS` and `_REGISTRY_KINDS`; where the model comes
+from, per phase, from `_check_phase_model`; whether the model fits its data, from `config.model_check`
+(built on the meta device). Every number anywhere in a config, builder kwargs included, is finite and
+fits int64. Every problem is a `UserError` naming the dotted key and where its value came from.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import copy
 import dataclasses
 import inspect
 import math
+import os
 import re
 import typing
 from typing import Any, Callable, Union
@@ -41,6 +44,31 @@ _MINIMA: dict[str, float] = {
     "train.max_nonfinite": 1, "log.every": 1, "log.sample_every": 1, "log.checkpoint_every": 1,
     "distill.mean": 0.0, "distill.logvar": 0.0,
 }
+# Inclusive upper bounds and why: past them a value is a typo or a run that runs away (issue 25: a
+# 1000000 px resolution took 9.4 GB before its first step), never a recipe.
+_STEPS_WHY = "a billion steps is years of training at 10 steps/s"
+_WEIGHT_WHY = "the recipe's loss weights are at most 1; a weight 1000x that drowns every other term"
+_LR_WHY = "Adam diverges far below that; the recipe uses 1e-4"
+_MAXIMA: dict[str, tuple[float, str]] = {
+    # 8192 px is 16x the 512 px crops of the largest published VAE recipes (SD-VAE); one 8192 px crop
+    # already holds 8 GB of activations per 128-channel decoder level in fp32.
+    "data.resolution": (8192, "16x the largest published VAE training crop; one such crop needs ~8 GB per "
+                              "decoder activation"),
+    "data.rescale": (4.0, "a source enlarged 4x costs 16x its pixels and adds no detail"),
+    "train.steps": (10**9, _STEPS_WHY), "discriminator.start_step": (10**9, _STEPS_WHY),
+    "log.every": (10**9, _STEPS_WHY), "log.sample_every": (10**9, _STEPS_WHY),
+    "log.checkpoint_every": (10**9, _STEPS_WHY), "train.max_nonfinite": (10**9, _STEPS_WHY),
+    "train.keep_checkpoints": (10**6, "a million checkpoints is no retention policy"),
+    # Published VAE recipes use global batches of 16-256; 65536 images per step is a typo.
+    "train.batch_size": (65536, "published VAE recipes use 16-256 images per step"),
+    "train.grad_accum": (65536, "at most one micro-batch per image of train.batch_size's maximum"),
+    "optim.lr": (1.0, _LR_WHY), "optim.disc_lr": (1.0, _LR_WHY),
+    "optim.weight_decay": (1.0, "decoupled weight decay of 1 zeroes the weights each step"),
+    "optim.smc_gain_lr_mult": (1000.0, "the demo's 10x already moves the SMC gains fast; 1000x diverges"),
+    **{f"loss.{k}": (1000.0, _WEIGHT_WHY) for k in ("l1", "lpips", "kl", "wavelet", "gaussian", "adversarial")},
+    "distill.mean": (1000.0, _WEIGHT_WHY), "distill.logvar": (1000.0, _WEIGHT_WHY),
+}
+_INT64 = 2**63  # every integer in a config must fit a torch int64 (step counters, seeds, RNG offsets)
 # Exclusive upper bounds.
 _MAXIMA_EXCL: dict[str, float] = {"optim.betas": 1.0, "optim.disc_betas": 1.0, "train.ema_decay": 1.0,
                                    "train.seed": 2**63}  # torch.manual_seed(seed + rank) takes < 2**64
@@ -59,6 +87,14 @@ _RESERVED_KWARGS: dict[str, str] = {"nz": "model.nz"}
 
 
 _SCI_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def max_workers() -> int:
+    """The most loader workers per rank: 4 per CPU core here (more only contend for the cores, and each
+    worker process holds its own copy of the dataset index), but at least 32 so that a preset written for
+    a bigger machine still resolves on a laptop (`--dry-run`)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(4 * cores, 32)
 
 
 Where = Callable[[str], str]  # dotted key -> " (in <where its value came from>)" or ""
@@ -96,26 +132,45 @@ def _check_type(value: Any, tp: Any, key: str, where: Where) -> Any:
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key, where)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, int) and abs(value) >= 2**1024:  # float() of it overflows
+            value = math.inf if value > 0 else -math.inf
         if not math.isfinite(value):
             raise UserError(f"config key '{key}' must be a finite number, got {value!r}{where(key)}")
         return float(value)
     if tp is float and isinstance(value, str) and _SCI_FLOAT.fullmatch(value.strip()):
         # YAML 1.1 (PyYAML) reads `1e-4` (no dot) as a string; accept it as the number it means.
-        return float(value)
+        return _check_type(float(value), tp, key, where)
     if tp in (int, str, bool) and type(value) is tp:
-        return value
+        return _check_numbers(value, key, where)
     if (origin is list or tp is list) and isinstance(value, (list, tuple)):
         (elem,) = typing.get_args(tp) or (Any,)
-        return [v if elem is Any else _check_type(v, elem, f"{key}[{i}]", where) for i, v in enumerate(value)]
+        return [_check_numbers(v, f"{key}[{i}]", where) if elem is Any else _check_type(v, elem, f"{key}[{i}]", where)
+                for i, v in enumerate(value)]
     if (origin is dict or tp is dict) and isinstance(value, dict):
         bad = [k for k in value if not isinstance(k, str)]
         if bad:
             raise UserError(f"config key '{key}' needs string keys, got {bad[0]!r}{where(key)}")
-        return copy.deepcopy(value)
+        return copy.deepcopy(_check_numbers(value, key, where))
     name = getattr(tp, "__name__", str(tp))
     if origin is not None:
         name = str(tp)
     raise UserError(f"config key '{key}' must be {name}, got {type(value).__name__} {value!r}{where(key)}")
+
+
+def _check_numbers(value: Any, key: str, where: Where) -> Any:
+    """`value` (any plain data, e.g. builder kwargs) with only finite floats and int64 integers, else a
+    UserError; a string YAML 1.1 left unparsed (`1e-4`, no dot) becomes the float it means, as for typed keys."""
+    if isinstance(value, str) and "e" in value.lower() and _SCI_FLOAT.fullmatch(value.strip()):
+        value = float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"config key '{key}' must be a finite number, got {value!r}{where(key)}")
+    if isinstance(value, int) and not isinstance(value, bool) and not -_INT64 <= value < _INT64:
+        raise UserError(f"config key '{key}' must fit a 64-bit integer, got {value}{where(key)}")
+    if isinstance(value, dict):
+        return {k: _check_numbers(v, f"{key}.{k}", where) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_check_numbers(v, f"{key}[{i}]", where) for i, v in enumerate(value))
+    return value
 
 
 def _build(cls: type, data: Any, prefix: str, where: Where) -> Any:
@@ -166,6 +221,15 @@ def _validate(cfg: Config, where: Where) -> Config:
             value = _get(cfg, key)
             if any(v is not None and fails(v, bound) for v in (value if isinstance(value, list) else [value])):
                 raise UserError(f"config key '{key}' must be {rule} {bound}, got {value!r}{where(key)}")
+    workers = (max_workers(), "4 x the CPU cores here, 32 at least: more workers only contend for the cores")
+    for key, (bound, why) in {**_MAXIMA, "data.workers": workers}.items():
+        value = _get(cfg, key)
+        if any(v is not None and v > bound for v in (value if isinstance(value, list) else [value])):
+            shown = bound if isinstance(bound, int) else format(bound, "g")
+            raise UserError(f"config key '{key}' must be <= {shown}, got {value!r}{where(key)}: {why}")
+    if cfg.train.batch_size % cfg.train.grad_accum:
+        raise UserError(f"config key 'train.grad_accum' ({cfg.train.grad_accum}) must divide train.batch_size "
+                        f"({cfg.train.batch_size}){where('train.grad_accum')}")
     lo, hi = cfg.data.rescale
     if lo > hi:
         raise UserError(f"config key 'data.rescale' must be [low, high] with low <= high, got {cfg.data.rescale}"
@@ -178,6 +242,9 @@ def _validate(cfg: Config, where: Where) -> Config:
         if name is not None:
             _check_registry(name, kind, key, _get(cfg, kwargs_key), kwargs_key, where)
     _check_phase_model(cfg, where)
+    from litevae_cli.config.model_check import check_model_fits  # lazy: builds on the meta device with torch
+
+    check_model_fits(cfg, where)
     return cfg
 
 

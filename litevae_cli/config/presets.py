@@ -3,6 +3,11 @@
 `resolve_config` is the one pass: the preset file, then `--set` overrides, then the dedicated flags
 (`FLAG_KEYS`, which win), merged as plain data and validated once (`config.checks`), each key remembering
 where it came from; `phase` is checked against the subcommand there.
+
+Preset files are read strictly (`read_preset`, issue 25): UTF-8 text only, at most MAX_PRESET_BYTES,
+no duplicate mapping keys at any depth (PyYAML keeps the last silently), no anchors or aliases (plain
+data has no use for them, and nested aliases expand exponentially: a "billion laughs"); each refusal is
+one line naming the file and the line. `--set` values are parsed by the same loader.
 """
 
 from __future__ import annotations
@@ -26,6 +31,83 @@ _REPO_PRESETS = Path(__file__).resolve().parent.parent.parent / "presets"
 FLAG_KEYS: dict[str, str] = {"--steps": "train.steps", "--batch-size": "train.batch_size",
                              "--precision": "train.precision", "--workers": "data.workers",
                              "--train": "train.trainable", "--teacher": "distill.teacher", "--student": "distill.student"}
+
+
+# A preset is a few KB of YAML; a megabyte is no preset (and reading it whole must stay cheap).
+MAX_PRESET_BYTES = 1 << 20
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses aliases (so anchors are useless and no alias bomb can expand) and
+    duplicate mapping keys; both raise a MarkedYAMLError whose problem_mark is the offending line."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} is not allowed (presets are plain "
+                                              "data: write the value out)", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # SafeLoader's own error names it
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """yaml.SafeDumper that never writes anchors/aliases (an object met twice is written twice), so every
+    config.yaml it writes reads back with `read_preset`."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
+def _yaml_error(exc: yaml.YAMLError) -> str:
+    """'line N: problem' of a YAML error, else its first line."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}: {problem}"
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def parse_yaml(text: str):
+    """Plain data from YAML text, strictly (`_StrictLoader`); raises yaml.YAMLError."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def read_preset(path: Path):
+    """A preset (or a run's config.yaml) as plain data; any problem is one UserError naming the file and line."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_PRESET_BYTES + 1)
+    except OSError as err:
+        raise UserError(f"cannot read preset {path}: {err.strerror or err}") from None
+    if len(raw) > MAX_PRESET_BYTES:
+        raise UserError(f"preset {path} is larger than {MAX_PRESET_BYTES >> 20} MB: not a preset (a few KB of YAML)")
+    if b"\0" in raw:
+        line = raw[:raw.index(b"\0")].count(b"\n") + 1
+        raise UserError(f"preset {path} line {line}: a binary file (NUL byte), not YAML text")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise UserError(f"preset {path} line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x})") from None
+    try:
+        return parse_yaml(text)
+    except yaml.YAMLError as exc:
+        raise UserError(f"cannot parse preset {path} {_yaml_error(exc)}") from None
+    except RecursionError:
+        raise UserError(f"cannot parse preset {path}: nested too deeply") from None
 
 
 # -------------------- Presets, overrides, loading, dumping
@@ -67,9 +149,13 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise UserError(f"--set expects key.sub=value, got {item!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = parse_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise UserError(f"--set {key}: cannot parse value {raw!r} as YAML ({exc.__class__.__name__})") from None
+        mark = getattr(exc, "problem_mark", None)
+        why = getattr(exc, "problem", None) if mark is not None else None
+        raise UserError(f"--set {key}: cannot parse value {raw!r} as YAML ({why or exc.__class__.__name__})") from None
+    except RecursionError:
+        raise UserError(f"--set {key}: value nested too deeply") from None
     return key.split("."), value
 
 
@@ -97,10 +183,7 @@ def resolve_config(preset: str, overrides: Iterable[str] = (), flags: dict | Non
     (`FLAG_KEYS` -> value; None = not given), merged and validated once; an error names the key and
     where its value came from. `phase`: the subcommand, which must be the preset's phase."""
     path = _resolve_preset(str(preset))
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"cannot parse preset {path}: {str(exc).splitlines()[0]}") from None
+    data = read_preset(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -138,8 +221,8 @@ def config_to_dict(cfg: Config) -> dict:
 def dump_config(cfg: Config, path, run: dict | None = None) -> None:
     """Write `cfg` as YAML (key order as in the schema), then `run:` when given, to a path or an open text
     stream (--dry-run prints to stdout); `load_config(path)` reads it back."""
-    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
-    text += yaml.safe_dump({"run": run}, sort_keys=False) if run else ""
+    text = yaml.dump(config_to_dict(cfg), Dumper=_PlainDumper, sort_keys=False, default_flow_style=None)
+    text += yaml.dump({"run": run}, Dumper=_PlainDumper, sort_keys=False) if run else ""
     if hasattr(path, "write"):
         path.write(text)
     else:

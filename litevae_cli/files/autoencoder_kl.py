@@ -12,7 +12,8 @@ The latent space's published normalisation (`FACTOR_KEYS`: scaling_factor, shift
 latents_std, force_upcast) goes to `ModelSpec.latent_factors` as the config states it (diffusers' defaults
 filled in) and back on export; so does sample_size (diffusers' tile size), so that a round trip gives
 the same config. Anything else AutoencoderKL accepts (other block types, act_fn other than
-silu, in/out channels other than 3) is a one-line UserError naming the key.
+silu, in/out channels other than 3) is a one-line UserError naming the key; so are factors that are not
+finite numbers in range (`check_kept`, `latents.stats.check_factor`), read or about to be written.
 
 Weights: the same tensors under other names; attention's to_q/to_k/to_v/to_out.0 are Linear [C, C] in
 diffusers and 1x1 convs [C, C, 1, 1] here. The names of diffusers' pre-0.14 attention (query, key, value,
@@ -26,6 +27,7 @@ import inspect
 import math
 
 from litevae_cli.errors import UserError
+from litevae_cli.latents.stats import check_factor, check_factors
 from litevae_cli.model_spec import ModelSpec
 
 CLASS_NAME = "AutoencoderKL"
@@ -76,6 +78,7 @@ def spec_from_config(config: dict, source: str = CLASS_NAME) -> ModelSpec:
     groups = c["norm_num_groups"]
     if any(w % groups for w in widths):
         raise UserError(f"{source}: norm_num_groups {groups} does not divide every block_out_channels {list(widths)}")
+    check_kept(c, source)
     shared = {"channels": widths[0], "mults": [w // widths[0] for w in widths],
               "mid_attention": c["mid_block_add_attention"], "norm_groups": groups}
     encoder = {**shared, "blocks_per_level": c["layers_per_block"], "quant_conv": c["use_quant_conv"]}
@@ -84,10 +87,29 @@ def spec_from_config(config: dict, source: str = CLASS_NAME) -> ModelSpec:
                      latent_factors={k: c[k] for k in KEPT_KEYS})
 
 
-def config_from_spec(spec: ModelSpec, sample_size: int = DEFAULTS["sample_size"]) -> dict:
+MAX_SAMPLE_SIZE = 1 << 16  # px: diffusers' tile size; past it the config is broken, not a large tile
+
+
+def check_kept(config: dict, source: str) -> None:
+    """The latent factors and sample_size of an AutoencoderKL config (`KEPT_KEYS`, defaults filled in):
+    finite numbers in range, latents_mean/std one per latent channel; else a one-line UserError."""
+    check_factor(config["scaling_factor"], "scaling_factor", source, scale=True)
+    if config["shift_factor"] is not None:
+        check_factor(config["shift_factor"], "shift_factor", source)
+    for key in ("latents_mean", "latents_std"):
+        if config[key] is not None:
+            check_factors(config[key], key, source, scale=key == "latents_std", channels=config["latent_channels"])
+    size = config["sample_size"]
+    sides = size if isinstance(size, (list, tuple)) and len(size) == 2 else [size]
+    if not all(_positive_int(v) and v <= MAX_SAMPLE_SIZE for v in sides):
+        raise UserError(f"{source}: sample_size must be a positive integer (or two) up to {MAX_SAMPLE_SIZE}, "
+                        f"got {size!r}")
+
+
+def config_from_spec(spec: ModelSpec, sample_size: int = DEFAULTS["sample_size"], check: bool = True) -> dict:
     """The AutoencoderKL config (without `_class_name`) of an sd-vae-encoder + sd-vae-decoder spec, with its
     latent factors (the identity where none are known) and sample_size (the spec's, else `sample_size`);
-    a UserError says why a spec has none."""
+    a UserError says why a spec has none. `check`: the factors too (`check_kept`), else the shape only."""
     enc, dec = _builder_kwargs(spec)
     for key in ("channels", "mults", "mid_attention", "norm_groups"):
         if enc[key] != dec[key]:
@@ -102,17 +124,20 @@ def config_from_spec(spec: ModelSpec, sample_size: int = DEFAULTS["sample_size"]
         raise UserError(f"norm_groups {groups} does not divide every width {widths}; {CLASS_NAME} needs it to")
     factors = {**DEFAULTS, **IDENTITY_FACTORS, "sample_size": sample_size,
                **{k: v for k, v in spec.latent_factors.items() if k in KEPT_KEYS}}
-    return {**DEFAULTS, "down_block_types": [DOWN_BLOCK] * len(widths), "up_block_types": [UP_BLOCK] * len(widths),
-            "block_out_channels": widths, "layers_per_block": enc["blocks_per_level"], "latent_channels": spec.nz,
-            "norm_num_groups": groups, "use_quant_conv": enc["quant_conv"],
-            "use_post_quant_conv": dec["post_quant_conv"], "mid_block_add_attention": enc["mid_attention"],
-            **{k: factors[k] for k in KEPT_KEYS}}
+    config = {**DEFAULTS, "down_block_types": [DOWN_BLOCK] * len(widths), "up_block_types": [UP_BLOCK] * len(widths),
+              "block_out_channels": widths, "layers_per_block": enc["blocks_per_level"], "latent_channels": spec.nz,
+              "norm_num_groups": groups, "use_quant_conv": enc["quant_conv"],
+              "use_post_quant_conv": dec["post_quant_conv"], "mid_block_add_attention": enc["mid_attention"],
+              **{k: factors[k] for k in KEPT_KEYS}}
+    if check:  # never write a NaN into config.json
+        check_kept(config, f"the latent factors of {spec.describe()}")
+    return config
 
 
 def represents(spec: ModelSpec) -> bool:
     """Whether `spec` is an AutoencoderKL architecture (`config_from_spec` succeeds)."""
     try:
-        config_from_spec(spec)
+        config_from_spec(spec, check=False)
     except UserError:
         return False
     return True
@@ -145,7 +170,7 @@ def _positive_int(v) -> bool:
 def key_map(spec: ModelSpec) -> dict[str, str]:
     """Our state_dict key -> diffusers' key, for every tensor of the model `spec` builds (an AutoencoderKL)."""
     enc, dec = _builder_kwargs(spec)
-    config_from_spec(spec)  # the shape checks
+    config_from_spec(spec, check=False)  # the shape checks
     widths = [enc["channels"] * m for m in enc["mults"]]
     names: dict[str, str] = {}
 

@@ -10,6 +10,8 @@ A folder holds config.json and diffusion_pytorch_model.safetensors; config.json'
   `diffusers.AutoencoderKL.from_pretrained` reads what `write_autoencoder_kl_folder` writes.
 Every MODEL argument (eval, encode-dataset, reconstruct, inspect-latents, finetune --from) accepts either
 folder or its weights file, through `files.model_file.load_autoencoder`. Any other `_class_name` is a one-line error.
+Every config.json read is checked (`check_litevae_config`, `autoencoder_kl.spec_from_config`): types,
+finite factors in range; a config.json is written with `allow_nan=False` after the same checks.
 """
 
 from __future__ import annotations
@@ -61,6 +63,42 @@ def read_config(folder: str | Path, classes: tuple[str, ...] = (CLASS_NAME,)) ->
     raise UserError(f"{path} describes a {found or 'non-diffusers'} model, not a " + " or ".join(classes))
 
 
+# config.json keys of a LiteVAE folder -> what each must be (LiteVAE.__init__'s arguments; None allowed where
+# the argument defaults to None). Factors are `latents.stats.check_factor`'s.
+_INT_KEYS = ("latent_channels", "sample_size", "in_channels", "out_channels")
+_MAX_INT = 1 << 16  # channels and sample sizes past 65536 are a broken config, not a model
+
+
+def check_litevae_config(config: dict, path) -> dict:
+    """A LiteVAE config.json's values of the right types, finite and in range; else a one-line UserError."""
+    from litevae_cli.latents.stats import check_factor
+
+    def bad(key: str, want: str):
+        value = config.get(key)
+        raise UserError(f"{path}: {key} must be {want}, got {type(value).__name__} {str(value)[:60]!r}")
+
+    for key in ("encoder_type", "decoder_type"):
+        if not isinstance(config.get(key), str):
+            bad(key, "a registry name (a string)")
+    for key in _INT_KEYS:
+        value = config.get(key, 3 if key.endswith("_channels") and key != "latent_channels" else 1)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= _MAX_INT:
+            bad(key, f"an integer in [1, {_MAX_INT}]")
+    for key in ("encoder_kwargs", "decoder_kwargs", "source"):
+        if not isinstance(config.get(key) or {}, dict):
+            bad(key, "an object")
+    widths = config.get("block_out_channels")
+    if widths is not None and (not isinstance(widths, (list, tuple)) or not all(
+            isinstance(w, int) and not isinstance(w, bool) and 0 < w <= _MAX_INT for w in widths)):
+        bad("block_out_channels", "a list of positive integers")
+    if not isinstance(config.get("force_upcast", True), bool):
+        bad("force_upcast", "true or false")
+    check_factor(config.get("scaling_factor", 1.0), "scaling_factor", str(path), scale=True)
+    if config.get("shift_factor") is not None:
+        check_factor(config["shift_factor"], "shift_factor", str(path))
+    return config
+
+
 def spec_from_config(config: dict) -> dict:
     """The ModelSpec dict (registry names + overrides) that a LiteVAE config describes."""
     return {"encoder": config.get("encoder_type"), "decoder": config.get("decoder_type"),
@@ -76,7 +114,7 @@ def read_diffusers_folder(weights: Path, map_location: str | torch.device = "cpu
     config = read_config(folder, (CLASS_NAME, autoencoder_kl.CLASS_NAME))
     if config["_class_name"] == CLASS_NAME:
         check_format_version(config.get(VERSION_KEY), folder)
-        spec = spec_from_config(config)
+        spec = spec_from_config(check_litevae_config(config, folder / CONFIG_NAME))
     else:
         spec = autoencoder_kl.spec_from_config(config, str(folder / CONFIG_NAME)).to_dict()
     state = load_safetensors(weights, map_location)
@@ -107,7 +145,7 @@ def write_autoencoder_kl_folder(out: str | Path, spec: ModelSpec, state: dict, s
     weights = autoencoder_kl.state_to_diffusers(state, spec)
     out = Path(out)
     write_bytes(out / WEIGHTS_NAME, save(weights, metadata={"format": "pt"}))  # a failed write: one WriteError line
-    write_text(out / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_text(out / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True, allow_nan=False) + "\n")
     return config
 
 

@@ -25,11 +25,11 @@ from pathlib import Path
 from litevae_cli.errors import UserError
 from litevae_cli.files import autoencoder_kl
 from litevae_cli.files.atomic import write_bytes
-from litevae_cli.files.diffusers_folder import CONFIG_NAME, write_autoencoder_kl_folder
+from litevae_cli.files.diffusers_folder import CONFIG_NAME, check_litevae_config, write_autoencoder_kl_folder
 from litevae_cli.files.export_file import SUFFIX, write_export_file
 from litevae_cli.files.model_file import LoadedModel, load_autoencoder
 from litevae_cli.files.outputs import check_out_dir, check_out_file, writing
-from litevae_cli.latents.stats import STATS_NAME, latent_stats_factors
+from litevae_cli.latents.stats import STATS_NAME, check_factor, latent_stats_factors
 
 FORMATS = ("safetensors", "diffusers")
 
@@ -94,8 +94,13 @@ def existing_factors(out: Path, nz: int) -> dict | None:
     if not isinstance(config, dict):
         return None
     factors = {"scaling_factor": config.get("scaling_factor"), "shift_factor": config.get("shift_factor") or 0.0}
-    if not isinstance(factors["scaling_factor"], (int, float)) or tuple(factors.values()) == (1.0, 0.0):
+    if factors["scaling_factor"] is None or tuple(factors.values()) == (1.0, 0.0):
         return None
+    try:  # kept factors are written again: a NaN or a string there must not pass into the new config.json
+        factors = {k: check_factor(v, k, str(out / CONFIG_NAME), scale=k == "scaling_factor")
+                   for k, v in factors.items()}
+    except UserError as err:
+        raise UserError(f"{err}; give --stats or --reset-factors to replace it") from None
     if config.get("latent_channels") != nz:
         raise UserError(f"OUT {out} holds the factors of a {config.get('latent_channels')}-channel model, this one has "
                         f"{nz}: give --stats or --reset-factors to replace them, or another OUT")
@@ -135,6 +140,7 @@ def export_diffusers(model, out, stats=None, use_ema: bool = True, factors: dict
         vae.register_to_config(**own)
     if stats is not None:
         vae.set_latent_stats(stats)
+    check_litevae_config(dict(vae.config), f"the config.json for {out}")  # never write a NaN factor
     save_pretrained_atomic(vae, Path(out))
     return dict(vae.config)
 

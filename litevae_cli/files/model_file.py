@@ -6,8 +6,9 @@ checkpoint file, a run directory (its checkpoints/last.pt), an exported .safeten
 `litevae export --format diffusers`, or a diffusers AutoencoderKL (SD 1.x/2.x, SDXL, SD3, FLUX; its spec
 carries the published latent_factors). A Hugging Face Hub id is refused with the command that downloads it.
 `read_model` returns the weights as plain data (`StoredModel`); `build` is the one place that turns
-them into an `Autoencoder` (a file without its model spec, or with weights that do not fit it, is a
-one-line UserError); `load_autoencoder` is both.
+them into an `Autoencoder` (a file without its model spec, or with weights that do not fit it: missing,
+unexpected, of another shape, or not floating point (int8 and other quantized weights), is a one-line
+UserError); `load_autoencoder` is both.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def resolve_model_path(model: str | Path, download: bool = False) -> Path:
         return path / WEIGHTS_NAME
     if path.is_dir() and (path / CONFIG_NAME).is_file() and not checkpoint_dir(path).is_dir():
         raise UserError(f"diffusers folder {path} has no {WEIGHTS_NAME} (only safetensors weights are read)")
+    if path.is_dir() and (path / WEIGHTS_NAME).is_file() and not checkpoint_dir(path).is_dir():
+        raise UserError(f"diffusers folder {path} has no {CONFIG_NAME} (it says which model the weights are)")
     if path.is_dir():
         last = latest_checkpoint(path)
         if last is None and not checkpoint_dir(path).is_dir() and _holds_images(path):
@@ -132,6 +135,15 @@ def load_weights(module: torch.nn.Module, weights, source) -> None:
     """module.load_state_dict(weights), strict; weights that do not fit are one UserError naming keys."""
     if not isinstance(weights, dict):
         raise UserError(f"{source} holds no weights for {type(module).__name__}")
+    own = module.state_dict()
+    for key, value in weights.items():
+        if not isinstance(value, torch.Tensor):
+            raise UserError(f"the weights in {source} do not fit the model: {key} is a {type(value).__name__}, "
+                            "not a tensor")
+        # load_state_dict would cast int8 codes into float parameters silently (counters stay integers)
+        if key in own and own[key].is_floating_point() and not value.is_floating_point():
+            raise UserError(f"the weights in {source} are not floating point: {key} is "
+                            f"{str(value.dtype).removeprefix('torch.')} (quantized weights are not read)")
     try:
         missing, unexpected = module.load_state_dict(weights, strict=False)
     except RuntimeError as err:  # shape mismatches: the useful line is the second

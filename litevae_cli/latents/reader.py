@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from litevae_cli.latents.stats import STATS_NAME, normalization_factors
+from litevae_cli.latents.stats import STATS_NAME, normalization_factors, read_stats_file
 from litevae_cli.files.outputs import SKIPPED_NAME  # noqa: F401 - part of the format (see above)
 from litevae_cli.runtime import process_rank
 
@@ -98,8 +98,7 @@ def read_stats(directory: str) -> Optional[dict]:
     path = os.path.join(directory, STATS_NAME)
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return read_stats_file(path)  # one line for a file that is no JSON object; factors checked on use
 
 
 def list_shards(directory: str) -> list[str]:

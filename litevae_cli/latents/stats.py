@@ -17,6 +17,11 @@ Two latents, two sets of factors (`normalization_factors` picks one):
 The sampled latents are wider than the means by the mean posterior variance; normalising samples with
 the mean's scale gives a std well above 1 (3.3 on a 4-step model, issue 13).
 Each set is global (one scale and shift over every channel) and per channel.
+
+Reading a stats.json (`normalization_factors`, `latent_stats_factors`; `export --stats`, `load(stats=)`,
+`LatentShards`) checks what it uses: numbers (not strings or booleans), finite, a scale in
+[1/MAX_FACTOR, MAX_FACTOR] and a shift within +-MAX_FACTOR (`check_factor`, shared with the diffusers
+config readers); anything else is one UserError naming the file and the key (issue 25).
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ import torch
 from litevae_cli.errors import UserError, one_line
 
 STATS_NAME = "stats.json"  # encode-dataset's statistics file
+# Factors past 1e6 (a latent std below 1e-6 or above 1e6, a mean beyond 1e6) come from a broken model or a
+# hand-edited file, never from data; a diffusion model fed such latents sees zeros or overflows in fp16.
+MAX_FACTOR = 1e6
 
 
 _STATE_KEYS = ("count", "sum", "sumsq", "var_count", "sumvar", "sumstd")
@@ -191,30 +199,79 @@ def _factors(global_mean: float, global_std: float, mean: torch.Tensor, std: tor
             "channel_scaling_factor": [_inverse(float(s)) for s in std], "channel_shift_factor": mean.tolist()}
 
 
-def normalization_factors(stats: dict, sample: bool, per_channel: bool = False):
+def check_factor(value, name: str, source: str, scale: bool = False) -> float:
+    """`value` as a finite float: a scale in [1/MAX_FACTOR, MAX_FACTOR], a shift within +-MAX_FACTOR; else a
+    one-line UserError '{source}: {name} ...'."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"{source}: {name} must be a number, got {type(value).__name__} {str(value)[:60]!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise UserError(f"{source}: {name} must be a finite number, got {value}")
+    if scale and not 1 / MAX_FACTOR <= value <= MAX_FACTOR:
+        raise UserError(f"{source}: {name} must be in [{1 / MAX_FACTOR:g}, {MAX_FACTOR:g}], got {value:g} (a latent "
+                        "std outside that range is a broken model or file)")
+    if not scale and abs(value) > MAX_FACTOR:
+        raise UserError(f"{source}: {name} must be within +-{MAX_FACTOR:g}, got {value:g}")
+    return value
+
+
+def check_factors(values, name: str, source: str, scale: bool = False, channels: int | None = None) -> list[float]:
+    """A per-channel list of `check_factor`s (of `channels` entries when given)."""
+    if not isinstance(values, (list, tuple)) or not values:
+        raise UserError(f"{source}: {name} must be a list of numbers, got {type(values).__name__} {str(values)[:60]!r}")
+    if channels is not None and len(values) != channels:
+        raise UserError(f"{source}: {name} has {len(values)} values for {channels} latent channels")
+    return [check_factor(v, f"{name}[{i}]", source, scale) for i, v in enumerate(values)]
+
+
+def normalization_factors(stats: dict, sample: bool, per_channel: bool = False, source: str = STATS_NAME):
     """(scale, shift) from a stats.json dict for sampled (`sample=True`) or posterior-mean latents: floats,
-    or per-channel lists. stats.json files without the sampled statistics serve `sample=False` only."""
+    or per-channel lists, checked (`check_factor`). stats.json files without the sampled statistics serve
+    `sample=False` only."""
+    if not isinstance(stats, dict):
+        raise UserError(f"{source} must hold a JSON object, got {type(stats).__name__}")
+    nz = stats.get("nz")
+    if nz is not None and (isinstance(nz, bool) or not isinstance(nz, int) or nz < 1):
+        raise UserError(f"{source}: nz must be a positive integer, got {nz!r}")
     norm = stats.get("normalization")
     if norm is None:
         if sample or per_channel:
-            raise UserError("stats.json has no statistics of sampled latents or per channel (written by an older "
+            raise UserError(f"{source} has no statistics of sampled latents or per channel (written by an older "
                             "litevae); re-encode with --overwrite, or pass scale and shift explicitly")
-        return float(stats["scaling_factor"]), float(stats["shift_factor"])
-    f = norm["sample" if sample else "mean"]
+        return (check_factor(stats.get("scaling_factor"), "scaling_factor", source, scale=True),
+                check_factor(stats.get("shift_factor"), "shift_factor", source))
+    kind = "sample" if sample else "mean"
+    f = norm.get(kind) if isinstance(norm, dict) else None
+    if not isinstance(f, dict):
+        raise UserError(f"{source}: normalization.{kind} must be an object with scaling_factor and shift_factor")
+    where = f"normalization.{kind}."
     if per_channel:
-        return list(f["channel_scaling_factor"]), list(f["channel_shift_factor"])
-    return float(f["scaling_factor"]), float(f["shift_factor"])
+        return (check_factors(f.get("channel_scaling_factor"), where + "channel_scaling_factor", source, True, nz),
+                check_factors(f.get("channel_shift_factor"), where + "channel_shift_factor", source, False, nz))
+    return (check_factor(f.get("scaling_factor"), where + "scaling_factor", source, scale=True),
+            check_factor(f.get("shift_factor"), where + "shift_factor", source))
+
+
+def read_stats_file(path) -> dict:
+    """A stats.json as a dict; unreadable, not JSON or not an object: one UserError naming the file. Its
+    factors are checked where they are used (`normalization_factors`)."""
+    try:
+        stats = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read latent statistics {path}: {one_line(err, 200)}") from None
+    if not isinstance(stats, dict):
+        raise UserError(f"{path} must hold a JSON object, got {type(stats).__name__}")
+    return stats
 
 
 def latent_stats_factors(stats, nz: int) -> tuple[float, float]:
     """(scaling_factor, shift_factor) of sampled latents from an encode-dataset stats.json (a path to it or its
-    folder, or its dict). A stats.json of another model's latents is refused (latent channels)."""
+    folder, or its dict), checked. A stats.json of another model's latents is refused (latent channels)."""
+    source = "the latent statistics"
     if not isinstance(stats, dict):
         path = Path(stats) / STATS_NAME if Path(stats).is_dir() else Path(stats)
-        try:
-            stats = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            raise UserError(f"cannot read latent statistics {path}: {one_line(err, 200)}") from None
+        source, stats = str(path), read_stats_file(path)
+    scale, shift = normalization_factors(stats, sample=True, source=source)
     if stats.get("nz") not in (None, nz):
-        raise UserError(f"these statistics are of {stats.get('nz')}-channel latents; this model has {nz}")
-    return normalization_factors(stats, sample=True)
+        raise UserError(f"{source}: these statistics are of {stats.get('nz')}-channel latents; this model has {nz}")
+    return scale, shift
