@@ -4,13 +4,16 @@
 diffusers model with AutoencoderKL's interface (`litevae_cli.diffusers_vae`). `create_model` and
 `list_models` are the Python entry points to the model registry, in the manner of `timm.create_model`.
 All are imported lazily so that `import litevae_cli` and `litevae --help` pay for neither torch nor diffusers.
+`ModelFileError` is what `load` / `LiteVAE.from_pretrained` raise for a file or folder that cannot be used.
 """
+
+from litevae_cli.errors import ModelFileError, UserError
 
 __version__ = "0.2.0"
 
 _REGISTRY_NAMES = ("create_model", "list_models", "build_autoencoder", "create_autoencoder")
 _DIFFUSERS_NAMES = ("LiteVAE", "load")
-__all__ = ["__version__", *_DIFFUSERS_NAMES, *_REGISTRY_NAMES]
+__all__ = ["__version__", "ModelFileError", "UserError", *_DIFFUSERS_NAMES, *_REGISTRY_NAMES]
 
 
 def __getattr__(name):

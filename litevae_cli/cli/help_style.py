@@ -4,9 +4,14 @@
   one, and `--dry-run true` is then refused).
 - Positional arguments read as their metavar or upper-case name: `Usage: litevae eval [OPTIONS] MODEL`,
   not `{model}`; an optional one as `[NAME]`, a repeatable one with `...`.
+- A bad option value (`--batch-size 0`, `--workers -1`: click's BadParameter) is one line,
+  `error: Invalid value for '--batch-size': 0 is not in the range x>=1.`, exit 2, like every other
+  bad input; a malformed command line (unknown option, missing argument) keeps Typer's usage box.
 """
 
 from __future__ import annotations
+
+import sys
 
 from typer import core
 
@@ -26,6 +31,14 @@ def _usage_display_name(self) -> str:
     return (name if self.required else f"[{name}]") + ("..." if self.nargs != 1 else "")
 
 
+def _format_error(error) -> None:
+    # By class name: Typer vendors click (typer._click) in recent versions, plain click in older ones.
+    if any(cls.__name__ == "BadParameter" for cls in type(error).__mro__):
+        sys.stderr.write(f"error: {' '.join(error.format_message().split())}\n")
+        return
+    _RICH_FORMAT_ERROR(error)
+
+
 def apply() -> None:
     """Patch Typer's option and argument classes (a no-op for a Typer without these hooks)."""
     if getattr(core.TyperOption, "_litevae_patched", False):
@@ -36,7 +49,14 @@ def apply() -> None:
         core.TyperArgument.display_name_raw = property(_display_name_raw)
     if hasattr(core.TyperArgument, "_usage_display_name"):
         core.TyperArgument._usage_display_name = _usage_display_name
+    if _RICH_FORMAT_ERROR is not None:
+        rich_utils.rich_format_error = _format_error
     core.TyperOption._litevae_patched = True
 
 
 _OPTION_TYPE = getattr(core.TyperOption, "display_type_rich", None)
+try:
+    from typer import rich_utils
+    _RICH_FORMAT_ERROR = rich_utils.rich_format_error
+except ImportError:  # Typer without rich: click's own one-paragraph message
+    _RICH_FORMAT_ERROR = None
