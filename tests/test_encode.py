@@ -253,3 +253,22 @@ def test_torchrun_two_ranks(ckpt, folder, tmp_path):
     assert np.allclose(got["channel_mean"], want["channel_mean"], rtol=0, atol=1e-5)
     assert abs(got["scaling_factor"] / want["scaling_factor"] - 1) < 1e-6
     assert (out / "skipped.txt").read_text() == (ref / "skipped.txt").read_text()
+
+
+def test_a_constant_latent_channel_writes_null_factors_not_nan(folder, tmp_path):
+    """A dead encoder (every weight 0: a constant posterior mean) has std 0: stats.json stays valid JSON,
+    its undefined factors are null with a warning line, and export --stats refuses them in one line."""
+    torch.manual_seed(0)
+    ae = build_autoencoder("litevae-tiny", "smc-decoder-tiny", nz=4)
+    state = {k: (torch.zeros_like(v) if k.startswith("encoder.") and v.is_floating_point() else v)
+             for k, v in ae.state_dict().items()}
+    dead = str(save_atomic({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model_spec": ae.spec.to_dict(),
+                            "model": state, "ema": None, "step": 1, "config": {}}, tmp_path / "dead.pt"))
+    res = _encode(dead, folder, tmp_path / "lat")
+    assert res.exit_code == 0, res.output
+    assert "warning:" in res.output and "written as null" in res.output
+    doc = json.loads((tmp_path / "lat" / "stats.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert doc["normalization"]["mean"]["scaling_factor"] is None
+    res = runner.invoke(app, ["export", dead, str(tmp_path / "x.safetensors"), "--stats",
+                              str(tmp_path / "lat" / "stats.json")])
+    assert res.exit_code != 0 and len(res.output.strip().splitlines()) == 1, res.output

@@ -58,6 +58,11 @@ def print_summary(result: dict, out: Path) -> None:
     typer.echo(f"encoded {result['encoded_now']} images now ({rate:.1f} img/s); {result['count']} in total in "
                f"{len(result['shards'])} shards, {result['skipped']} skipped")
     sampled = result["normalization"]["sample"]
-    typer.echo(f"scaling_factor {sampled['scaling_factor']:.6g} for sampled latents, {result['scaling_factor']:.6g} "
-               f"for posterior means; shift_factor {result['shift_factor']:.6g}; mean posterior std "
-               f"{result['posterior_std_mean']:.4g} -> {out / STATS_NAME}")
+    typer.echo(f"scaling_factor {_g(sampled['scaling_factor'])} for sampled latents, {_g(result['scaling_factor'])} "
+               f"for posterior means; shift_factor {_g(result['shift_factor'])}; mean posterior std "
+               f"{_g(result['posterior_std_mean'], '.4g')} -> {out / STATS_NAME}")
+
+
+def _g(value, spec: str = ".6g") -> str:
+    """A factor as text; None (undefined: a latent with std 0, written as null) as 'undefined'."""
+    return "undefined" if value is None else format(value, spec)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import queue
 import threading
@@ -263,7 +264,8 @@ def _resume(journal: Journal, header: dict, out: Path, rt: Runtime, log: Callabl
         f"(+{len(journal.skipped())} skipped); continuing")
 
 
-def _finish(out: Path, rt: Runtime, stats: RunningChannelStats, journal: Journal, info: dict, written: int) -> dict:
+def _finish(out: Path, rt: Runtime, stats: RunningChannelStats, journal: Journal, info: dict, written: int,
+            log: Callable = print) -> dict:
     """Reduce over ranks; rank 0 writes stats.json and skipped.txt from every rank's journal."""
     # The stats sums live on the host in float64; all_reduce_sum reduces them on the device.
     totals = all_reduce_sum(rt, torch.tensor([journal.count(), len(journal.skipped()), written], dtype=torch.float64))
@@ -287,8 +289,25 @@ def _finish(out: Path, rt: Runtime, stats: RunningChannelStats, journal: Journal
                        "float64 streaming sums; std is the population std; `normalization` also has the "
                        "factors of sampled latents (latents/stats.py)",
            **stats.to_dict()}
-    write_json(out / STATS_NAME, doc)
+    doc, undefined = json_finite(doc)
+    if undefined:  # a constant latent channel (std 0) has no scaling factor: null, and the readers refuse it
+        log(f"warning: {len(undefined)} factor(s) of {STATS_NAME} are undefined (a latent channel with std 0 "
+            f"over the encoded images) and written as null: {', '.join(undefined[:4])}")
+    write_json(out / STATS_NAME, doc, allow_nan=False)
     return {**doc, **session}
+
+
+def json_finite(obj, where: str = "") -> tuple[object, list[str]]:
+    """A copy of a JSON tree with every NaN/inf float replaced by None, and the dotted paths replaced."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None, [where]
+    if isinstance(obj, dict):
+        pairs = [(k, json_finite(v, f"{where}.{k}" if where else str(k))) for k, v in obj.items()]
+        return {k: v for k, (v, _) in pairs}, [p for _, (_, ps) in pairs for p in ps]
+    if isinstance(obj, (list, tuple)):
+        items = [json_finite(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return [v for v, _ in items], [p for _, ps in items for p in ps]
+    return obj, []
 
 
 DEFAULT_BATCH_SIZE = 32
@@ -367,7 +386,7 @@ def encode_dataset(rt: Runtime, model: str, data: str, out: str | Path, *, resol
                 "crop": crop, "crop_recipe": CROPS[crop], "dtype": dtype,
                 "dtype_note": "bf16 is stored as its uint16 bit pattern" if dtype == "bf16" else "",
                 "flip": flip, "precision": rt.precision, "data": header["data"], "world_size": rt.world_size}
-        result = _finish(out, rt, stats, journal, info, sink.written)
+        result = _finish(out, rt, stats, journal, info, sink.written, log)
         upscaled = int(all_reduce_sum(rt, torch.tensor([float(upscaled)], dtype=torch.float64))[0])
         if upscaled:
             say(upscale_warning(upscaled, resolution))
