@@ -39,7 +39,7 @@ _MINIMA: dict[str, float] = {
     "loss.adversarial": 0.0, "train.keep_checkpoints": 0,
     "train.steps": 1, "train.batch_size": 1, "train.grad_accum": 1, "train.ema_decay": 0.0,
     "train.max_nonfinite": 1, "log.every": 1, "log.sample_every": 1, "log.checkpoint_every": 1,
-    "distill.mean": 0.0, "distill.logvar": 0.0,
+    "distill.mean": 0.0, "distill.logvar": 0.0, "train.batch_per_gpu": 1, "runtime.dist_timeout_s": 1.0,
 }
 # Exclusive upper bounds.
 _MAXIMA_EXCL: dict[str, float] = {"optim.betas": 1.0, "optim.disc_betas": 1.0, "train.ema_decay": 1.0,
@@ -166,6 +166,10 @@ def _validate(cfg: Config, where: Where) -> Config:
             value = _get(cfg, key)
             if any(v is not None and fails(v, bound) for v in (value if isinstance(value, list) else [value])):
                 raise UserError(f"config key '{key}' must be {rule} {bound}, got {value!r}{where(key)}")
+    if cfg.train.batch_per_gpu is not None and "train.batch_size" in getattr(where, "given", {}):
+        raise UserError(f"train.batch_size{where('train.batch_size')} and train.batch_per_gpu={cfg.train.batch_per_gpu}"
+                        f"{where('train.batch_per_gpu')} both set: give one (--set train.batch_per_gpu=null to use "
+                        "a global batch)")
     lo, hi = cfg.data.rescale
     if lo > hi:
         raise UserError(f"config key 'data.rescale' must be [low, high] with low <= high, got {cfg.data.rescale}"

@@ -13,16 +13,27 @@ The stop semantics every long command shares (training, encode-dataset, eval):
   unexpectedly" error at the next fetch becomes a stop (`fetch`).
 - `reason` is the start of the command's one-line message; `exit_code` is 128 + the signal (the one
   received, or the one that killed the worker).
+- Under torchrun, a peer rank that dies breaks the next collective on the others: `peers_guard` turns that
+  error into one line ("rank 0: peer rank 1 is gone; last checkpoint step N") and exit status 1, so the
+  elastic agent restarts the group (`--max-restarts`) and the rerun resumes from last.pt. The process group
+  is then aborted, not destroyed (`runtime.open`). torchrun's agent forwards SIGTERM to every rank and
+  kills them `--shutdown-timeout` seconds later (default 30, env TORCH_ELASTIC_SHUTDOWN_TIMEOUT).
+- Test hook (`fault_injection_point`): LITEVAE_TEST_KILL_AT_STEP=N makes rank LITEVAE_TEST_KILL_RANK (default 1)
+  exit at once (os._exit) when training reaches step N, on the first torchrun attempt only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+from pathlib import Path
 from typing import Iterator, Optional
 
-from litevae_cli.errors import one_line
+from litevae_cli.errors import Stopped, one_line
+
+PEER_LOST_EXIT = 1  # non-zero: torchrun's agent restarts the group when --max-restarts allows
 
 
 def ignore_stop_signals() -> None:
@@ -129,3 +140,43 @@ class StopSignal:
             if batch is None:
                 return
             yield batch
+
+
+# ---------------------------------------------------------------------- peer ranks under torchrun
+def checkpoint_step(run_dir: Path) -> Optional[int]:
+    """The step of the run's newest checkpoint (memory-mapped: only the step is read); None when none is readable."""
+    import torch
+
+    from litevae_cli.files.checkpoint import latest_checkpoint
+
+    path = latest_checkpoint(run_dir)
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["step"]) if path else None
+    except Exception:  # noqa: BLE001 - only for the peer-loss message
+        return None
+
+
+@contextlib.contextmanager
+def peers_guard(rank: int, world_size: int, run_dir: Path):
+    """Inside, a collective that fails because a peer rank is gone becomes a `Stopped` with one line naming
+    the step of the run's last checkpoint, exit status `PEER_LOST_EXIT`."""
+    try:
+        yield
+    except RuntimeError as err:
+        from litevae_cli.runtime import is_peer_loss
+
+        if world_size < 2 or not is_peer_loss(err):
+            raise
+        peer = f"peer rank {1 - rank}" if world_size == 2 else "a peer rank"
+        step = checkpoint_step(run_dir)
+        saved = f"last checkpoint step {step}" if step is not None else "no checkpoint yet"
+        raise Stopped(f"rank {rank}: {peer} is gone; {saved}; rerun the same command (or torchrun "
+                      f"--max-restarts) to resume ({one_line(err, 120)})", PEER_LOST_EXIT) from None
+
+
+def fault_injection_point(rank: int, step: int) -> None:
+    """The fault injection of the elastic-restart test (module docstring); nothing when unset."""
+    at = os.environ.get("LITEVAE_TEST_KILL_AT_STEP")
+    if (at and step == int(at) and rank == int(os.environ.get("LITEVAE_TEST_KILL_RANK", "1"))
+            and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"):
+        os._exit(int(os.environ.get("LITEVAE_TEST_KILL_CODE", "9")))
