@@ -247,14 +247,29 @@ def dist_timeout(value: float | None = None) -> float:
     return seconds
 
 
+def launcher_store(rank: int, world_size: int, timeout_s: float) -> "dist.Store":
+    """The launcher's store at MASTER_ADDR:MASTER_PORT (torchrun's agent hosts it; without the agent, rank 0),
+    under a prefix per torchrun restart attempt: the agent keeps one store across restarts, and the keys an
+    earlier attempt left there (gloo's peer addresses, NCCL's unique id) sent the next attempt's ranks to dead
+    peers, a hang at init (seen with `--max-restarts`, gloo, this torch)."""
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ.get("MASTER_PORT", "29500")), world_size,
+                          is_master=not agent and rank == 0, timeout=timedelta(seconds=timeout_s))
+    return dist.PrefixStore(f"litevae/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+
+
 def init_process_group(backend: str, rank: int, world_size: int, device: torch.device, timeout_s: float) -> None:
-    """Join the process group: env:// under torchrun (MASTER_ADDR set), an in-process store for a 1-rank group;
-    `device_id` binds NCCL to this rank's GPU (eager communicator init, no guessing in barrier())."""
+    """Join the process group: the launcher's store (`launcher_store`) under torchrun (MASTER_ADDR set), an
+    in-process store for a 1-rank group; `device_id` binds NCCL to this rank's GPU (eager communicator init)."""
     kwargs: dict = {"backend": backend, "rank": rank, "world_size": world_size, "timeout": timedelta(seconds=timeout_s)}
     if device.type == "cuda":
         kwargs["device_id"] = device
     if "MASTER_ADDR" in os.environ:
-        kwargs["init_method"] = "env://"
+        try:
+            kwargs["store"] = launcher_store(rank, world_size, timeout_s)
+        except (RuntimeError, ValueError) as err:
+            raise UserError(f"rank {rank} of {world_size}: cannot reach the launcher's store at "
+                            f"{os.environ['MASTER_ADDR']}:{os.environ.get('MASTER_PORT')}: {one_line(err, 200)}") from None
     elif world_size == 1:
         kwargs["store"] = dist.HashStore()
     else:

@@ -57,8 +57,11 @@ def test_device_cuda_n_under_torchrun_is_refused_in_one_line(cuda):
 
 
 def test_nccl_group_gets_timeout_and_device_id(cuda, monkeypatch):
-    calls = []
+    calls, stores = [], []
     monkeypatch.setattr(dist, "init_process_group", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(dist, "TCPStore", lambda *a, **kw: stores.append((a, kw)) or dist.HashStore())
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "2")
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
     monkeypatch.setattr(dist, "is_initialized", lambda: False)
     monkeypatch.setattr(dist, "get_backend", lambda *a: "nccl")
     monkeypatch.setattr(dist, "get_rank", lambda *a: 3)
@@ -68,8 +71,13 @@ def test_nccl_group_gets_timeout_and_device_id(cuda, monkeypatch):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     rt = runtime.setup_runtime(None, "fp32")
+    store = calls[0].pop("store")
     assert calls == [{"backend": "nccl", "rank": 3, "world_size": 8, "timeout": timedelta(seconds=600),
-                      "device_id": torch.device("cuda", 3), "init_method": "env://"}]
+                      "device_id": torch.device("cuda", 3)}]
+    # torchrun's agent store, as a client, keys under this restart attempt's prefix (stale keys hung a restart)
+    assert stores == [(("10.0.0.1", 29500, 8), {"is_master": False, "timeout": timedelta(seconds=600)})]
+    store.set("k", "v")
+    assert isinstance(store, dist.PrefixStore) and store.underlying_store.get("litevae/attempt-2/k") == b"v"
     assert (rt.device, rt.rank, rt.world_size, rt.backend, rt.dist_timeout_s) == (torch.device("cuda", 3), 3, 8,
                                                                                   "nccl", 600.0)
     assert rt.dist_record() == {"world_size": 8, "backend": "nccl", "dist_timeout_s": 600.0}
@@ -159,6 +167,7 @@ def test_a_lost_peer_is_one_line_with_the_last_checkpoint_step(tmp_path):
             raise RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:4242\nmore")
     assert str(stop.value).startswith("rank 0: peer rank 1 is gone; last checkpoint step 2;")
     assert "\n" not in str(stop.value) and stop.value.code == 1
+    assert str(stop.value).endswith("to resume (Connection closed by peer [127.0.0.1]:4242)")
     with pytest.raises(Stopped, match="rank 3: a peer rank is gone; no checkpoint yet"):
         with peers_guard(3, 4, tmp_path / "empty"):
             raise dist.DistBackendError("NCCL error: remote process exited")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import threading
 from pathlib import Path
@@ -171,7 +172,12 @@ def peers_guard(rank: int, world_size: int, run_dir: Path):
         step = checkpoint_step(run_dir)
         saved = f"last checkpoint step {step}" if step is not None else "no checkpoint yet"
         raise Stopped(f"rank {rank}: {peer} is gone; {saved}; rerun the same command (or torchrun "
-                      f"--max-restarts) to resume ({one_line(err, 120)})", PEER_LOST_EXIT) from None
+                      f"--max-restarts) to resume ({_cause(err)})", PEER_LOST_EXIT) from None
+
+
+def _cause(err: BaseException) -> str:
+    """The error's first line without the C++ source location gloo and NCCL put in front."""
+    return re.sub(r"^\[[^\]]*\]\s*", "", one_line(err, 400))[:160]
 
 
 def fault_injection_point(rank: int, step: int) -> None:
