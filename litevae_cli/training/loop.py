@@ -91,10 +91,6 @@ def train(command: str, preset: str, data: str, out: str | Path, *, init_from: s
         return code
 
 
-def micro_batch_size(rt: Runtime, cfg: Config) -> int:
-    return batch_plan(cfg, rt.world_size).per_gpu
-
-
 def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | None = None,
         weights_dir: str | Path | None = None, download_weights: bool = False, use_ema: bool = True) -> int:
     """Check everything, build loss and state, then, holding OUT's lock: resume from OUT or initialise
