@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Iterator
 
 PROCESS_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
-DEFAULT_DIST_TIMEOUT_S = 600.0  # a collective waits this long for the slowest rank (first-step compile, a checkpoint write)
+DEFAULT_DIST_TIMEOUT_S = 600.0  # a collective waits this long for the slowest rank (first-step compile, checkpoint)
 TIMEOUT_ENV, FORCE_ENV = "LITEVAE_DIST_TIMEOUT_S", "LITEVAE_FORCE_DISTRIBUTED"  # for commands without a config
 
 
@@ -268,8 +268,9 @@ def init_process_group(backend: str, rank: int, world_size: int, device: torch.d
         try:
             kwargs["store"] = launcher_store(rank, world_size, timeout_s)
         except (RuntimeError, ValueError) as err:
-            raise UserError(f"rank {rank} of {world_size}: cannot reach the launcher's store at "
-                            f"{os.environ['MASTER_ADDR']}:{os.environ.get('MASTER_PORT')}: {one_line(err, 200)}") from None
+            where = f"{os.environ['MASTER_ADDR']}:{os.environ.get('MASTER_PORT')}"
+            raise UserError(f"rank {rank} of {world_size}: cannot reach the launcher's store at {where}: "
+                            f"{one_line(err, 200)}") from None
     elif world_size == 1:
         kwargs["store"] = dist.HashStore()
     else:

@@ -112,7 +112,7 @@ def test_sigterm_to_torchrun_saves_on_rank0_within_the_grace(tmp_path):
     proc.send_signal(signal.SIGTERM)  # to the agent, which forwards it to both ranks (as a scheduler would)
     text = proc.communicate(timeout=60)[0]
     took = time.monotonic() - sent
-    assert took < 20, f"{took:.1f} s: torchrun's 30 s grace nearly ran out\n{text[-3000:]}"
+    assert took < 25, f"{took:.1f} s: torchrun's 30 s grace nearly ran out\n{text[-3000:]}"
     assert "SIGTERM received: stopped after step" in text and "SIGKILL" not in text, text[-3000:]
     ckpt = _model(out)
     assert ckpt["step"] >= 2

@@ -167,9 +167,9 @@ def _validate(cfg: Config, where: Where) -> Config:
             if any(v is not None and fails(v, bound) for v in (value if isinstance(value, list) else [value])):
                 raise UserError(f"config key '{key}' must be {rule} {bound}, got {value!r}{where(key)}")
     if cfg.train.batch_per_gpu is not None and "train.batch_size" in getattr(where, "given", {}):
-        raise UserError(f"train.batch_size{where('train.batch_size')} and train.batch_per_gpu={cfg.train.batch_per_gpu}"
-                        f"{where('train.batch_per_gpu')} both set: give one (--set train.batch_per_gpu=null to use "
-                        "a global batch)")
+        per_gpu = f"train.batch_per_gpu={cfg.train.batch_per_gpu}{where('train.batch_per_gpu')}"
+        raise UserError(f"train.batch_size{where('train.batch_size')} and {per_gpu} both set: give one "
+                        "(--set train.batch_per_gpu=null to use a global batch)")
     lo, hi = cfg.data.rescale
     if lo > hi:
         raise UserError(f"config key 'data.rescale' must be [low, high] with low <= high, got {cfg.data.rescale}"

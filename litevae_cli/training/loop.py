@@ -16,7 +16,7 @@ Adam for the autoencoder and, when a discriminator is configured, a second Adam 
 Batches (`training.batching`): `train.batch_size` is the GLOBAL batch of one optimizer step; each rank
 reads batch_size / (world_size x grad_accum) images per micro-batch, from its own part of the data;
 `train.batch_per_gpu` overrides it with a per-rank batch. The start line and the run record say which.
-Peers: under torchrun a rank whose peer died ends with one line and exit 1 (`jobs.stopping.peers_guard`).
+Peers: under torchrun a rank whose peer died ends with one line and exit 1 (`train`: `jobs.stopping.peers_guard`).
 Resume: rerunning with the same `--out` continues from OUT/checkpoints/last.pt with the weights,
 both optimizers, scaler, step, every rank's RNG states and the data position; on CPU with the same
 world size and workers the result is bit-identical to an uninterrupted run.
@@ -83,7 +83,7 @@ def train(command: str, preset: str, data: str, out: str | Path, *, init_from: s
         dump_config(cfg, sys.stdout)
         return 0
     with runtime.open(device, cfg.train.precision, force_distributed=cfg.runtime.force_distributed or None,
-                      dist_timeout_s=cfg.runtime.dist_timeout_s) as rt:
+                      dist_timeout_s=cfg.runtime.dist_timeout_s) as rt, peers_guard(rt.rank, rt.world_size, Path(out)):
         code = run(rt, cfg, data, Path(out), init_from=init_from, weights_dir=weights_dir,
                    download_weights=download_weights, use_ema=use_ema)
         if code:  # a stop: the other ranks may be gone already; leave without waiting on them
@@ -173,8 +173,7 @@ def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | 
                  f"out {out}")
         if note := lr_note(cfg, plan):
             rt.print(note)
-        with peers_guard(rt.rank, rt.world_size, out):
-            return fit(rt, cfg, state, batches, loss_fn, out, signals, resumed=resume_path is not None)
+        return fit(rt, cfg, state, batches, loss_fn, out, signals, resumed=resume_path is not None)
 
 
 @dataclass
