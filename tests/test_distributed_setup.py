@@ -44,12 +44,16 @@ def test_each_rank_takes_its_local_rank_gpu_or_the_only_one_it_sees(cuda):
         runtime.select_device("cuda", local_rank=3, local_world_size=4)
 
 
-def test_device_cuda_n_under_torchrun_is_refused_in_one_line(cuda):
+def test_device_cuda_n_under_torchrun_is_refused_in_one_line(cuda, monkeypatch):
     with pytest.raises(UserError) as err:
         runtime.select_device("cuda:0", local_rank=1, local_world_size=8)
     assert "--device cuda:0 under torchrun would put all 8 ranks" in str(err.value)
     assert "\n" not in str(err.value)
     assert runtime.select_device("cuda:1", local_rank=0, local_world_size=1) == torch.device("cuda", 1)
+    for key, value in {"WORLD_SIZE": "8", "RANK": "1", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "8"}.items():
+        monkeypatch.setenv(key, value)  # as torchrun sets them: the command line's --device meets the same check
+    with pytest.raises(UserError, match="under torchrun would put all 8 ranks of this node on GPU 0"):
+        runtime.setup_runtime("cuda:0", "fp32", init_distributed=False)
     with pytest.raises(UserError, match="sees 8 CUDA device"):
         runtime.select_device("cuda:9")
     with pytest.raises(UserError, match="cpu, cuda"):
