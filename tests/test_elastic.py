@@ -54,6 +54,20 @@ def _train(preset, data, out, *extra):
             *extra]
 
 
+def _launch(cmd, **env) -> subprocess.Popen:
+    """torchrun in its own session, so `_finish` can end its workers too if it hangs."""
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(**env),
+                            start_new_session=True)
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 240) -> str:
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -71,18 +85,16 @@ def test_two_node_launch_and_an_elastic_restart_end_equal(tmp_path):
     ref = tmp_path / "ref"
     node = [*RUN, "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
             "--rdzv-endpoint", f"127.0.0.1:{_free_port()}", "--rdzv-id", "litevae-test"]
-    nodes = [subprocess.Popen(node + _train(preset, data, ref), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, env=_env()) for _ in range(2)]
-    logs = [p.communicate(timeout=240)[0] for p in nodes]
+    nodes = [_launch(node + _train(preset, data, ref)) for _ in range(2)]
+    logs = [_finish(p) for p in nodes]
     assert [p.returncode for p in nodes] == [0, 0], "\n".join(logs)[-4000:]
     assert sum("batch 4 global = 2 per rank x 1 accum x 2 ranks (train.batch_size)" in log for log in logs) == 1
 
     # Elastic: rank 1 dies after step 3 on the first attempt; the agent restarts both ranks.
     out = tmp_path / "elastic"
-    proc = subprocess.run([*RUN, "--standalone", "--nproc-per-node", "2", "--max-restarts", "1",
-                           *_train(preset, data, out, "--set", "train.batch_per_gpu=2")],
-                          capture_output=True, text=True, env=_env(LITEVAE_TEST_KILL_AT_STEP="3"), timeout=240)
-    text = proc.stdout + proc.stderr
+    proc = _launch([*RUN, "--standalone", "--nproc-per-node", "2", "--max-restarts", "1",
+                    *_train(preset, data, out, "--set", "train.batch_per_gpu=2")], LITEVAE_TEST_KILL_AT_STEP="3")
+    text = _finish(proc)
     assert proc.returncode == 0, text[-4000:]
     assert "rank 0: peer rank 1 is gone; last checkpoint step 2;" in text
     assert "Traceback" not in text
@@ -101,16 +113,17 @@ def test_two_node_launch_and_an_elastic_restart_end_equal(tmp_path):
 def test_sigterm_to_torchrun_saves_on_rank0_within_the_grace(tmp_path):
     preset, data = _setup(tmp_path)
     out = tmp_path / "run"
-    proc = subprocess.Popen([*RUN, "--standalone", "--nproc-per-node", "2",
-                             *_train(preset, data, out, "--steps", "100000")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+    proc = _launch([*RUN, "--standalone", "--nproc-per-node", "2", *_train(preset, data, out, "--steps", "100000")])
     metrics = out / "metrics.jsonl"
     deadline = time.monotonic() + 120
-    while not (metrics.is_file() and metrics.read_text().count("\n") >= 2) and time.monotonic() < deadline:
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("no training step within 120 s")
         time.sleep(0.2)
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)  # to the agent, which forwards it to both ranks (as a scheduler would)
-    text = proc.communicate(timeout=60)[0]
+    text = _finish(proc, timeout=60)
     took = time.monotonic() - sent
     assert took < 25, f"{took:.1f} s: torchrun's 30 s grace nearly ran out\n{text[-3000:]}"
     assert "SIGTERM received: stopped after step" in text and "SIGKILL" not in text, text[-3000:]
