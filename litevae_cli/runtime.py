@@ -9,7 +9,8 @@ which also tears it down (leaves the process group) however the block ends.
   bf16 on CUDA with bf16 support and on CPUs with native bf16 (AMX or AVX512-BF16), fp32 elsewhere; the
   runtime keeps what was chosen and why (`precision_reason`) for the run record. The DWT and the losses
   run in fp32 regardless (`float32_region`).
-- Distributed: torchrun's env:// (RANK/WORLD_SIZE/LOCAL_RANK); nccl on GPU (with `device_id`), gloo on CPU,
+- Distributed: torchrun's environment (RANK/WORLD_SIZE/LOCAL_RANK; its store at MASTER_ADDR:MASTER_PORT, keys
+  under a prefix per restart attempt: `launcher_store`); nccl on GPU (with `device_id`), gloo on CPU,
   each with a timeout (`runtime.dist_timeout_s`, env LITEVAE_DIST_TIMEOUT_S, default 600 s). A rank's GPU is
   its LOCAL_RANK among the visible devices, or the only one it sees (`cuda_index`); `--device cuda:N` with
   several ranks on a node is refused. `runtime.force_distributed` (env LITEVAE_FORCE_DISTRIBUTED=1) joins a
