@@ -230,10 +230,6 @@ def check_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def dist_timeout(value: float | None = None) -> float:
     """The collective timeout in seconds: `value` (runtime.dist_timeout_s), else LITEVAE_DIST_TIMEOUT_S, else 600."""
     if value is not None:
@@ -294,7 +290,8 @@ def setup_runtime(device: str | None = None, precision: str = "fp32", init_distr
     dev = select_device(device, local_rank, local_world)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    force = _env_flag(FORCE_ENV) if force_distributed is None else force_distributed
+    force = force_distributed if force_distributed is not None else \
+        os.environ.get(FORCE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
     backend = timeout = None
     if init_distributed and (world_size > 1 or force):
         timeout = dist_timeout(dist_timeout_s)
@@ -344,19 +341,6 @@ def open(device: str | None = None, precision: str = "fp32", distributed: bool =
         failed = False
     finally:
         teardown_runtime(rt, failed)
-
-
-# What gloo, NCCL and the TCP store say when the other side of a collective is gone.
-PEER_LOSS_MARKS = ("connection reset by peer", "connection closed by peer", "broken pipe", "connection refused",
-                   "socket closed", "timed out waiting", "nccl communicator was aborted", "nccl error",
-                   "remote process exited", "processgroupgloo", "processgroupnccl", "gloo")
-
-
-def is_peer_loss(err: BaseException) -> bool:
-    """Whether `err`, raised by a collective, means a peer rank is gone (or stopped answering)."""
-    if isinstance(err, getattr(dist, "DistError", ())):  # DistBackendError, DistNetworkError, DistStoreError
-        return True
-    return isinstance(err, RuntimeError) and any(m in str(err).lower() for m in PEER_LOSS_MARKS)
 
 
 def process_rank() -> tuple[int, int]:

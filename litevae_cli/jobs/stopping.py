@@ -35,6 +35,10 @@ from typing import Iterator, Optional
 from litevae_cli.errors import Stopped, one_line
 
 PEER_LOST_EXIT = 1  # non-zero: torchrun's agent restarts the group when --max-restarts allows
+# What gloo, NCCL and the TCP store say when the other side of a collective is gone.
+PEER_LOSS_MARKS = ("connection reset by peer", "connection closed by peer", "broken pipe", "connection refused",
+                   "socket closed", "timed out waiting", "nccl communicator was aborted", "nccl error",
+                   "remote process exited", "processgroupgloo", "processgroupnccl", "gloo")
 
 
 def ignore_stop_signals() -> None:
@@ -144,6 +148,14 @@ class StopSignal:
 
 
 # ---------------------------------------------------------------------- peer ranks under torchrun
+def is_peer_loss(err: BaseException) -> bool:
+    """Whether `err`, raised by a collective, means a peer rank is gone (or stopped answering): torch's DistError
+    types (by name: only the runtime imports torch.distributed) or a RuntimeError saying so."""
+    if any(cls.__name__ == "DistError" for cls in type(err).__mro__):  # DistBackendError, DistNetworkError, ...
+        return True
+    return isinstance(err, RuntimeError) and any(m in str(err).lower() for m in PEER_LOSS_MARKS)
+
+
 def checkpoint_step(run_dir: Path) -> Optional[int]:
     """The step of the run's newest checkpoint (memory-mapped: only the step is read); None when none is readable."""
     import torch
@@ -164,8 +176,6 @@ def peers_guard(rank: int, world_size: int, run_dir: Path):
     try:
         yield
     except RuntimeError as err:
-        from litevae_cli.runtime import is_peer_loss
-
         if world_size < 2 or not is_peer_loss(err):
             raise
         peer = f"peer rank {1 - rank}" if world_size == 2 else "a peer rank"
