@@ -178,3 +178,23 @@ def test_a_lost_peer_is_one_line_with_the_last_checkpoint_step(tmp_path):
     with pytest.raises(RuntimeError, match="shape mismatch"):  # not a peer problem: the traceback stays
         with peers_guard(0, 2, tmp_path):
             raise RuntimeError("shape mismatch")
+
+
+def test_after_a_peer_loss_sigterm_cannot_cut_the_line(monkeypatch):
+    import signal
+
+    from litevae_cli.jobs.stopping import StopSignal
+
+    monkeypatch.setattr(runtime, "process_rank", lambda: (0, 2))
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(RuntimeError):
+            with StopSignal():
+                raise RuntimeError("shape mismatch")  # not a peer: the handler before is back
+        assert signal.getsignal(signal.SIGTERM) == before
+        with pytest.raises(RuntimeError):
+            with StopSignal():
+                raise RuntimeError("[pair.cc:534] Connection reset by peer")
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # torchrun's SIGTERM comes while the line is written
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -14,7 +14,8 @@ The stop semantics every long command shares (training, encode-dataset, eval):
 - `reason` is the start of the command's one-line message; `exit_code` is 128 + the signal (the one
   received, or the one that killed the worker).
 - Under torchrun, a peer rank that dies breaks the next collective on the others: `peers_guard` turns that
-  error into one line ("rank 0: peer rank 1 is gone; last checkpoint step N") and exit status 1, so the
+  error into one line ("rank 0: peer rank 1 is gone; last checkpoint step N") and exit status 1 (SIGTERM,
+  which the agent sends on seeing the dead rank, is ignored from then on so it cannot cut the line), so the
   elastic agent restarts the group (`--max-restarts`) and the rerun resumes from last.pt. The process group
   is then aborted, not destroyed (`runtime.open`). torchrun's agent forwards SIGTERM to every rank and
   kills them `--shutdown-timeout` seconds later (default 30, env TORCH_ELASTIC_SHUTDOWN_TIMEOUT).
@@ -80,6 +81,11 @@ class StopSignal:
         for s, h in self._old.items():
             signal.signal(s, h)
         self._old.clear()
+        if exc and exc[1] is not None and _in_main_thread() and hasattr(signal, "SIGTERM") and is_peer_loss(exc[1]):
+            from litevae_cli.runtime import process_rank
+
+            if process_rank()[1] > 1:  # on the way out with the peer-loss line: the agent's SIGTERM must not cut it
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     @property
     def requested(self) -> bool:
