@@ -9,8 +9,15 @@ which also tears it down (leaves the process group) however the block ends.
   bf16 on CUDA with bf16 support and on CPUs with native bf16 (AMX or AVX512-BF16), fp32 elsewhere; the
   runtime keeps what was chosen and why (`precision_reason`) for the run record. The DWT and the losses
   run in fp32 regardless (`float32_region`).
-- Distributed: torchrun's env:// (RANK/WORLD_SIZE/LOCAL_RANK); nccl on GPU, gloo on CPU. Collectives
-  (`all_reduce_sum`, `any_rank`, `gather_objects`, `barrier`) are identities in a single process.
+- Distributed: torchrun's environment (RANK/WORLD_SIZE/LOCAL_RANK; its store at MASTER_ADDR:MASTER_PORT, keys
+  under a prefix per restart attempt: `launcher_store`); nccl on GPU (with `device_id`), gloo on CPU,
+  each with a timeout (`runtime.dist_timeout_s`, env LITEVAE_DIST_TIMEOUT_S, default 600 s). A rank's GPU is
+  its LOCAL_RANK among the visible devices, or the only one it sees (`cuda_index`); `--device cuda:N` with
+  several ranks on a node is refused. `runtime.force_distributed` (env LITEVAE_FORCE_DISTRIBUTED=1) joins a
+  1-rank process group without torchrun, so one GPU runs the DDP/NCCL code paths. Collectives
+  (`all_reduce_sum`, `any_rank`, `gather_objects`, `barrier`) are identities without a process group.
+  Leaving: `destroy_process_group` after a normal end; on an error path the group is aborted
+  (`abort_process_group`), since destroy waits for pending work and a dead peer would hold it until the timeout.
 - Process-level settings (`PROCESS_ENV`), part of every runtime a command opens: OpenMP reads them once,
   when torch loads, so they are applied as this module loads, before it imports torch (and again, for
   anything started later, by `open`); a value already in the environment wins. OMP_WAIT_POLICY=PASSIVE:
@@ -25,10 +32,13 @@ import contextlib
 import os
 import random
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Iterator
 
 PROCESS_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+DEFAULT_DIST_TIMEOUT_S = 600.0  # a collective waits this long for the slowest rank (first-step compile, checkpoint)
+TIMEOUT_ENV, FORCE_ENV = "LITEVAE_DIST_TIMEOUT_S", "LITEVAE_FORCE_DISTRIBUTED"  # for commands without a config
 
 
 def apply_process_settings() -> None:
@@ -42,7 +52,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
-from litevae_cli.errors import UserError  # noqa: E402
+from litevae_cli.errors import UserError, one_line  # noqa: E402
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISION_CHOICES = ("auto", *PRECISIONS)  # what --precision and train.precision accept
@@ -57,10 +67,16 @@ class Runtime:
     world_size: int = 1
     local_rank: int = 0
     precision_reason: str = "asked for"  # why this precision: `resolve_precision`'s reason for auto
+    backend: str | None = None  # the process group's backend (nccl | gloo); None = no process group
+    dist_timeout_s: float | None = None  # the process group's collective timeout
 
     def precision_record(self) -> dict:
         """The precision for a run record: what runs and why."""
         return {"precision": self.precision, "precision_reason": self.precision_reason}
+
+    def dist_record(self) -> dict:
+        """The process group for a run record: world size, backend and timeout (None without one)."""
+        return {"world_size": self.world_size, "backend": self.backend, "dist_timeout_s": self.dist_timeout_s}
 
     @property
     def is_main(self) -> bool:
@@ -68,7 +84,8 @@ class Runtime:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """In a process group: under torchrun, or with one rank when `runtime.force_distributed` asks."""
+        return self.world_size > 1 or self.backend is not None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -126,11 +143,24 @@ class Runtime:
         return contextlib.nullcontext() if (last or not self.distributed) else wrapped.no_sync()
 
 
-def select_device(name: str | None = None, local_rank: int = 0) -> torch.device:
-    """cuda, then mps, then cpu; an explicit name must be available."""
+def cuda_index(local_rank: int) -> int:
+    """This rank's CUDA device among the visible ones: 0 when it sees one (CUDA_VISIBLE_DEVICES set per rank,
+    e.g. SLURM's --gpus-per-task or torchrun --virtual-local-rank), else LOCAL_RANK."""
+    visible = torch.cuda.device_count()
+    if visible == 1:
+        return 0
+    if local_rank < visible:
+        return local_rank
+    raise UserError(f"LOCAL_RANK={local_rank} but this process sees {visible} CUDA devices (CUDA_VISIBLE_DEVICES="
+                    f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): start at most {visible} ranks per node")
+
+
+def select_device(name: str | None = None, local_rank: int = 0, local_world_size: int = 1) -> torch.device:
+    """cuda (this rank's GPU, `cuda_index`), then mps, then cpu; an explicit name must be available.
+    `local_world_size`: ranks on this node; `cuda:N` with more than one would put them all on GPU N."""
     if name is None:
         if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
+            return torch.device("cuda", cuda_index(local_rank))
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -141,8 +171,20 @@ def select_device(name: str | None = None, local_rank: int = 0) -> torch.device:
         raise UserError("--device cuda was asked for but CUDA is not available on this machine")
     if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UserError("--device mps was asked for but MPS is not available on this machine")
-    if kind == "cuda" and ":" not in name:
-        return torch.device("cuda", local_rank)
+    if kind != "cuda":
+        return torch.device(name)
+    if ":" not in name:
+        return torch.device("cuda", cuda_index(local_rank))
+    index = name.split(":", 1)[1]
+    if not index.isdigit():
+        raise UserError(f"--device must be cpu, cuda[:N] or mps, got {name!r}")
+    if local_world_size > 1:
+        raise UserError(f"--device {name} under torchrun would put all {local_world_size} ranks of this node on GPU "
+                        f"{index}: use --device cuda (each rank takes the GPU of its LOCAL_RANK) and "
+                        "CUDA_VISIBLE_DEVICES to choose the GPUs")
+    if int(index) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: this process sees {torch.cuda.device_count()} CUDA device(s) "
+                        f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
     return torch.device(name)
 
 
@@ -188,36 +230,117 @@ def check_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def setup_runtime(device: str | None = None, precision: str = "fp32", init_distributed: bool = True) -> Runtime:
-    """Resolve the device and precision; join the torchrun process group when launched by torchrun."""
+def dist_timeout(value: float | None = None) -> float:
+    """The collective timeout in seconds: `value` (runtime.dist_timeout_s), else LITEVAE_DIST_TIMEOUT_S, else 600."""
+    if value is not None:
+        return float(value)
+    raw = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        seconds = float(raw) if raw.strip() else DEFAULT_DIST_TIMEOUT_S
+    except ValueError:
+        raise UserError(f"{TIMEOUT_ENV}={raw!r}: must be a number of seconds") from None
+    if not seconds > 0:
+        raise UserError(f"{TIMEOUT_ENV}={raw!r}: must be > 0 seconds")
+    return seconds
+
+
+def launcher_store(rank: int, world_size: int, timeout_s: float) -> "dist.Store":
+    """The launcher's store at MASTER_ADDR:MASTER_PORT (torchrun's agent hosts it; without the agent, rank 0),
+    under a prefix per torchrun restart attempt: the agent keeps one store across restarts, and the keys an
+    earlier attempt left there (gloo's peer addresses, NCCL's unique id) sent the next attempt's ranks to dead
+    peers, a hang at init (seen with `--max-restarts`, gloo, this torch)."""
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ.get("MASTER_PORT", "29500")), world_size,
+                          is_master=not agent and rank == 0, timeout=timedelta(seconds=timeout_s))
+    return dist.PrefixStore(f"litevae/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+
+
+def init_process_group(backend: str, rank: int, world_size: int, device: torch.device, timeout_s: float) -> None:
+    """Join the process group: the launcher's store (`launcher_store`) under torchrun (MASTER_ADDR set), an
+    in-process store for a 1-rank group; `device_id` binds NCCL to this rank's GPU (eager communicator init)."""
+    kwargs: dict = {"backend": backend, "rank": rank, "world_size": world_size, "timeout": timedelta(seconds=timeout_s)}
+    if device.type == "cuda":
+        kwargs["device_id"] = device
+    if "MASTER_ADDR" in os.environ:
+        try:
+            kwargs["store"] = launcher_store(rank, world_size, timeout_s)
+        except (RuntimeError, ValueError) as err:
+            where = f"{os.environ['MASTER_ADDR']}:{os.environ.get('MASTER_PORT')}"
+            raise UserError(f"rank {rank} of {world_size}: cannot reach the launcher's store at {where}: "
+                            f"{one_line(err, 200)}") from None
+    elif world_size == 1:
+        kwargs["store"] = dist.HashStore()
+    else:
+        raise UserError(f"WORLD_SIZE={world_size} but MASTER_ADDR is not set: launch several ranks with torchrun")
+    try:
+        dist.init_process_group(**kwargs)
+    except (RuntimeError, ValueError) as err:  # DistError (rendezvous, network) is a RuntimeError
+        raise UserError(f"rank {rank} of {world_size}: cannot join the {backend} process group: "
+                        f"{one_line(err, 200)}") from None
+
+
+def setup_runtime(device: str | None = None, precision: str = "fp32", init_distributed: bool = True,
+                  force_distributed: bool | None = None, dist_timeout_s: float | None = None) -> Runtime:
+    """Resolve the device and precision; join the torchrun process group when launched by torchrun, or a
+    1-rank one when `force_distributed` (None: env LITEVAE_FORCE_DISTRIBUTED)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = select_device(device, local_rank)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
+    dev = select_device(device, local_rank, local_world)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    if world_size > 1 and init_distributed and not dist.is_initialized():
-        backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size)
+    force = force_distributed if force_distributed is not None else \
+        os.environ.get(FORCE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    backend = timeout = None
+    if init_distributed and (world_size > 1 or force):
+        timeout = dist_timeout(dist_timeout_s)
+        if not dist.is_initialized():
+            init_process_group("nccl" if dev.type == "cuda" else "gloo", rank, world_size, dev, timeout)
+        backend = str(dist.get_backend())
+        rank, world_size = dist.get_rank(), dist.get_world_size()
     chosen, reason = resolve_precision(check_precision(precision, dev), dev)
-    return Runtime(dev, chosen, rank, world_size, local_rank, precision_reason=reason)
+    return Runtime(dev, chosen, rank, world_size, local_rank, precision_reason=reason, backend=backend,
+                   dist_timeout_s=timeout)
 
 
-def teardown_runtime(rt: Runtime) -> None:
+def abort_process_group() -> None:
+    """Leave the process group without waiting for peers (an error path: one may be gone). NCCL: abort its
+    communicators (`destroy_process_group` would wait for pending work until the timeout); gloo has no abort
+    and its destroy does not wait on peers."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
+    try:
+        if dist.get_backend() == "nccl" and abort is not None:
+            abort()
+        else:
+            dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - already on an error path; the error that brought us here is what matters
+        pass
+
+
+def teardown_runtime(rt: Runtime, failed: bool = False) -> None:
+    """Leave the process group: destroy after a normal end, abort on an error path (`failed`)."""
     if rt.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+        abort_process_group() if failed else dist.destroy_process_group()
 
 
 @contextlib.contextmanager
-def open(device: str | None = None, precision: str = "fp32", distributed: bool = True) -> Iterator[Runtime]:  # noqa: A001
-    """The runtime of one command (`setup_runtime`), torn down when the block ends, however it ends.
-    `distributed=False`: never join a process group (commands that each rank runs on its own)."""
+def open(device: str | None = None, precision: str = "fp32", distributed: bool = True,  # noqa: A001
+         force_distributed: bool | None = None, dist_timeout_s: float | None = None) -> Iterator[Runtime]:
+    """The runtime of one command (`setup_runtime`), torn down when the block ends, however it ends (an
+    exception aborts the process group instead of waiting on peers). `distributed=False`: never join a
+    process group (commands that each rank runs on its own)."""
     apply_process_settings()
-    rt = setup_runtime(device, precision, init_distributed=distributed)
+    rt = setup_runtime(device, precision, init_distributed=distributed, force_distributed=force_distributed,
+                       dist_timeout_s=dist_timeout_s)
+    failed = True
     try:
         yield rt
+        failed = False
     finally:
-        teardown_runtime(rt)
+        teardown_runtime(rt, failed)
 
 
 def process_rank() -> tuple[int, int]:

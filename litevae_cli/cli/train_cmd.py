@@ -2,7 +2,8 @@
 
 The three take the same options (shared ones from `cli.common`) and make the same library call, which
 resolves the config, opens the runtime and runs the loop; finetune adds `--from` and `--train`, distill
-`--teacher` and `--student`. torch is imported inside the call, so `litevae --help` stays fast.
+`--teacher` and `--student`. torch is imported inside the call, so `litevae --help` stays fast. Under
+torchrun a non-zero exit (a stop signal, a peer rank gone: exit 1) is what the elastic agent restarts on.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def pretrain(preset: PresetOpt, data: DataOpt, out: OutDirOpt, steps: StepsOpt =
 
     Rerunning the same command with the same --out resumes from OUT/checkpoints/last.pt.
     Multi-GPU: torchrun --nproc_per_node N -m litevae_cli pretrain ...
+    --batch-size is the global batch of all GPUs; --set train.batch_per_gpu=N sets a batch per GPU instead.
 
     Examples:\n
       litevae pretrain --preset demo --data sample --out runs/demo\n

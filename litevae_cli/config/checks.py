@@ -42,7 +42,7 @@ _MINIMA: dict[str, float] = {
     "loss.adversarial": 0.0, "train.keep_checkpoints": 0,
     "train.steps": 1, "train.batch_size": 1, "train.grad_accum": 1, "train.ema_decay": 0.0,
     "train.max_nonfinite": 1, "log.every": 1, "log.sample_every": 1, "log.checkpoint_every": 1,
-    "distill.mean": 0.0, "distill.logvar": 0.0,
+    "distill.mean": 0.0, "distill.logvar": 0.0, "train.batch_per_gpu": 1, "runtime.dist_timeout_s": 1.0,
 }
 # Inclusive upper bounds and why: past them a value is a typo or a run that runs away (issue 25: a
 # 1000000 px resolution took 9.4 GB before its first step), never a recipe.
@@ -62,6 +62,7 @@ _MAXIMA: dict[str, tuple[float, str]] = {
     # Published VAE recipes use global batches of 16-256; 65536 images per step is a typo.
     "train.batch_size": (65536, "published VAE recipes use 16-256 images per step"),
     "train.grad_accum": (65536, "at most one micro-batch per image of train.batch_size's maximum"),
+    "train.batch_per_gpu": (65536, "published VAE recipes use 16-256 images per step in all"),
     "optim.lr": (1.0, _LR_WHY), "optim.disc_lr": (1.0, _LR_WHY),
     "optim.weight_decay": (1.0, "decoupled weight decay of 1 zeroes the weights each step"),
     "optim.smc_gain_lr_mult": (1000.0, "the demo's 10x already moves the SMC gains fast; 1000x diverges"),
@@ -227,9 +228,13 @@ def _validate(cfg: Config, where: Where) -> Config:
         if any(v is not None and v > bound for v in (value if isinstance(value, list) else [value])):
             shown = bound if isinstance(bound, int) else format(bound, "g")
             raise UserError(f"config key '{key}' must be <= {shown}, got {value!r}{where(key)}: {why}")
-    if cfg.train.batch_size % cfg.train.grad_accum:
+    if cfg.train.batch_per_gpu is None and cfg.train.batch_size % cfg.train.grad_accum:
         raise UserError(f"config key 'train.grad_accum' ({cfg.train.grad_accum}) must divide train.batch_size "
                         f"({cfg.train.batch_size}){where('train.grad_accum')}")
+    if cfg.train.batch_per_gpu is not None and "train.batch_size" in getattr(where, "given", {}):
+        per_gpu = f"train.batch_per_gpu={cfg.train.batch_per_gpu}{where('train.batch_per_gpu')}"
+        raise UserError(f"train.batch_size{where('train.batch_size')} and {per_gpu} both set: give one "
+                        "(--set train.batch_per_gpu=null to use a global batch)")
     lo, hi = cfg.data.rescale
     if lo > hi:
         raise UserError(f"config key 'data.rescale' must be [low, high] with low <= high, got {cfg.data.rescale}"

@@ -59,7 +59,9 @@ class LossCfg:
 @dataclass
 class TrainCfg:
     steps: int  # optimizer steps of this phase
-    batch_size: int = 16  # global batch (P: 16; OL: 32)
+    batch_size: int = 16  # GLOBAL batch of one optimizer step, over all ranks and micro-batches (P: 16; OL: 32)
+    batch_per_gpu: Optional[int] = None  # images per rank per micro-batch; when set it overrides batch_size:
+    #                                      global batch = batch_per_gpu x grad_accum x ranks (training.batching)
     grad_accum: int = 1  # micro-batches per optimizer step
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast dtype); auto: bf16 where the hardware has it
     ema_decay: Optional[float] = None  # EMA of the autoencoder weights; None = off (OL default)
@@ -92,6 +94,13 @@ class DistillCfg:
 
 
 @dataclass
+class RuntimeCfg:
+    """Process-group settings (litevae_cli.runtime)."""
+    force_distributed: bool = False  # join a 1-rank process group without torchrun (DDP/NCCL paths on one GPU)
+    dist_timeout_s: float = 600.0  # how long a collective waits for the slowest rank before failing
+
+
+@dataclass
 class Config:
     name: str
     phase: str  # pretrain | finetune | distill: the subcommand that runs it (finetune starts from --from CKPT)
@@ -103,3 +112,4 @@ class Config:
     train: TrainCfg
     log: LogCfg
     distill: DistillCfg
+    runtime: RuntimeCfg = field(default_factory=RuntimeCfg)

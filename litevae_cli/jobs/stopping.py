@@ -13,16 +13,33 @@ The stop semantics every long command shares (training, encode-dataset, eval):
   unexpectedly" error at the next fetch becomes a stop (`fetch`).
 - `reason` is the start of the command's one-line message; `exit_code` is 128 + the signal (the one
   received, or the one that killed the worker).
+- Under torchrun, a peer rank that dies breaks the next collective on the others: `peers_guard` turns that
+  error into one line ("rank 0: peer rank 1 is gone; last checkpoint step N") and exit status 1 (SIGTERM,
+  which the agent sends on seeing the dead rank, is ignored from then on so it cannot cut the line), so the
+  elastic agent restarts the group (`--max-restarts`) and the rerun resumes from last.pt. The process group
+  is then aborted, not destroyed (`runtime.open`). torchrun's agent forwards SIGTERM to every rank and
+  kills them `--shutdown-timeout` seconds later (default 30, env TORCH_ELASTIC_SHUTDOWN_TIMEOUT).
+- Test hook (`fault_injection_point`): LITEVAE_TEST_KILL_AT_STEP=N makes rank LITEVAE_TEST_KILL_RANK (default 1)
+  exit at once (os._exit) when training reaches step N, on the first torchrun attempt only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import threading
+from pathlib import Path
 from typing import Iterator, Optional
 
-from litevae_cli.errors import one_line
+from litevae_cli.errors import Stopped, one_line
+
+PEER_LOST_EXIT = 1  # non-zero: torchrun's agent restarts the group when --max-restarts allows
+# What gloo, NCCL and the TCP store say when the other side of a collective is gone.
+PEER_LOSS_MARKS = ("connection reset by peer", "connection closed by peer", "broken pipe", "connection refused",
+                   "socket closed", "timed out waiting", "nccl communicator was aborted", "nccl error",
+                   "remote process exited", "processgroupgloo", "processgroupnccl", "gloo")
 
 
 def ignore_stop_signals() -> None:
@@ -64,6 +81,11 @@ class StopSignal:
         for s, h in self._old.items():
             signal.signal(s, h)
         self._old.clear()
+        if exc and exc[1] is not None and _in_main_thread() and hasattr(signal, "SIGTERM") and is_peer_loss(exc[1]):
+            from litevae_cli.runtime import process_rank
+
+            if process_rank()[1] > 1:  # on the way out with the peer-loss line: the agent's SIGTERM must not cut it
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     @property
     def requested(self) -> bool:
@@ -129,3 +151,54 @@ class StopSignal:
             if batch is None:
                 return
             yield batch
+
+
+# ---------------------------------------------------------------------- peer ranks under torchrun
+def is_peer_loss(err: BaseException) -> bool:
+    """Whether `err`, raised by a collective, means a peer rank is gone (or stopped answering): torch's DistError
+    types (by name: only the runtime imports torch.distributed) or a RuntimeError saying so."""
+    if any(cls.__name__ == "DistError" for cls in type(err).__mro__):  # DistBackendError, DistNetworkError, ...
+        return True
+    return isinstance(err, RuntimeError) and any(m in str(err).lower() for m in PEER_LOSS_MARKS)
+
+
+def checkpoint_step(run_dir: Path) -> Optional[int]:
+    """The step of the run's newest checkpoint (memory-mapped: only the step is read); None when none is readable."""
+    import torch
+
+    from litevae_cli.files.checkpoint import latest_checkpoint
+
+    path = latest_checkpoint(run_dir)
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["step"]) if path else None
+    except Exception:  # noqa: BLE001 - only for the peer-loss message
+        return None
+
+
+@contextlib.contextmanager
+def peers_guard(rank: int, world_size: int, run_dir: Path):
+    """Inside, a collective that fails because a peer rank is gone becomes a `Stopped` with one line naming
+    the step of the run's last checkpoint, exit status `PEER_LOST_EXIT`."""
+    try:
+        yield
+    except RuntimeError as err:
+        if world_size < 2 or not is_peer_loss(err):
+            raise
+        peer = f"peer rank {1 - rank}" if world_size == 2 else "a peer rank"
+        step = checkpoint_step(run_dir)
+        saved = f"last checkpoint step {step}" if step is not None else "no checkpoint yet"
+        raise Stopped(f"rank {rank}: {peer} is gone; {saved}; rerun the same command (or torchrun "
+                      f"--max-restarts) to resume ({_cause(err)})", PEER_LOST_EXIT) from None
+
+
+def _cause(err: BaseException) -> str:
+    """The error's first line without the C++ source location gloo and NCCL put in front."""
+    return re.sub(r"^\[[^\]]*\]\s*", "", one_line(err, 400))[:160]
+
+
+def fault_injection_point(rank: int, step: int) -> None:
+    """The fault injection of the elastic-restart test (module docstring); nothing when unset."""
+    at = os.environ.get("LITEVAE_TEST_KILL_AT_STEP")
+    if (at and step == int(at) and rank == int(os.environ.get("LITEVAE_TEST_KILL_RANK", "1"))
+            and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"):
+        os._exit(int(os.environ.get("LITEVAE_TEST_KILL_CODE", "9")))

@@ -13,8 +13,10 @@ Adam for the autoencoder and, when a discriminator is configured, a second Adam 
 `discriminator.start_step` on; the adversarial term has the constant weight `loss.adversarial`
 (no adaptive weight: P reports it unstable in mixed precision); EMA of the autoencoder.
 
-Batches: `train.batch_size` is the GLOBAL batch of one optimizer step; each rank reads
-batch_size / (world_size x grad_accum) images per micro-batch, from its own part of the data.
+Batches (`training.batching`): `train.batch_size` is the GLOBAL batch of one optimizer step; each rank
+reads batch_size / (world_size x grad_accum) images per micro-batch, from its own part of the data;
+`train.batch_per_gpu` overrides it with a per-rank batch. The start line and the run record say which.
+Peers: under torchrun a rank whose peer died ends with one line and exit 1 (`train`: `jobs.stopping.peers_guard`).
 Resume: rerunning with the same `--out` continues from OUT/checkpoints/last.pt with the weights,
 both optimizers, scaler, step, every rank's RNG states and the data position; on CPU with the same
 world size and workers the result is bit-identical to an uninterrupted run.
@@ -54,7 +56,8 @@ from litevae_cli.errors import UserError
 from litevae_cli.files.outputs import SKIPPED_NAME, SkipLog, check_out_dir, locked, writing
 from litevae_cli.jobs.progress import TrainProgress
 from litevae_cli.runtime import Runtime, all_reduce_sum, any_rank, barrier, gather_objects, seed_everything
-from litevae_cli.jobs.stopping import StopSignal
+from litevae_cli.jobs.stopping import StopSignal, fault_injection_point, peers_guard
+from litevae_cli.training.batching import batch_plan, lr_note
 from litevae_cli.training.log import LossMeter, RunLog, save_reconstructions, wandb_module
 from litevae_cli.files.hub import is_hub_id
 from litevae_cli.training.distill import (DistillLoss, check_student_fits, distill_spec, init_from_teacher,
@@ -81,17 +84,13 @@ def train(command: str, preset: str, data: str, out: str | Path, *, init_from: s
         return 0
     if cfg.log.wandb:
         wandb_module()  # installed? (a one-line error before any work)
-    with runtime.open(device, cfg.train.precision) as rt:
-        return run(rt, cfg, data, Path(out), init_from=init_from, weights_dir=weights_dir,
+    with runtime.open(device, cfg.train.precision, force_distributed=cfg.runtime.force_distributed or None,
+                      dist_timeout_s=cfg.runtime.dist_timeout_s) as rt, peers_guard(rt.rank, rt.world_size, Path(out)):
+        code = run(rt, cfg, data, Path(out), init_from=init_from, weights_dir=weights_dir,
                    download_weights=download_weights, use_ema=use_ema)
-
-
-def micro_batch_size(rt: Runtime, cfg: Config) -> int:
-    per_step = rt.world_size * cfg.train.grad_accum
-    if cfg.train.batch_size % per_step:
-        raise UserError(f"train.batch_size={cfg.train.batch_size} must be divisible by world size x grad_accum "
-                        f"= {rt.world_size} x {cfg.train.grad_accum}")
-    return cfg.train.batch_size // per_step
+        if code:  # a stop: the other ranks may be gone already; leave without waiting on them
+            runtime.abort_process_group()
+        return code
 
 
 def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | None = None,
@@ -101,7 +100,8 @@ def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | 
     source = resolve_source(data)
     for note in source.notes:
         rt.print(note)
-    micro = micro_batch_size(rt, cfg)
+    plan = batch_plan(cfg, rt.world_size)
+    micro = plan.per_gpu
     resume_path = latest_checkpoint(out)
     if resume_path is None and init_from is not None and not Path(init_from).exists() and not is_hub_id(init_from):
         raise UserError(f"--from checkpoint not found: {init_from}")
@@ -128,7 +128,7 @@ def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | 
     state = build_train_state(rt, cfg)
     if teacher is not None:
         check_student_fits(state.model.encoder, teacher)
-    state.run = run_record(data, rt)
+    state.run = run_record(data, rt) | {"batch": plan.record(), "distributed": rt.dist_record()}
     with locked(out, rt), StopSignal() as signals:
         resume_path = latest_checkpoint(out)  # again: under the lock, it cannot change any more
         rng = None
@@ -170,10 +170,11 @@ def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | 
             for stale in checkpoint_dir(out).glob(".*.pt.*"):  # temp files of a save cut short by kill -9
                 stale.unlink(missing_ok=True)
         rt.print(f"{cfg.phase} {cfg.name}: {cfg.model.describe()}, disc {cfg.discriminator.name}, "
-                 f"{cfg.data.resolution}px, batch {cfg.train.batch_size} = {micro} x {cfg.train.grad_accum} accum "
-                 f"x {rt.world_size} ranks, {cfg.train.steps} steps, {rt.device} {rt.precision}"
+                 f"{cfg.data.resolution}px, {plan.describe()}, {cfg.train.steps} steps, {rt.device} {rt.precision}"
                  f"{f' ({rt.precision_reason})' if cfg.train.precision == 'auto' else ''}, data {source.spec}, "
                  f"out {out}")
+        if note := lr_note(cfg, plan):
+            rt.print(note)
         return fit(rt, cfg, state, batches, loss_fn, out, signals, resumed=resume_path is not None)
 
 
@@ -250,9 +251,10 @@ def train_step(rt: Runtime, cfg: Config, state: TrainState, loss_fn, micro_image
     return StepResult(g_terms, d_terms, seen, bad, False)
 
 
-def save_checkpoint(rt: Runtime, cfg: Config, state: TrainState, out: Path, numbered: bool) -> Path:
+def save_checkpoint(rt: Runtime, cfg: Config, state: TrainState, out: Path, numbered: bool, wait: bool = True) -> Path:
     """last.pt (atomic) and, when `numbered`, step-XXXXXXX.pt as a hard link of the same file; then only
-    the `train.keep_checkpoints` newest numbered files stay. Collective (gathers every rank's RNG); only rank 0 writes."""
+    the `train.keep_checkpoints` newest numbered files stay. Collective (gathers every rank's RNG); only rank 0
+    writes; `wait=False` (a stop): the other ranks leave without waiting for the write."""
     if not all_finite(state.model):  # identical weights on every rank, so every rank raises together
         raise UserError(f"step {state.step}: the autoencoder weights are not finite; "
                         "the last good checkpoint is left as it was")
@@ -274,7 +276,8 @@ def save_checkpoint(rt: Runtime, cfg: Config, state: TrainState, out: Path, numb
                 except OSError:
                     save_atomic(ckpt, last)
                 prune_numbered(ckpt_dir, cfg.train.keep_checkpoints)  # after last.pt is safe
-    barrier(rt)
+    if wait:
+        barrier(rt)
     return last
 
 
@@ -335,10 +338,12 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
 
             # Checkpoint: step-XXXXXXX.pt every checkpoint_every, last.pt always the newest.
             if progressed and (state.step % cfg.log.checkpoint_every == 0 or done):
-                last = save_checkpoint(rt, cfg, state, out, numbered=state.step % cfg.log.checkpoint_every == 0)
+                last = save_checkpoint(rt, cfg, state, out, numbered=state.step % cfg.log.checkpoint_every == 0,
+                                       wait=not stop)
 
             if done:
                 break
+            fault_injection_point(rt.rank, state.step)
 
             # One optimizer step over grad_accum micro-batches (fewer when a loader worker died).
             micro = []
