@@ -1,6 +1,7 @@
 """log.wandb: an offline W&B run read back from its run-*.wandb file: the scalars of metrics.jsonl, the
 reconstruction images, the resolved config, the run name, the same run id on resume; a missing wandb is a
-one-line error before any work."""
+one-line error before any work. The file is read as soon as the command returns: the command must have
+waited for W&B's service process to write it (under CPU load it was often a bare header before)."""
 
 import json
 import struct

@@ -104,7 +104,14 @@ class WandbLog:
         self.run.log({tag: self.wandb.Image(str(png)), "step": step})
 
     def close(self) -> None:
+        """Finish the run and wait until W&B's service process has written it out. run.finish() only asks
+        the service to close the run (wandb 0.31 sends that request without awaiting it), so under CPU load
+        the command could return while the run-*.wandb file was still its bare 7-byte header (a reader such as
+        `wandb sync` or a test then saw no run). wandb.teardown() waits for the service process to exit, which
+        it does only after closing the run's files."""
         self.run.finish()
+        if self.wandb.run is None:  # no other run of this process (a caller's own) still needs the service
+            self.wandb.teardown()
 
 
 class RunLog:
