@@ -25,10 +25,9 @@ def test_quick_run_trains_every_arm_and_reports_every_claim(tmp_path):
     runs = {r["arm"]: r for r in res["runs"]}
     assert set(runs) == {"base", "sd-encoder", "gn-decoder", "full-res", "full-res-px", "no-hf", "no-wavelet",
                          "no-gaussian"}
-    assert "china" not in res["holdout_photos"] or "chelsea" not in res["holdout_photos"]
     assert not {"chelsea", "coffee"} & set(res["holdout_photos"]) and len(res["holdout_photos"]) >= 4
-    for r in runs.values():
-        assert 5 < r["psnr"] < 60 and 0 < r["ssim"] <= 1 and r["images"] == len(res["holdout_photos"])
+    for r in runs.values():  # the quick scale evaluates the first 3 held-out photos
+        assert 5 < r["psnr"] < 60 and 0 < r["ssim"] <= 1 and r["images"] == 3
         per = r["per_image"]["64"]
         assert len(per["psnr"]) == r["images"] and abs(sum(per["psnr"]) / len(per["psnr"]) - r["psnr"]) < 1e-6
         assert r["activation_ratio"]["max"] >= r["activation_ratio"]["mean"] > 1
@@ -38,7 +37,7 @@ def test_quick_run_trains_every_arm_and_reports_every_claim(tmp_path):
     assert runs["full-res"]["pretrain_steps"] == runs["base"]["pretrain_steps"]
     assert runs["full-res-px"]["pretrain_steps"] == runs["base"]["pretrain_steps"] // 4
     for arm in ("base", "sd-encoder"):  # the encoder arms carry the latent vectors of P Table 6
-        assert runs[arm]["latent_crops"] >= 4 * len(res["holdout_photos"]) and runs[arm]["latent_positions"] == 64
+        assert runs[arm]["latent_crops"] == 4 * 3 and runs[arm]["latent_positions"] == 64
     tp = res["encoder_throughput"]
     for key, lo, hi in (("params", 5.0, 6.0), ("gflops_64", 5.0, 6.0)):  # ~5-6x
         assert lo < tp["sd-vae"][key] / tp["litevae"][key] < hi

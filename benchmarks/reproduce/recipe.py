@@ -70,6 +70,8 @@ class Scale:
     batch_size: int | None = None  # None: the presets'
     throughput: dict = field(default_factory=dict)  # encoder img/s job: res, batch, rounds, sd kwargs
     budget_minutes: float | None = None  # no job starts after this many minutes (the run is then partial)
+    eval_limit: int | None = None  # evaluate on the first N held-out photos only (None: all)
+    latent_crops: int = MMD_CROPS_PER_PHOTO  # random crops per held-out photo for the latent vectors
     note: str = ""
 
 
@@ -147,6 +149,7 @@ SCALES: dict[str, Scale] = {
                  note="repro-* presets (LPIPS off: no offline weights), batch 4, EMA 0.99"),
     "quick": Scale("repro-pretrain", "repro-finetune", (0,), ("psnr", "ssim"), cpu_arms(4, 2, 32, 64, (64,)),
                    CPU_CLAIMS, batch_size=2, throughput={"res": 64, "batch": 1, "rounds": 1, "sd_kwargs": SD_ENC_CPU},
+                   eval_limit=3, latent_crops=4,
                    note="smoke test: every arm for a few steps"),
     "paper": Scale("b-pretrain", "b-finetune", (0, 1, 2), ("rfid", "lpips", "psnr", "ssim"), paper_arms(),
                    PAPER_CLAIMS, throughput={"res": 256, "batch": 32, "rounds": 10, "sd_kwargs": {}},
@@ -186,12 +189,12 @@ def build_arm_jobs(scale: Scale, names: list[str], seeds: tuple[int, ...], out: 
                    extra: dict | None = None) -> list[dict]:
     """Seed-major (every arm of seed 0, then of seed 1, ...): a run cut short by the budget still has
     complete, paired comparisons for the seeds it finished."""
-    jobs = []
+    jobs, extra = [], {"eval_limit": scale.eval_limit, "latent_crops": scale.latent_crops, **(extra or {})}
     for seed in seeds:
         for name in names:
             arm = scale.arms[name]
             fin = arm.finetune or (0, 0)
-            jobs.append({**(extra or {}), "name": f"{name}-s{seed}", "kind": "arm", "arm": name, "seed": seed,
+            jobs.append({**extra, "name": f"{name}-s{seed}", "kind": "arm", "arm": name, "seed": seed,
                          "data": data, "holdout": holdout, "pretrain_preset": scale.pretrain_preset,
                          "finetune_preset": scale.finetune_preset, "pretrain_res": arm.pretrain[0],
                          "pretrain_steps": arm.pretrain[1], "finetune_res": fin[0], "finetune_steps": fin[1],
@@ -237,7 +240,8 @@ def resolved_arm(job: dict) -> dict:
                                                                                 phase=p["command"]))}
               for p in phase_plan(job)]
     return {"seed": job["seed"], "data": job["data"], "phases": phases, "eval_res": job["eval_res"],
-            "metrics": job["metrics"], "latents": job["latents"], "holdout": list(HOLDOUT)}
+            "metrics": job["metrics"], "latents": job["latents"], "holdout": list(HOLDOUT),
+            "eval_limit": job.get("eval_limit"), "latent_crops": job.get("latent_crops")}
 
 
 def fingerprint(scale_name: str, seeds: tuple[int, ...] | None = None, optional: bool = False,

@@ -29,8 +29,9 @@ base, no-hf, no-wavelet, no-gaussian 4 x 5.4 + sd-encoder 7.4 + gn-decoder 5.9 +
 img/s. That run's arms took 4.1-21 min each under a load of 0-9 from other jobs (the same base arm 4x its quiet
 cost), so a busy machine can take up to ~2x the estimate: `--budget-minutes` (150 at this scale) starts no
 job after 2.5 h, and the seed-major order leaves complete paired comparisons for every finished seed (the
-report says how many). The SD-encoder and GroupNorm factors are from FLOPs and the old arm times. `--optional` adds the B pair (~35 core-min per seed more: not
-in the default budget).
+report says how many). The SD-encoder and GroupNorm factors are from FLOPs and the old arm times.
+`--optional` adds the B pair, not in the default budget: the full SD-VAE encoder has ~25x LiteVAE-S's
+encoder FLOPs (OL: 137 vs 5.5 GFLOP at 256 px), so its arm alone may cost several times a base arm.
 
     python benchmarks/reproduce/reproduce.py --out bench-results/reproduce --report REPRODUCTION.md   # ~1.3 h
     python benchmarks/reproduce/reproduce.py --quick --out /tmp/repro                                 # every arm, a few steps
@@ -56,7 +57,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # recipe.py, reproduce_report.py; benchmarks/harness.py
 
-from recipe import (HOLDOUT, MMD_CROPS_PER_PHOTO, SCALES, build_arm_jobs, fingerprint, scale_record,  # noqa: E402
+from recipe import (HOLDOUT, SCALES, build_arm_jobs, fingerprint, scale_record,  # noqa: E402
                     selected_arms)
 
 
@@ -183,8 +184,9 @@ def run_jobs(jobs: list[dict], n_slots: int, cpu: bool, out: Path, bundle: bool 
 def build_jobs(args, scale, out: Path, holdout: str) -> tuple[list[dict], dict]:
     seeds = scale.seeds if args.seeds is None else tuple(int(x) for x in args.seeds.split(","))
     names = list(selected_arms(scale, args.optional))
-    extra = {"device": args.device, "eval_limit": args.eval_limit, "latent_crops": MMD_CROPS_PER_PHOTO,
-             "weights_dir": str(args.weights_dir) if args.weights_dir else None}
+    extra = {"device": args.device, "weights_dir": str(args.weights_dir) if args.weights_dir else None}
+    if args.eval_limit is not None:
+        extra["eval_limit"] = args.eval_limit
     jobs = build_arm_jobs(scale, names, seeds, out, args.data, holdout, extra)
     from litevae_cli.config import load_config  # torch-free: the preset's encoder, for the img/s job
 

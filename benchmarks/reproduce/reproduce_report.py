@@ -141,7 +141,8 @@ def claim_section(claim: Claim, base: str, variant: str, results: dict, quick: b
         v = verdict(cis[0][1], +1)
         lines += ["", f"**Verdict (sampled latents): {v}**. Vectors: every latent position of "
                   f"{cis[0][1]['images']} held-out crops, 512 drawn per arm and seed against 512 N(0, I) draws.", ""]
-        return lines + ([f"Caveat: {claim.caveat}", ""] if claim.caveat else []), (claim, interval_text(cis[0][1], "+.4f", "crops"), v)
+        lines += [f"Caveat: {claim.caveat}", ""] if claim.caveat else []
+        return lines, (claim, interval_text(cis[0][1], "+.4f", "crops"), v)
     eval_res = [str(r) for r in arms[base]["eval_res"]]
     head = "| metric @ px | arm | paper | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |"
     lines += [head, "|" + "---|" * (4 + len(seeds))]

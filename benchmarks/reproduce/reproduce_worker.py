@@ -110,7 +110,8 @@ def per_image_psnr(model, holdout: str, resolution: int, limit: int | None) -> d
     return {"names": names, "psnr": values}
 
 
-def latent_vectors(model, holdout: str, resolution: int, crops: int, seed: int, dest: Path) -> dict:
+def latent_vectors(model, holdout: str, resolution: int, crops: int, seed: int, dest: Path,
+                   limit: int | None = None) -> dict:
     """Posterior means and one posterior sample at every latent position of `crops` random crops per held-out
     photo at `resolution` (the photo's shorter side resized to 2x that first), the same crops for every arm
     and seed (fixed RNG); saved as [crops, positions, nz] arrays for the report's MMD (P Table 6)."""
@@ -122,14 +123,13 @@ def latent_vectors(model, holdout: str, resolution: int, crops: int, seed: int, 
     gen = torch.Generator().manual_seed(1234)
     means, samples = [], []
     with torch.no_grad():
-        for batch in make_eval_loader(holdout, 2 * resolution, 1):
-            for img in batch["images"]:
-                for _ in range(crops):
-                    y, x = (int(torch.randint(0, resolution + 1, (1,), generator=gen)) for _ in range(2))
-                    post = model.encode(img[None, :, y:y + resolution, x:x + resolution])
-                    z = post.sample(torch.Generator().manual_seed(seed * 100_003 + len(means)))
-                    means.append(post.mean[0].flatten(1).T.numpy())
-                    samples.append(z[0].flatten(1).T.numpy())
+        for batch in make_eval_loader(holdout, 2 * resolution, 1, limit=limit):
+            corners = torch.randint(0, resolution + 1, (crops, 2), generator=gen).tolist()
+            x = torch.cat([batch["images"][:, :, y:y + resolution, x:x + resolution] for y, x in corners])
+            post = model.encode(x)  # the crops of one photo in one batch
+            z = post.sample(torch.Generator().manual_seed(seed * 100_003 + len(means)))
+            means += list(post.mean.flatten(2).transpose(1, 2).numpy())
+            samples += list(z.flatten(2).transpose(1, 2).numpy())
     np.savez_compressed(dest, mean=np.stack(means).astype(np.float32), sample=np.stack(samples).astype(np.float32))
     return {"latents_file": str(dest), "latent_crops": len(means), "latent_positions": int(means[0].shape[0])}
 
@@ -156,8 +156,8 @@ def measure_arm(job: dict) -> dict:
     result.update(psnr=result["eval"][first].get("psnr"), ssim=result["eval"][first].get("ssim"),
                   images=result["eval"][first]["images"])
     if job["latents"]:
-        result.update(latent_vectors(model, job["holdout"], job["eval_res"][0], job.get("latent_crops", 16),
-                                     job["seed"], run / "latents.npz"))
+        result.update(latent_vectors(model, job["holdout"], job["eval_res"][0], job["latent_crops"], job["seed"],
+                                     run / "latents.npz", limit))
     result["activation_ratio"] = decoder_activation_ratio(ckpt, job["holdout"], job["eval_res"][0], 8)
     result["eval_s"] = round(time.time() - t0, 1)
     return result
