@@ -39,6 +39,7 @@ def test_quick_run_trains_every_arm_and_reports_every_claim(tmp_path):
     for arm in ("base", "sd-encoder"):  # the encoder arms carry the latent vectors of P Table 6
         assert runs[arm]["latent_crops"] == 4 * 3 and runs[arm]["latent_positions"] == 64
     tp = res["encoder_throughput"]
+    assert tp["fingerprint"]["recipe"] == res["fingerprint"]["fingerprint"]
     for key, lo, hi in (("params", 5.0, 6.0), ("gflops_64", 5.0, 6.0)):  # ~5-6x
         assert lo < tp["sd-vae"][key] / tp["litevae"][key] < hi
     report = (out / "REPRODUCTION.md").read_text()
@@ -170,3 +171,23 @@ def test_both_encoders_take_the_same_logvar_init():
         stds = [create_model(name, nz=4, logvar_init=v, **kw)(x).std.mean().item() for v in (0.0, -6.0)]
         assert stds[1] < 0.1 < 0.5 < stds[0], (name, stds)
     assert math.isclose(json.loads(__import__("recipe").sets_json("k", {"a": 1}).split("=", 1)[1])["a"], 1)
+
+
+def test_the_fingerprinted_config_is_the_one_the_worker_runs(capsys):
+    """`recipe.resolved_arm` (the fingerprint's input) equals what `litevae pretrain/finetune --dry-run` prints
+    for the worker's own arguments (`reproduce_worker.phase_args`)."""
+    import yaml
+    from recipe import SCALES, build_arm_jobs, phase_plan, resolved_arm
+    from reproduce_worker import phase_args
+
+    from litevae_cli.cli import app
+
+    scale = SCALES["cpu"]
+    job = build_arm_jobs(scale, ["gn-decoder"], (1,), Path("o"), "sample", "h")[0]
+    fingerprinted = resolved_arm(job)["phases"]
+    for phase, want in zip(phase_plan(job), fingerprinted):
+        capsys.readouterr()
+        app([*phase_args(job, phase, Path("o") / phase["command"]), "--dry-run"], standalone_mode=False)
+        printed = yaml.safe_load(capsys.readouterr().out)
+        printed.pop("run", None)
+        assert printed == yaml.safe_load(yaml.safe_dump(want["config"])), phase["command"]

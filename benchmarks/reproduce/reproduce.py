@@ -265,6 +265,8 @@ def main(argv=None) -> int:
         job["fingerprint"] = {"arm": fp["arms"][job["arm"]], "recipe": fp["fingerprint"], "code": fp["code"],
                               "commit": fp["commit"], "scale": args.scale}
     check_existing(jobs, fp, out)
+    tput["fingerprint"] = {"recipe": fp["fingerprint"], "code": fp["code"], "commit": fp["commit"],
+                           "scale": args.scale}
     if args.remeasure:
         jobs = [dict(j, remeasure=True) for j in jobs]
     start = time.time()

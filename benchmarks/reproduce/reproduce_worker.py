@@ -219,6 +219,7 @@ def main_jobs(paths: list[Path]) -> int:
     for path in paths:
         job = json.loads(path.read_text())
         result = run_job(job) if job["kind"] == "arm" else encoder_throughput(job)
+        result["fingerprint"] = job.get("fingerprint")  # every results file says which recipe made it
         dest = Path(job["result"])
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_suffix(".tmp")

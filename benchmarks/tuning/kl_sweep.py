@@ -210,7 +210,10 @@ def main(argv=None) -> int:
                                                          if k != "per_image"}} for c in ckpts]
         final[w] = measure(args.out / arm_name(w) / "checkpoints" / "last.pt", final=True, **kw)
     choice, why = choose(final)
+    from recipe import code_version, commit
+
     result = {"weights": list(weights), "steps": args.steps, "photos": photos, "choice": choice, "why": why,
+              "code": code_version(), "commit": commit(),
               "final": {repr(w): r for w, r in final.items()}, "curves": curves, "rule": RULE}
     (args.out / "kl_sweep.json").write_text(json.dumps(result, indent=1))
     (args.out / "kl_sweep.md").write_text(report(result))
