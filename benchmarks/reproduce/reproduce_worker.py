@@ -14,6 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recipe import phase_plan  # noqa: E402
+
 
 def litevae(*args: str) -> None:
     """Run a `litevae` subcommand in this process (the CLI app, exactly as the console script)."""
@@ -25,13 +28,13 @@ def litevae(*args: str) -> None:
         raise SystemExit(f"litevae {args[0]} exited with {code}")
 
 
-def phase_args(job: dict, command: str, preset: str, res: int, steps: int, out: Path) -> list[str]:
-    every = max(1, min(steps // 8, 1000))  # a status line per 1/8 of a short run, per 1000 steps of a long one
-    sets = [*job["sets"], f"data.resolution={res}", f"train.seed={job['seed']}", f"log.every={every}",
-            f"log.sample_every={steps}", f"log.checkpoint_every={max(1, min(steps // 4, 5000))}"]
-    args = [command, "--preset", preset, "--data", job["data"], "--out", str(out), "--steps", str(steps),
-            *[a for s in sets for a in ("--set", s)]]
-    for flag in ("batch_size", "device", "weights_dir"):
+def phase_args(job: dict, phase: dict, out: Path) -> list[str]:
+    """The `litevae pretrain|finetune` arguments of one phase (`recipe.phase_plan`, which the fingerprint
+    resolves too)."""
+    args = [phase["command"], "--preset", phase["preset"], "--data", job["data"], "--out", str(out),
+            *[a for s in phase["sets"] for a in ("--set", s)]]
+    args += [a for flag, v in phase["flags"].items() if v is not None for a in (flag, str(v))]
+    for flag in ("device", "weights_dir"):
         if job.get(flag) is not None:
             args += [f"--{flag.replace('_', '-')}", str(job[flag])]
     return args
@@ -69,41 +72,93 @@ def decoder_activation_ratio(ckpt: Path, holdout: str, resolution: int, limit: i
 
 
 def train_arm(job: dict) -> dict:
-    """Phase A then phase B (resumed if interrupted); numbered checkpoints pruned, last.pt kept."""
-    run = Path(job["run_dir"])
-    pre_res = job["finetune_res"] if job["full_res_pretrain"] else job["pretrain_res"]
-    t0 = time.time()
-    litevae(*phase_args(job, "pretrain", job["pretrain_preset"], pre_res, job["pretrain_steps"], run / "pretrain"))
-    t1 = time.time()
-    litevae(*phase_args(job, "finetune", job["finetune_preset"], job["finetune_res"], job["finetune_steps"],
-                        run / "finetune"), "--from", str(run / "pretrain" / "checkpoints" / "last.pt"))
-    t2 = time.time()
+    """Phase A then (if the arm has one) phase B, each resumed if interrupted; numbered checkpoints pruned."""
+    run, times, init = Path(job["run_dir"]), {}, None
+    for phase in phase_plan(job):
+        t0 = time.time()
+        extra = ["--from", str(init)] if init is not None else []
+        litevae(*phase_args(job, phase, run / phase["command"]), *extra)
+        times[f"{phase['command']}_s"] = round(time.time() - t0, 1)
+        init = run / phase["command"] / "checkpoints" / "last.pt"
     for numbered in run.glob("*/checkpoints/step-*.pt"):  # only needed to resume a phase: tens of MB each
         numbered.unlink()
-    return {"pretrain_res": pre_res, "pretrain_steps": job["pretrain_steps"], "finetune_steps": job["finetune_steps"],
-            "pretrain_s": round(t1 - t0, 1), "finetune_s": round(t2 - t1, 1)}
+    return {"pretrain_res": job["pretrain_res"], "pretrain_steps": job["pretrain_steps"],
+            "finetune_res": job["finetune_res"], "finetune_steps": job["finetune_steps"],
+            "pretrain_s": times.get("pretrain_s", 0.0), "finetune_s": times.get("finetune_s", 0.0)}
+
+
+def final_checkpoint(job: dict) -> Path:
+    return Path(job["run_dir"]) / ("finetune" if job["finetune_steps"] else "pretrain") / "checkpoints" / "last.pt"
+
+
+def per_image_psnr(model, holdout: str, resolution: int, limit: int | None) -> dict:
+    """Per-image PSNR with `litevae eval`'s own protocol (same loader, crop, posterior mean, uint8 quantisation
+    and `psnr_uint8`), keyed by image, for the paired analysis (`litevae eval` reports only the mean)."""
+    import torch
+
+    from litevae_cli import runtime
+    from litevae_cli.data.loaders import make_eval_loader
+    from litevae_cli.metrics.evaluate import reconstruct_uint8
+    from litevae_cli.metrics.image import psnr_uint8
+
+    names, values = [], []
+    with runtime.open("cpu", "fp32", distributed=False) as rt, torch.no_grad():
+        for batch in make_eval_loader(holdout, resolution, 4, limit=limit):
+            if batch["images"].shape[0]:
+                values += psnr_uint8(*reconstruct_uint8(model, batch["images"], rt)).tolist()
+                names += [str(m["key"]) for m in batch["meta"]]
+    return {"names": names, "psnr": values}
+
+
+def latent_vectors(model, holdout: str, resolution: int, crops: int, seed: int, dest: Path,
+                   limit: int | None = None) -> dict:
+    """Posterior means and one posterior sample at every latent position of `crops` random crops per held-out
+    photo at `resolution` (the photo's shorter side resized to 2x that first), the same crops for every arm
+    and seed (fixed RNG); saved as [crops, positions, nz] arrays for the report's MMD (P Table 6)."""
+    import numpy as np
+    import torch
+
+    from litevae_cli.data.loaders import make_eval_loader
+
+    gen = torch.Generator().manual_seed(1234)
+    means, samples = [], []
+    with torch.no_grad():
+        for batch in make_eval_loader(holdout, 2 * resolution, 1, limit=limit):
+            corners = torch.randint(0, resolution + 1, (crops, 2), generator=gen).tolist()
+            x = torch.cat([batch["images"][:, :, y:y + resolution, x:x + resolution] for y, x in corners])
+            post = model.encode(x)  # the crops of one photo in one batch
+            z = post.sample(torch.Generator().manual_seed(seed * 100_003 + len(means)))
+            means += list(post.mean.flatten(2).transpose(1, 2).numpy())
+            samples += list(z.flatten(2).transpose(1, 2).numpy())
+    np.savez_compressed(dest, mean=np.stack(means).astype(np.float32), sample=np.stack(samples).astype(np.float32))
+    return {"latents_file": str(dest), "latent_crops": len(means), "latent_positions": int(means[0].shape[0])}
 
 
 def measure_arm(job: dict) -> dict:
-    """Held-out PSNR/SSIM, MMD (encoder arms) and the decoder's activation ratio of the final checkpoint."""
+    """The scale's metrics (`litevae eval`) and per-image PSNR at every eval resolution, the latent vectors
+    (encoder arms) and the decoder's activation ratio of the final checkpoint."""
+    from litevae_cli.files.model_file import load_autoencoder
+
     run, t0 = Path(job["run_dir"]), time.time()
-    ckpt = run / "finetune" / "checkpoints" / "last.pt"
-    limit = ["--limit", str(job["eval_limit"])] if job.get("eval_limit") else []
-    device = ["--device", job["device"]] if job.get("device") else []
-    litevae("eval", str(ckpt), "--data", job["holdout"], "--metrics", "psnr,ssim", "--resolution",
-            str(job["eval_res"]), "--json", str(run / "eval.json"), *limit, *device)
-    ev = json.loads((run / "eval.json").read_text())["results"][0]
-    result = {"psnr": ev["psnr"], "ssim": ev["ssim"], "images": ev["images"]}
+    ckpt = final_checkpoint(job)
+    limit = job.get("eval_limit")
+    flags = (["--limit", str(limit)] if limit else []) + (["--device", job["device"]] if job.get("device") else [])
+    flags += ["--weights-dir", job["weights_dir"]] if job.get("weights_dir") else []
+    res_list = ",".join(str(r) for r in job["eval_res"])
+    litevae("eval", str(ckpt), "--data", job["holdout"], "--metrics", ",".join(job["metrics"]), "--resolution",
+            res_list, "--json", str(run / "eval.json"), *flags)
+    rows = json.loads((run / "eval.json").read_text())["results"]
+    result: dict = {"eval": {str(r["resolution"]): {k: r[k] for k in job["metrics"] if k in r} | {"images": r["images"]}
+                             for r in rows}}
+    model = load_autoencoder(ckpt).model.eval()
+    result["per_image"] = {str(res): per_image_psnr(model, job["holdout"], res, limit) for res in job["eval_res"]}
+    first = str(job["eval_res"][0])  # the training resolution: the verdicts' row
+    result.update(psnr=result["eval"][first].get("psnr"), ssim=result["eval"][first].get("ssim"),
+                  images=result["eval"][first]["images"])
     if job["latents"]:
-        litevae("inspect-latents", str(ckpt), "--data", job["holdout"], "--resolution", str(job["eval_res"]),
-                "--out", str(run / "latents"), "--json", str(run / "latents.json"), *limit, *device)
-        lat = json.loads((run / "latents.json").read_text())
-        result["mmd2"] = lat["mmd2_to_standard_normal"]["raw"]
-        # The same after each channel is standardised: what is left when the latents' scale is factored out.
-        result["mmd2_normalised"] = lat["mmd2_to_standard_normal"]["normalised"]
-        result["mmd_images"] = lat["mmd2_to_standard_normal"]["samples"]
-        result["latent_std"] = lat["posterior_mean"]["global_std"]
-    result["activation_ratio"] = decoder_activation_ratio(ckpt, job["holdout"], job["eval_res"], 8)
+        result.update(latent_vectors(model, job["holdout"], job["eval_res"][0], job["latent_crops"], job["seed"],
+                                     run / "latents.npz", limit))
+    result["activation_ratio"] = decoder_activation_ratio(ckpt, job["holdout"], job["eval_res"][0], 8)
     result["eval_s"] = round(time.time() - t0, 1)
     return result
 
@@ -113,10 +168,12 @@ def run_job(job: dict) -> dict:
     previous = Path(job["result"])
     if job.get("remeasure") and previous.exists():
         trained = {k: v for k, v in json.loads(previous.read_text()).items()
-                   if k in ("pretrain_res", "pretrain_steps", "finetune_steps", "pretrain_s", "finetune_s")}
+                   if k in ("pretrain_res", "pretrain_steps", "finetune_res", "finetune_steps", "pretrain_s",
+                            "finetune_s")}
     else:
         trained = train_arm(job)
-    return {"arm": job["arm"], "seed": job["seed"], **trained, **measure_arm(job)}
+    return {"arm": job["arm"], "seed": job["seed"], "fingerprint": job.get("fingerprint"), **trained,
+            **measure_arm(job)}
 
 
 def encoder_throughput(job: dict) -> dict:
@@ -162,6 +219,7 @@ def main_jobs(paths: list[Path]) -> int:
     for path in paths:
         job = json.loads(path.read_text())
         result = run_job(job) if job["kind"] == "arm" else encoder_throughput(job)
+        result["fingerprint"] = job.get("fingerprint")  # every results file says which recipe made it
         dest = Path(job["result"])
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_suffix(".tmp")
