@@ -37,7 +37,6 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the package from this tre
 start=$(date +%s)
 stamp() { echo "[$(date +%H:%M:%S) +$(( $(date +%s) - start ))s] $*"; }
 
-mkdir -p "$OUT"
 # record PART STATUS SECONDS NOTE: OUT/gpu_check.json and OUT/gpu_check.md, rewritten after each part.
 record() {
     "$PY" - "$OUT" "$@" <<'EOF' || true
@@ -63,6 +62,7 @@ if [[ "$has_cuda" != 1 && "$DRY" != 1 ]]; then
     echo "error: no CUDA device visible to $PY; on a CPU machine use: bash scripts/gpu_check.sh --dry-run" >&2
     exit 2
 fi
+mkdir -p "$OUT"
 
 # (0) wheels carried in the tree (make gpu-wheels): installed offline, before anything imports them.
 if compgen -G "$WHEELS/*.whl" >/dev/null; then

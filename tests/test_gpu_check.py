@@ -106,7 +106,8 @@ def test_offline_dry_run_measures_every_arm(offline):
     auto = next(a for a in train if a["precision_reason"].startswith("auto"))
     assert auto["precision"] in ("bf16", "fp32")
     phase_a = [a for a in by["train-A"] if a["status"] == "ok"]
-    assert [a["compiled"] for a in phase_a] == [False, True] and phase_a[1]["compile_backend"] == "eager"
+    assert [a["compiled"] for a in phase_a] == ["", "all"] and phase_a[1]["compile_backend"] == "eager"
+    assert [a["status"] for a in by["train-B"] if a["compiled"]] == ["not run", "not run"]  # dry: phase A only
     ddp = by["ddp"][0]
     assert ddp["status"] == "ok" and ddp["backend"] == "gloo" and ddp["all_reduce_ok"]
     assert ddp["wrapped"] == ["DistributedDataParallel", "DistributedDataParallel"]

@@ -26,6 +26,11 @@ import torch.distributed as dist  # noqa: E402
 from gpu_train_arms import Arm, train_arm  # noqa: E402
 
 
+def _nccl_version() -> str:
+    v = torch.cuda.nccl.version()  # a tuple in current torch, an int in older ones
+    return ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", type=Path, required=True)
@@ -48,7 +53,7 @@ def main() -> int:
         kwargs["device_id"] = torch.device("cuda", local)
     dist.init_process_group(backend, init_method="env://", rank=0, world_size=1, **kwargs)
     doc = {"backend": backend, "init_s": round(time.perf_counter() - t0, 2),
-           "nccl_version": ".".join(map(str, torch.cuda.nccl.version())) if cuda else None}
+           "nccl_version": _nccl_version() if cuda else None}
     try:
         probe = torch.ones(4, device=args.device)
         dist.all_reduce(probe)

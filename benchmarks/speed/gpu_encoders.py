@@ -53,15 +53,24 @@ def peer(registry_name: str, use_diffusers: bool) -> tuple[str, str]:
     return registry_name, f"registry {registry_name} (diffusers missing: {_PEER['why']})"
 
 
+_BUILT: dict = {}
+
+
 def build(label: str) -> nn.Module:
+    """A fresh copy of the model (built once on the CPU: diffusers builds the whole VAE)."""
+    import copy
+
     from litevae_cli.models import create_model
 
-    torch.manual_seed(0)
-    if label.startswith("sd-vae (diffusers"):
-        from harness import diffusers_sd_vae
+    if label not in _BUILT:
+        torch.manual_seed(0)
+        if label.startswith("sd-vae (diffusers"):
+            from harness import diffusers_sd_vae
 
-        return DiffusersEncoder(diffusers_sd_vae())
-    return create_model(label, nz=NZ).eval()
+            _BUILT[label] = DiffusersEncoder(diffusers_sd_vae())
+        else:
+            _BUILT[label] = create_model(label, nz=NZ).eval()
+    return copy.deepcopy(_BUILT[label])
 
 
 def encoder_arm(label: str, device: str, batch: int, resolution: int, precision: str,

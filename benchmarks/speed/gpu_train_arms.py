@@ -8,8 +8,8 @@ config keys that may or may not exist (where the config has them, `runtime.chann
   layout checked on the built model (`channels_last_effective`);
 - cudnn.benchmark: `torch.backends.cudnn.benchmark`;
 - LPIPS bf16: the LPIPS network under bf16 autocast instead of the loss's fp32 region;
-- compile: `torch.compile` of the autoencoder, the discriminator and the LPIPS network (first-call seconds,
-  which hold the compile, are reported apart from the steady-state img/s);
+- compile: `torch.compile` of the autoencoder ("model"), or of it, the discriminator and the LPIPS network
+  ("all"); the first-call seconds, which hold the compile, are reported apart from the steady-state img/s;
 - precision: the runtime opened with the arm's precision (`auto` records what it chose and why).
 LPIPS: the lpips package with a random-init backbone (the loss value is meaningless, the cost is the same);
 without the package, a random-init stand-in of the same shape (`lpips_standin.StandinLPIPS`), marked so.
@@ -102,9 +102,11 @@ def _lpips_bf16(loss_fn) -> None:
     loss_fn.lpips_loss = types.MethodType(lpips_loss, loss_fn)
 
 
-def compile_state(state, loss_fn, backend: str) -> None:
-    """torch.compile the autoencoder, the discriminator (both its uses) and the LPIPS network."""
+def compile_state(state, loss_fn, backend: str, what: str = "all") -> None:
+    """torch.compile the autoencoder; with what="all" the discriminator (both its uses) and the LPIPS network too."""
     state.model_ddp = torch.compile(state.model_ddp, backend=backend)
+    if what != "all":
+        return
     if state.disc is not None:
         compiled = torch.compile(state.disc, backend=backend)
         state.disc, state.disc_ddp = compiled, (compiled if state.disc_ddp is state.disc else state.disc_ddp)
@@ -120,11 +122,11 @@ class Arm:
     channels_last: bool = True
     cudnn_benchmark: bool = False
     lpips_bf16: bool = False
-    compiled: bool = False
+    compiled: str = ""  # "" eager | "model": the autoencoder compiled | "all": and the discriminator and LPIPS
 
     def label(self) -> str:
         on = [k for k, v in (("CL", self.channels_last), ("cudnn.benchmark", self.cudnn_benchmark),
-                             ("LPIPS bf16", self.lpips_bf16), ("compiled", self.compiled)) if v]
+                             ("LPIPS bf16", self.lpips_bf16), (f"compiled({self.compiled})", self.compiled)) if v]
         return f"{self.preset} b{self.batch} {self.precision} " + ("+".join(on) or "NCHW")
 
 
@@ -138,8 +140,13 @@ def train_arm(arm: Arm, device: str, overrides: list[str], warmup: int, steps: i
     from litevae_cli.training.state import build_train_state
 
     extra = _config_knobs(arm.preset, arm.channels_last, arm.cudnn_benchmark, arm.lpips_bf16)
-    cfg = load_config(arm.preset, [f"train.batch_size={arm.batch}", f"train.precision={arm.precision}",
-                                   *overrides, *extra])
+    base = [f"train.batch_size={arm.batch}", f"train.precision={arm.precision}", *overrides]
+    knob_error = None
+    try:
+        cfg = load_config(arm.preset, base + extra)
+    except Exception as e:  # the keys exist but take other values: the knobs set directly below still apply
+        knob_error, extra = f"{type(e).__name__}: {e}", []
+        cfg = load_config(arm.preset, base)
     with knobs(arm.channels_last, arm.cudnn_benchmark):
         rt = runtime.setup_runtime(device, arm.precision, init_distributed=False)
         lpips = lpips_source(cfg.loss.lpips_net) if cfg.loss.lpips > 0 else {"lpips": "off (weight 0)"}
@@ -155,7 +162,7 @@ def train_arm(arm: Arm, device: str, overrides: list[str], warmup: int, steps: i
         if wrap_state is not None:
             wrap_state(rt, state)
         if arm.compiled:
-            compile_state(state, loss_fn, compile_backend)
+            compile_state(state, loss_fn, compile_backend, arm.compiled)
         g = torch.Generator().manual_seed(0)
         x = torch.rand(arm.batch, 3, cfg.data.resolution, cfg.data.resolution, generator=g) * 2 - 1
         x = x.pin_memory() if rt.device.type == "cuda" else x
@@ -170,7 +177,7 @@ def train_arm(arm: Arm, device: str, overrides: list[str], warmup: int, steps: i
             "model": f"{cfg.model.encoder} + {cfg.model.decoder}, disc {cfg.discriminator.name}",
             **rt.precision_record(), "channels_last": arm.channels_last, "channels_last_effective": cl_effective,
             "cudnn_benchmark": arm.cudnn_benchmark, "lpips_bf16": arm.lpips_bf16,
-            "config_knobs": extra, "lpips_bf16_via": "config" if via_config else "patched here",
+            "config_knobs": extra, "config_knobs_error": knob_error, "lpips_bf16_via": "config" if via_config else "patched here",
             "compiled": arm.compiled, "compile_backend": compile_backend if arm.compiled else None,
             **lpips, **timing, **peak_memory(rt.device), "steps_run": len(results), "nonfinite_steps": nonfinite}
 
