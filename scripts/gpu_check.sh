@@ -53,7 +53,12 @@ rows = [f"| {p['part']} | {p['status']} | {p['seconds']} | {p['note']} |" for p 
 EOF
 }
 
-has_cuda=$("$PY" -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null || echo "?")
+# One torch import answers both: is CUDA there, and what this machine is (environment.txt below).
+env_text=$("$PY" -c 'import sys, torch
+print(int(torch.cuda.is_available()))
+print("python", sys.version.split()[0], "| torch", torch.__version__, "| cuda", torch.version.cuda, "| device",
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")' 2>/dev/null) || env_text="?"
+has_cuda=$(head -1 <<<"$env_text")
 if [[ "$has_cuda" == "?" ]]; then
     echo "error: $PY cannot import torch; install torch with CUDA, or set PY=/path/to/python" >&2
     exit 2
@@ -78,8 +83,7 @@ fi
 
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)  git: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-    "$PY" -c 'import sys, torch; print("python", sys.version.split()[0], "| torch", torch.__version__, "| cuda",
-torch.version.cuda, "| device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")'
+    tail -n +2 <<<"$env_text"
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 } > "$OUT/environment.txt" 2>&1
 cat "$OUT/environment.txt"
@@ -115,7 +119,8 @@ if missing:
 EOF
 cat "$OUT/dependencies.txt"
 if grep -q "^REQUIRED MISSING" "$OUT/dependencies.txt"; then
-    echo "error: $(grep '^REQUIRED MISSING' "$OUT/dependencies.txt" | cut -d: -f2-) not importable by $PY; carry them with make gpu-wheels (README, GPU check)" >&2
+    missing=$(grep '^REQUIRED MISSING' "$OUT/dependencies.txt" | cut -d: -f2-)
+    echo "error:$missing not importable by $PY; carry them with make gpu-wheels (README, GPU check)" >&2
     record dependencies failed 0 "required modules missing"
     exit 2
 fi
@@ -131,7 +136,8 @@ timeout -s INT -k 20 "$BENCH_S" "$PY" -W ignore::UserWarning benchmarks/speed/gp
     2>&1 | tee "$OUT/gpu_bench.log"
 bench_rc=${PIPESTATUS[0]}
 stamp "benchmark exit status $bench_rc"
-record bench "rc $bench_rc" $(( $(date +%s) - t )) "gpu_bench.md; errors: $(grep -o '"errors": \[[^]]*\]' "$OUT/gpu_bench.json" 2>/dev/null | head -1)"
+errors=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1])).get("errors"))' "$OUT/gpu_bench.json" 2>&1 | tail -1)
+record bench "rc $bench_rc" $(( $(date +%s) - t )) "gpu_bench.md; arms in error: $errors"
 
 # (3) GPU tests: SIGINT at the cap, so pytest still writes its summary and the JUnit file.
 t=$(date +%s)

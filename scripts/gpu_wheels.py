@@ -11,7 +11,8 @@ stand-in, and the set fits a 64 MiB carry limit.
 `install` (run by scripts/gpu_check.sh on the GPU machine): `pip install --no-index --find-links wheels/
 -r wheels/requirements.txt`, nothing fetched from anywhere.
 
-    python scripts/gpu_wheels.py download [--dest wheels] [--lean] [--python-version 3.10 --platform manylinux2014_x86_64]
+    python scripts/gpu_wheels.py download [--dest wheels] [--lean]
+        [--python-version 3.10 --platform manylinux2014_x86_64]
     python scripts/gpu_wheels.py install [--dest wheels] [--target DIR]
     python scripts/gpu_wheels.py list [--lean]
 """

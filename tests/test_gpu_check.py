@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from litevae_cli.models import list_models
-from offline_env import blocking_dir, probe_wheel_dir
+from offline_env import OPTIONAL, blocking_dir, probe_wheel_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
@@ -106,7 +106,7 @@ def test_offline_dry_run_measures_every_arm(offline):
     auto = next(a for a in train if a["precision_reason"].startswith("auto"))
     assert auto["precision"] in ("bf16", "fp32")
     phase_a = [a for a in by["train-A"] if a["status"] == "ok"]
-    assert [a["compiled"] for a in phase_a] == ["", "all"] and phase_a[1]["compile_backend"] == "eager"
+    assert [a["compiled"] for a in phase_a] == ["", "model"] and phase_a[1]["compile_backend"] == "eager"
     assert [a["status"] for a in by["train-B"] if a["compiled"]] == ["not run", "not run"]  # dry: phase A only
     ddp = by["ddp"][0]
     assert ddp["status"] == "ok" and ddp["backend"] == "gloo" and ddp["all_reduce_ok"]
@@ -119,6 +119,17 @@ def test_offline_dry_run_measures_every_arm(offline):
     assert table.startswith("**DRY RUN") and "STAND-IN" in table and "1-rank DDP step (gloo" in table
     assert "each at its best" in table and "Skipped parts:" in table or by["loader"][0]["status"] == "ok"
     assert seconds < 150  # about 40 s on an idle 2-core machine
+
+
+def test_a_missing_required_package_stops_the_check_with_one_line(tmp_path):
+    block = blocking_dir(tmp_path / "blocked", OPTIONAL + ("rich",))  # the optional ones: a quick report
+    env = {**os.environ, "PY": sys.executable, "PYTHONPATH": f"{block}{os.pathsep}{ROOT}"}
+    run = subprocess.run(["bash", str(SCRIPT), "--dry-run", str(tmp_path / "gpu")], capture_output=True, text=True,
+                         timeout=120, env=env, cwd=ROOT)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert "error: rich not importable" in run.stderr and "make gpu-wheels" in run.stderr
+    assert "MISSING rich (required" in (tmp_path / "gpu" / "dependencies.txt").read_text()
+    assert not (tmp_path / "gpu" / "gpu_bench.json").exists()
 
 
 def test_bench_keeps_what_it_measured_when_interrupted(tmp_path):

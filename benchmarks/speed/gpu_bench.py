@@ -75,10 +75,11 @@ class Setting:
 
 
 GPU = Setting("cuda", "bf16", (16, 32, 8, 2), ("litevae-b", "sd-vae-encoder"), True, 256, (16, 1),
-              enc.SETTINGS_COMPILED, (16, 1, 32, 8, 2), warmup=2, steps=6, max_s=6.0, backend="inductor", a_compile="model", budget_s=360,
+              enc.SETTINGS_COMPILED, (16, 1, 32, 8, 2), warmup=2, steps=6, max_s=6.0, backend="inductor",
+              a_compile="model", budget_s=360,
               caps={"eager": 45, "compiled": 150, "ddp": 90, "loader": 60})
 DRY = Setting("cpu", "fp32", (2, 1), ("litevae-tiny", "sd-vae-encoder-tiny"), False, 32, (2, 1),
-              [], (), warmup=0, steps=1, max_s=0.0, backend="eager", a_compile="all", budget_s=120,
+              [], (), warmup=0, steps=1, max_s=0.0, backend="eager", a_compile="model", budget_s=120,
               caps={"eager": 30, "compiled": 90, "ddp": 60, "loader": 20},
               overrides=["model.encoder=litevae-tiny", "model.decoder=smc-decoder-tiny", "model.nz=4",
                          "data.resolution=32", "loss.lpips_net=alex"],  # AlexNet: builds in half VGG's time
@@ -177,7 +178,8 @@ class Bench:
                             torch._dynamo.reset()
                         return enc.encoder_arm(model, self.s.device, batch, self.s.enc_resolution, precision, cl,
                                                compiled, self.s.backend, self.s.warmup, self.s.steps, self.s.max_s)
-                    name = f"{model} b{batch} {precision} {'CL' if cl else 'NCHW'} {'compiled' if compiled else 'eager'}"
+                    mode = "compiled" if compiled else "eager"
+                    name = f"{model} b{batch} {precision} {'CL' if cl else 'NCHW'} {mode}"
                     run_arm(self.rec, self.budget, "encoders", name,
                             self.s.caps["compiled" if compiled else "eager"], fn,
                             peer_source=source if model == peer else "registry")

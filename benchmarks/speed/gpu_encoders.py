@@ -113,7 +113,9 @@ def best_of(rows: list[dict]) -> dict:
     for batch in sorted({r["batch"] for r in rows}, reverse=True):
         best = {}
         for r in rows:
-            if r["batch"] == batch and (r["model"] not in best or r["img_s"]["median"] > best[r["model"]]["img_s"]["median"]):
+            if r["batch"] != batch:
+                continue
+            if r["model"] not in best or r["img_s"]["median"] > best[r["model"]]["img_s"]["median"]:
                 best[r["model"]] = r
         names = list(best)
         entry = {m: {k: best[m][k] for k in ("precision", "layout", "compiled")} | {"img_s": best[m]["img_s"]["median"]}

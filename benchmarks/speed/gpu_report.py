@@ -26,7 +26,9 @@ def _train_rows(rows: list[dict]) -> list[str]:
     out = ["| arm | px | precision (why) | img/s per GPU (median, min-max) | first call s | peak alloc MiB | LPIPS | "
            "status |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        prec = f"{r['precision']} ({r['precision_reason']})" if "precision_reason" in r else r.get("precision", "-")
+        prec = r.get("precision", "-")
+        if "precision_reason" in r:
+            prec = f"{prec} ({r['precision_reason']})"
         extra = "" if r.get("channels_last_effective", r.get("channels_last")) == r.get("channels_last") else \
             " (layout NOT applied)"
         out.append(f"| {r['name']}{extra} | {r.get('resolution', '-')} | {prec} | {_rate(r)} | "

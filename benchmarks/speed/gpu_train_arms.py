@@ -177,7 +177,8 @@ def train_arm(arm: Arm, device: str, overrides: list[str], warmup: int, steps: i
             "model": f"{cfg.model.encoder} + {cfg.model.decoder}, disc {cfg.discriminator.name}",
             **rt.precision_record(), "channels_last": arm.channels_last, "channels_last_effective": cl_effective,
             "cudnn_benchmark": arm.cudnn_benchmark, "lpips_bf16": arm.lpips_bf16,
-            "config_knobs": extra, "config_knobs_error": knob_error, "lpips_bf16_via": "config" if via_config else "patched here",
+            "config_knobs": extra, "config_knobs_error": knob_error,
+            "lpips_bf16_via": "config" if via_config else "patched here",
             "compiled": arm.compiled, "compile_backend": compile_backend if arm.compiled else None,
             **lpips, **timing, **peak_memory(rt.device), "steps_run": len(results), "nonfinite_steps": nonfinite}
 
