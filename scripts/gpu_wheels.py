@@ -117,7 +117,24 @@ def main() -> int:
         return download(args.dest, args.python_version, args.platform, roots)
     if not (args.dest / "requirements.txt").is_file():
         raise SystemExit(f"error: {args.dest}/requirements.txt not found; run make gpu-wheels first")
-    return subprocess.call(install_command(args.dest, args.target))
+    return install(args.dest, args.target)
+
+
+def install(dest: Path, target: Path | None = None) -> int:
+    """All at once; if that fails (e.g. wheels built for another Python), one by one, so every package whose
+    wheels fit still installs; the rest are named."""
+    if subprocess.call(install_command(dest, target)) == 0:
+        return 0
+    lines = [ln.strip() for ln in (dest / "requirements.txt").read_text().splitlines() if ln.strip()]
+    print(f"the set did not install at once; trying its {len(lines)} packages one by one", flush=True)
+    failed = []
+    for line in lines:
+        cmd = install_command(dest, target)
+        cmd[cmd.index("-r"):cmd.index("-r") + 2] = [line]
+        if subprocess.call(cmd, stderr=subprocess.DEVNULL) != 0:
+            failed.append(line)
+    print(f"not installed: {' '.join(failed) or 'none'}", flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

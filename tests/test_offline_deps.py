@@ -104,6 +104,12 @@ def test_wheels_install_offline_from_the_folder(tmp_path):
                           "--target", str(tmp_path / "site")], capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert (tmp_path / "site" / "litevae_probe" / "__init__.py").read_text() == "VALUE = 42\n"
+    # A requirement no wheel satisfies (as with wheels for another Python): the others still install, it is named.
+    (wheels / "requirements.txt").write_text("litevae-absent==1.0\nlitevae_probe==0.1\n")
+    part = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_wheels.py"), "install", "--dest", str(wheels),
+                           "--target", str(tmp_path / "site2")], capture_output=True, text=True, env=env, timeout=120)
+    assert part.returncode == 1 and "not installed: litevae-absent==1.0" in part.stdout
+    assert (tmp_path / "site2" / "litevae_probe" / "__init__.py").is_file()
     missing = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_wheels.py"), "install", "--dest",
                               str(tmp_path / "none")], capture_output=True, text=True, timeout=60)
     assert missing.returncode != 0 and "make gpu-wheels" in missing.stderr and missing.stderr.count("\n") == 1
