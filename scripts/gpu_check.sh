@@ -48,7 +48,7 @@ doc = json.loads(path.read_text()) if path.is_file() else {"parts": []}
 doc["parts"].append({"part": part, "status": status, "seconds": int(seconds), "note": note,
                      "at": time.strftime("%H:%M:%S")})
 path.write_text(json.dumps(doc, indent=1) + "\n")
-rows = [f"| {p['part']} | {p['status']} | {p['seconds']} | {p['note']} |" for p in doc["parts"]]
+rows = [f"| {p['part']} | {p['status']} | {p['seconds']} | {p['note'].replace('|', '/')} |" for p in doc["parts"]]
 (out / "gpu_check.md").write_text("| part | status | s | note |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
 EOF
 }
