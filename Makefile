@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo bench reproduce reproduce-check clean
+.PHONY: install test demo bench reproduce reproduce-check gpu-wheels clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ reproduce: $(STAMP)
 # tests/test_reproduce_check.py runs it inside `make test`.
 reproduce-check: $(STAMP)
 	$(PY) benchmarks/reproduce/reproduce_check.py REPRODUCTION.md
+
+# The GPU check's dependencies as wheels in wheels/ (git-ignored), for a GPU machine without package registries:
+# scripts/gpu_check.sh installs them from there with --no-index. GPU_WHEELS_ARGS: e.g. --lean (no lpips/scipy,
+# fits a 64 MiB carry), --python-version 3.10 --platform manylinux2014_x86_64 (another interpreter). README "GPU check".
+gpu-wheels: $(STAMP)
+	$(PY) scripts/gpu_wheels.py download --dest wheels $(GPU_WHEELS_ARGS)
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

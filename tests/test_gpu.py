@@ -8,8 +8,11 @@ collection, so `make test` stays green and fast. What each covers:
   in fp16 with the GradScaler, through the real `train()` with loader workers (pinned host memory);
 - a resume on CUDA: 2 + 2 steps against 4 straight (same data, same losses step by step);
 - encode-dataset on CUDA: pinned host buffers, and the same moments as on CPU.
+Optional packages (issue 26): without tensorboard the tb/ check is skipped (training only notes it), without
+webdataset the encode test is skipped; nothing here needs pywavelets.
 """
 
+import importlib.util
 import io
 import json
 import math
@@ -87,7 +90,9 @@ def test_train_steps_on_cuda(tmp_path, precision):
     assert ckpt["step"] == 4 and all(v.device.type == "cpu" for v in ckpt["model"].values())
     scale = ckpt["scaler"].get("scale")
     assert (scale is not None and scale > 0) if precision == "fp16" else not ckpt["scaler"]  # GradScaler in fp16 only
-    assert (run / "samples" / "step-0000004.png").is_file() and any((run / "tb").iterdir())
+    assert (run / "samples" / "step-0000004.png").is_file()
+    if importlib.util.find_spec("tensorboard") is not None:  # optional here (scripts/gpu_check.sh, issue 26)
+        assert any((run / "tb").iterdir())
 
 
 def test_resume_on_cuda_follows_the_uninterrupted_run(tmp_path, no_tf32):
@@ -110,7 +115,7 @@ def test_resume_on_cuda_follows_the_uninterrupted_run(tmp_path, no_tf32):
 
 
 def test_encode_dataset_on_cuda_with_pinned_memory(tmp_path, tiny_ckpt, monkeypatch, no_tf32):
-    import webdataset as wds
+    wds = pytest.importorskip("webdataset", reason="encode-dataset writes webdataset shards")
 
     from litevae_cli import runtime
     from litevae_cli.latents.encode import encode_dataset

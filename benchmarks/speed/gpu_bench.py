@@ -1,41 +1,53 @@
-"""GPU-day benchmark (issue 16 item 4b): LiteVAE-B against the SD-VAE encoder, and the B recipe's train steps.
+"""GPU-window benchmark (issues 16, 22, 26): what one short window on one GPU must measure, most needed first.
 
-On one CUDA device, in one process, with the toolkit's own runtime (`with litevae_cli.runtime.open(...)`:
-placement, autocast, channels_last on CUDA, cuDNN/TF32 settings left at PyTorch's defaults as training leaves them):
-1. Encoder img/s and peak memory at 256 px, batch 32, bf16 autocast, inference mode (P Table 3's setting):
-   litevae-b against sd-vae-encoder, both nz=4 (the SD 1.x latent width), random init. The peer is the
-   registry's sd-vae-encoder, the SD 1.x encoder architecture with its quant conv (34.16 M); the CPU tables
-   in BENCHMARKS.md use diffusers' AutoencoderKL of the same configuration, which this machine may lack.
-   The two are timed interleaved per repeat (`harness.time_interleaved`); the ratio is taken pair by pair.
-   Peak memory = the most CUDA memory allocated during one forward, above what the weights and input hold.
-2. Train-step img/s of phase A (preset b-pretrain: 128 px, batch 16, no discriminator) and phase B
-   (b-finetune: 256 px, batch 16, unet-disc-s and the adversarial term on from step 0), both with LPIPS-VGG,
-   through the training loop's own `training.loop.train_step` (forward, losses, backward, Adam, discriminator step,
-   EMA when on). If vgg16-397923af.pth is not on disk the VGG backbone is randomly initialised: the cost is
-   the same, the loss value is not, and the output says which was used.
-Writes OUT/gpu_bench.json and OUT/gpu_bench.md (a table that drops into BENCHMARKS.md).
+Arms, in this order (each under its own cap; none starts once the budget is spent; each written at once):
+1. train-B: the B recipe's full train step (b-finetune: litevae-b + smc-decoder, unet-disc-s, LPIPS-VGG,
+   256 px, bf16), through `training.loop.train_step`: img/s per GPU and peak memory at 16, 32, 8 and 2
+   images per GPU; then at 16: channels_last off, cudnn.benchmark on, LPIPS in bf16, `precision: auto`.
+2. ddp: one 1-rank DDP step over NCCL in a child process (`gpu_ddp_step.py`).
+3. loader: `loader_bench.py --quick` when that file is in the tree (skipped with a line when not).
+4. encoders, eager: litevae-b's encoder vs SD-VAE's (diffusers) at 256 px, batch 16 and 1, fp32/bf16 x
+   NCHW/channels_last (`gpu_encoders.py`).
+5. train-B tuned (cudnn.benchmark on, the faster layout of step 1) at every batch; then compiled at 16: the
+   autoencoder alone, then it, the discriminator and LPIPS.
+6. train-A: phase A (b-pretrain, 128 px, batch 16) tuned, eager and with the autoencoder compiled.
+7. encoders compiled (bf16 first); then train-B with the autoencoder compiled at 32, 8 and 2.
+Knobs are set on torch / the modules directly (`gpu_train_arms.py`), so no config key is needed.
+Writes OUT/gpu_bench.json and OUT/gpu_bench.md after every arm; SIGINT/SIGTERM write them and exit 130.
+Optional dependencies: without lpips, LPIPS is a random-init stand-in of the same shape; without diffusers,
+the SD-VAE peer is the registry's; each says so on a `skip:` line and in the output.
 
---dry-run runs the same code on the CPU with the tiny registered variants at 32 px, batch 2, one repeat: it
-checks the plumbing in `make test`; its figures mean nothing and the table says so.
+--dry-run: the same arms on the CPU with the tiny registered variants and LPIPS-Alex, batches 2 and 1, one
+call per arm; compiled: phase A only, with the tracing-only `eager` backend (no compiled B step, whose trace
+takes ~40 s of CPU, no compiled encoder: the same function as the eager ones): it checks the plumbing in
+`make test`; its figures mean nothing.
 
-    python benchmarks/speed/gpu_bench.py --out bench-results/gpu
+    python benchmarks/speed/gpu_bench.py --out bench-results/gpu [--budget-s 360]
     python benchmarks/speed/gpu_bench.py --dry-run --out /tmp/gpu-dry
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import platform
+import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/harness.py
-from harness import log, pair_ratio, stats, time_interleaved
+import gpu_encoders as enc  # noqa: E402
+from gpu_record import Budget, Recorder, Stopped, install_signal_handlers, run_arm, skip  # noqa: E402
+from gpu_report import markdown  # noqa: E402
+from gpu_train_arms import Arm, train_arm  # noqa: E402
 
 
 @dataclass
@@ -43,201 +55,204 @@ class Setting:
     """What is measured: the real sizes on a GPU, tiny stand-ins for --dry-run."""
 
     device: str
-    precision: str  # bf16 on the GPU; fp32 for the dry run (the CPU emulates bf16 slowly)
-    encoders: tuple[str, str]  # (litevae, peer)
+    precision: str  # the arms' runtime precision (bf16 on the GPU; fp32 in the dry run)
+    batches: tuple  # images per GPU; the first is the main batch the knobs are compared at
+    encoders: tuple  # (litevae, registry SD-VAE peer)
+    diffusers_peer: bool  # the peer from diffusers when it imports
     enc_resolution: int
-    enc_batch: int
-    train_batch: int
-    reps: int
+    enc_batches: tuple
+    enc_compiled: list  # (precision, channels_last, compiled) settings measured compiled
+    compiled_batches: tuple  # batches the compiled arms run at (train-B; encoders)
     warmup: int
-    iters: int  # calls per timed repeat
-    overrides: list[str] = field(default_factory=list)  # applied to both presets
-    phase_b_overrides: list[str] = field(default_factory=list)
+    steps: int  # timed calls per arm at most
+    max_s: float  # timed seconds per arm at most (at least one call)
+    backend: str  # torch.compile backend
+    a_compile: str  # phase A's compiled arm: "model" (the autoencoder) or "all" (and LPIPS)
+    budget_s: float
+    caps: dict  # arm caps in seconds: eager, compiled, ddp, loader
+    overrides: list = field(default_factory=list)  # applied to both presets
+    phase_b_overrides: list = field(default_factory=list)
 
 
-GPU = Setting("cuda", "bf16", ("litevae-b", "sd-vae-encoder"), 256, 32, 16, reps=10, warmup=3, iters=5)
-DRY = Setting("cpu", "fp32", ("litevae-tiny", "sd-vae-encoder-tiny"), 32, 2, 2, reps=1, warmup=0, iters=1,
+GPU = Setting("cuda", "bf16", (16, 32, 8, 2), ("litevae-b", "sd-vae-encoder"), True, 256, (16, 1),
+              enc.SETTINGS_COMPILED, (16, 1, 32, 8, 2), warmup=2, steps=6, max_s=6.0, backend="inductor",
+              a_compile="model", budget_s=360,
+              caps={"eager": 45, "compiled": 150, "ddp": 90, "loader": 60})
+DRY = Setting("cpu", "fp32", (2, 1), ("litevae-tiny", "sd-vae-encoder-tiny"), False, 32, (2, 1),
+              [], (), warmup=0, steps=1, max_s=0.0, backend="eager", a_compile="model", budget_s=120,
+              caps={"eager": 30, "compiled": 90, "ddp": 60, "loader": 20},
               overrides=["model.encoder=litevae-tiny", "model.decoder=smc-decoder-tiny", "model.nz=4",
                          "data.resolution=32", "loss.lpips_net=alex"],  # AlexNet: builds in half VGG's time
               phase_b_overrides=["discriminator.name=unet-disc-tiny", "data.resolution=64"])  # UNet D: 64 px min
-NZ_ENCODER = 4  # SD 1.x latent channels, as in encoder_bench.py
 
 
-def sync(rt) -> None:
-    if rt.device.type == "cuda":
-        torch.cuda.synchronize(rt.device)
-
-
-def peak_mib(rt, fn) -> float | None:
-    """CUDA memory allocated at the peak of `fn()` above what was allocated before it; None off CUDA."""
-    if rt.device.type != "cuda":
-        fn()
-        return None
-    sync(rt)
-    torch.cuda.reset_peak_memory_stats(rt.device)
-    base = torch.cuda.memory_allocated(rt.device)
-    fn()
-    sync(rt)
-    return (torch.cuda.max_memory_allocated(rt.device) - base) / 2**20
-
-
-def _input(rt, batch: int, resolution: int, on_device: bool) -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, 3, resolution, resolution, generator=g) * 2 - 1
-    if not on_device:  # the train step moves its batch itself, from pinned memory as the loader gives it
-        return x.pin_memory() if rt.device.type == "cuda" else x
-    return rt.batch(x, channels_last=True)
-
-
-def bench_encoders(rt, s: Setting) -> dict:
-    from litevae_cli.models import create_model
-
-    x = _input(rt, s.enc_batch, s.enc_resolution, on_device=True)
-    nets = {}
-    for name in s.encoders:
-        torch.manual_seed(0)
-        nets[name] = rt.place(create_model(name, nz=NZ_ENCODER).eval(), channels_last=True)
-
-    def forward(net, n):
-        def run():
-            with torch.inference_mode(), rt.autocast():
-                for _ in range(n):
-                    net(x)
-        return run
-
-    log(f"encoders {', '.join(nets)}: {s.enc_resolution} px, batch {s.enc_batch}, {rt.precision}, "
-        f"{s.warmup} warm-up + {s.reps} x {s.iters} calls each")
-    rates = time_interleaved({k: forward(m, s.iters) for k, m in nets.items()}, s.reps, s.warmup,
-                             float(s.enc_batch * s.iters), sync=lambda: sync(rt))
-    lite, peer = s.encoders
-    rows = [{"model": k, "img_s": stats(v), "peak_mib": peak_mib(rt, forward(nets[k], 1)),
-             "params_m": sum(p.numel() for p in nets[k].parameters()) / 1e6} for k, v in rates.items()]
-    return {"resolution": s.enc_resolution, "batch": s.enc_batch, "precision": rt.precision, "nz": NZ_ENCODER,
-            "rows": rows, "ratio_lite_vs_peer": pair_ratio(rates[lite], rates[peer])}
-
-
-def share_lpips() -> None:
-    """Build each frozen LPIPS network once for both phases (VGG-16's construction takes seconds)."""
-    import functools
-
-    from litevae_cli.metrics import weights
-
-    weights.build_lpips = functools.lru_cache(maxsize=None)(weights.build_lpips)
-
-
-def bench_train_step(rt, s: Setting, preset: str, extra: list[str]) -> dict:
-    from litevae_cli.config import load_config
-    from litevae_cli.metrics.weights import lpips_available
-    from litevae_cli.training.loop import train_step
-    from litevae_cli.training.losses import GeneratorLoss
-    from litevae_cli.training.state import build_train_state
-
-    cfg = load_config(preset, [f"train.batch_size={s.train_batch}", f"train.precision={s.precision}",
-                               *s.overrides, *extra])
-    random_backbone = not lpips_available(cfg.loss.lpips_net)
-    lpips = (f"LPIPS-{cfg.loss.lpips_net.upper()} weight {cfg.loss.lpips}, "
-             + ("RANDOM-init backbone (weights file absent: same cost, loss value meaningless)" if random_backbone
-                else "pretrained backbone from disk"))
-    loss_fn = rt.place(GeneratorLoss(cfg.loss, cfg.discriminator.loss, lpips_random_backbone=random_backbone))
-    torch.manual_seed(cfg.train.seed)
-    state = build_train_state(rt, cfg)
-    x = _input(rt, s.train_batch, cfg.data.resolution, on_device=False)
-    results = []
-
-    def steps(n):
-        def run():
-            for _ in range(n):
-                results.append(train_step(rt, cfg, state, loss_fn, [x]))
-        return run
-
-    name = f"{preset}: {cfg.model.encoder} + {cfg.model.decoder}, disc {cfg.discriminator.name}"
-    log(f"train step {name}, {cfg.data.resolution} px, batch {s.train_batch}, {rt.precision}; {lpips}")
-    rates = time_interleaved({name: steps(s.iters)}, s.reps, s.warmup, float(s.train_batch * s.iters),
-                             sync=lambda: sync(rt))
-    peak = peak_mib(rt, steps(1))
-    return {"preset": preset, "phase": cfg.phase, "model": name, "resolution": cfg.data.resolution,
-            "batch": s.train_batch, "precision": rt.precision, "lpips": lpips, "random_lpips_backbone": random_backbone,
-            "img_s": stats(rates[name]), "peak_mib": peak, "steps_run": len(results),
-            "nonfinite_steps": sum(r.nonfinite for r in results)}
-
-
-def machine(rt) -> dict:
-    info = {"device": str(rt.device), "torch": torch.__version__, "python": platform.python_version(),
-            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None}
-    if rt.device.type == "cuda":
-        props = torch.cuda.get_device_properties(rt.device)
+def machine(device: str) -> dict:
+    info = {"device": device, "torch": torch.__version__, "python": platform.python_version(),
+            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+            "cpu_count": os.cpu_count()}
+    if device.startswith("cuda"):
+        props = torch.cuda.get_device_properties(0)
         info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
                     multiprocessors=props.multi_processor_count, tf32_conv=torch.backends.cudnn.allow_tf32,
-                    cudnn_benchmark=torch.backends.cudnn.benchmark)
+                    tf32_matmul=torch.backends.cuda.matmul.allow_tf32)
     return info
 
 
-def _mib(v) -> str:
-    return "n/a" if v is None else f"{v:,.0f}"
+class Bench:
+    def __init__(self, s: Setting, rec: Recorder, budget: Budget, dry: bool, out: Path):
+        self.s, self.rec, self.budget, self.dry, self.out = s, rec, budget, dry, out
+        self.done: dict[Arm, dict] = {}
 
+    def overrides(self, preset: str) -> list[str]:
+        return self.s.overrides + (self.s.phase_b_overrides if preset == "b-finetune" else [])
 
-def markdown(doc: dict) -> str:
-    m, enc = doc["machine"], doc["encoders"]
-    head = ("**DRY RUN on the CPU with tiny stand-in models: these figures mean nothing.**\n\n" if doc["dry_run"]
-            else "")
-    lines = [head + f"Machine: {m.get('gpu', m['device'])}, torch {m['torch']}, CUDA {m['cuda']}; "
-             f"`python benchmarks/speed/gpu_bench.py` ({doc['date']}). Medians of {doc['reps']} repeats "
-             "(min-max in brackets).", "",
-             f"Encoders at {enc['resolution']} px, batch {enc['batch']}, {enc['precision']} autocast, nz {enc['nz']} "
-             "(P Table 3's setting):", "",
-             "| encoder | params (M) | img/s | peak memory above weights (MiB) |", "|---|---|---|---|"]
-    for r in enc["rows"]:
-        i = r["img_s"]
-        lines.append(f"| {r['model']} | {r['params_m']:.2f} | {i['median']:,.0f} ({i['min']:,.0f}-{i['max']:,.0f}) "
-                     f"| {_mib(r['peak_mib'])} |")
-    ratio = enc["ratio_lite_vs_peer"]
-    lines += ["", f"{enc['rows'][0]['model']} / {enc['rows'][1]['model']} throughput: **{ratio['median']:.2f}x** "
-              f"({ratio['min']:.2f}-{ratio['max']:.2f}, pair by pair).", "",
-              "| train step | px | batch | img/s | peak memory (MiB) | LPIPS |", "|---|---|---|---|---|---|"]
-    for t in doc["train"]:
-        i = t["img_s"]
-        lines.append(f"| {t['model']} | {t['resolution']} | {t['batch']} | {i['median']:,.1f} "
-                     f"({i['min']:,.1f}-{i['max']:,.1f}) | {_mib(t['peak_mib'])} | {t['lpips']} |")
-    return "\n".join(lines) + "\n"
+    def train(self, arm: Arm, section: str = "train-B") -> dict:
+        if arm in self.done:  # the same knobs were measured by an earlier arm
+            return self.done[arm]
+        cap = self.s.caps["compiled" if arm.compiled else "eager"]
 
+        def fn():
+            if arm.compiled:
+                torch._dynamo.reset()  # fresh caches: no arm inherits another's graphs or recompile count
+            row = train_arm(arm, self.s.device, self.overrides(arm.preset), self.s.warmup, self.s.steps,
+                            self.s.max_s, self.s.backend)
+            if arm.compiled:
+                torch._dynamo.reset()  # and frees the compiled models' weights
+            return row
 
-def measure(rt, s: Setting, dry_run: bool) -> dict:
-    t0 = time.perf_counter()
-    doc = {"section": "gpu", "dry_run": dry_run, "date": time.strftime("%Y-%m-%d"), "reps": s.reps,
-           "machine": machine(rt), "encoders": bench_encoders(rt, s),
-           "train": [bench_train_step(rt, s, "b-pretrain", []),
-                     bench_train_step(rt, s, "b-finetune", s.phase_b_overrides)]}
-    doc["seconds"] = round(time.perf_counter() - t0, 1)
-    return doc
+        row = run_arm(self.rec, self.budget, section, arm.label(), cap, fn, **dataclasses.asdict(arm))
+        self.done[arm] = row
+        return row
+
+    def rate(self, arm: Arm) -> float:
+        row = self.done.get(arm, {})
+        return row["img_s"]["median"] if row.get("status") == "ok" else -1.0
+
+    def ddp(self, arm: Arm) -> None:
+        def fn():
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0",
+                   "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}
+            path = self.out / "ddp_step.json"
+            cmd = [sys.executable, str(HERE / "gpu_ddp_step.py"), "--json", str(path), "--device", self.s.device,
+                   "--arm", json.dumps(dataclasses.asdict(arm)), "--overrides", json.dumps(self.overrides(arm.preset)),
+                   "--steps", str(self.s.steps), "--warmup", str(self.s.warmup), "--max-s", str(self.s.max_s)]
+            run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=self.s.caps["ddp"])
+            if run.returncode != 0:
+                raise RuntimeError(f"rc {run.returncode}: {(run.stdout + run.stderr).strip().splitlines()[-1:]}")
+            return json.loads(path.read_text())
+
+        run_arm(self.rec, self.budget, "ddp", f"1-rank DDP {arm.label()}", self.s.caps["ddp"], fn)
+
+    def loader(self) -> None:
+        path = HERE / "loader_bench.py"
+        if not path.is_file():
+            skip(self.rec, "loader", "loader_bench.py", "benchmarks/speed/loader_bench.py is not in this tree")
+            return
+        args = ["--help"] if self.dry else ["--quick", "--json", str(self.out / "loader_bench.json")]
+
+        def fn():
+            run = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True,
+                                 timeout=self.s.caps["loader"])
+            tail = (run.stdout + run.stderr).strip().splitlines()[-5:]
+            if run.returncode != 0:
+                raise RuntimeError(f"rc {run.returncode}: {tail[-1:] if tail else ''}")
+            if self.dry:
+                return {"summary": "dry run: loader_bench.py --help ran; not measured."}
+            doc = json.loads((self.out / "loader_bench.json").read_text())
+            return {"summary": json.dumps({k: v for k, v in doc.items() if k != "machine"}, default=str)[:600],
+                    "json": "loader_bench.json"}
+
+        run_arm(self.rec, self.budget, "loader", "loader_bench.py " + " ".join(args), self.s.caps["loader"], fn)
+
+    def encoders(self, settings: list, batches: tuple) -> None:
+        lite, registry_peer = self.s.encoders
+        peer, source = enc.peer(registry_peer, self.s.diffusers_peer)
+        for precision, cl, compiled in settings:  # bf16 first: the likely best on a GPU, when the budget is short
+            for batch in batches:
+                for model in (lite, peer):
+                    def fn(model=model, batch=batch, precision=precision, cl=cl, compiled=compiled):
+                        if compiled:
+                            torch._dynamo.reset()
+                        return enc.encoder_arm(model, self.s.device, batch, self.s.enc_resolution, precision, cl,
+                                               compiled, self.s.backend, self.s.warmup, self.s.steps, self.s.max_s)
+                    mode = "compiled" if compiled else "eager"
+                    name = f"{model} b{batch} {precision} {'CL' if cl else 'NCHW'} {mode}"
+                    run_arm(self.rec, self.budget, "encoders", name,
+                            self.s.caps["compiled" if compiled else "eager"], fn,
+                            peer_source=source if model == peer else "registry")
+        rows = self.rec.find("encoders")
+        if rows:
+            self.rec.doc["encoder_best"] = enc.best_of(rows)
+            self.rec.flush()
+
+    def run(self) -> None:
+        s = self.s
+        main_b, others = s.batches[0], s.batches[1:]
+        base = Arm("b-finetune", main_b, s.precision)
+        for b in s.batches:  # 1
+            self.train(dataclasses.replace(base, batch=b))
+        for knob in ({"channels_last": False}, {"cudnn_benchmark": True}, {"lpips_bf16": True},
+                     {"precision": "auto"}):
+            self.train(dataclasses.replace(base, **knob))
+        self.ddp(base)  # 2
+        self.loader()  # 3
+        self.encoders(enc.SETTINGS_EAGER, s.enc_batches)  # 4
+        cl = self.rate(base) >= self.rate(dataclasses.replace(base, channels_last=False))
+        tuned = dataclasses.replace(base, cudnn_benchmark=True, channels_last=cl)
+        for b in s.batches:  # 5
+            self.train(dataclasses.replace(tuned, batch=b))
+        for what in ("model", "all"):  # the autoencoder alone first: its compile is the shortest sure figure
+            if main_b in s.compiled_batches:
+                self.train(dataclasses.replace(tuned, compiled=what))
+            else:
+                arm = dataclasses.replace(tuned, compiled=what)
+                self.rec.put({"section": "train-B", "name": arm.label(), **dataclasses.asdict(arm),
+                              "status": "not run", "why": "dry run: the compile plumbing is checked on phase A "
+                              "(tracing the B step takes ~40 s of CPU)"})
+        phase_a = dataclasses.replace(tuned, preset="b-pretrain")  # 6
+        self.train(phase_a, "train-A")
+        self.train(dataclasses.replace(phase_a, compiled=s.a_compile), "train-A")
+        self.encoders(s.enc_compiled, tuple(b for b in s.enc_batches if b in s.compiled_batches))  # 7
+        for b in (b for b in others if b in s.compiled_batches):
+            self.train(dataclasses.replace(tuned, batch=b, compiled="model"))
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True, help="folder for gpu_bench.json and gpu_bench.md")
-    p.add_argument("--dry-run", action="store_true", help="tiny models on the CPU, one repeat: plumbing only")
-    p.add_argument("--reps", type=int, default=None, help="timed repeats (default 10; dry run 1)")
+    p.add_argument("--dry-run", action="store_true", help="tiny models on the CPU, one call per arm: plumbing only")
+    p.add_argument("--budget-s", type=float, default=None, help="stop starting arms after this many seconds "
+                   "(default 360; dry run 120)")
     args = p.parse_args()
-    from litevae_cli import runtime
-    from litevae_cli.errors import UserError
-
     s = DRY if args.dry_run else GPU
+    if args.budget_s is not None:
+        s.budget_s = args.budget_s
     if args.dry_run:
         torch.set_num_threads(1)  # tiny models run fastest single-threaded, and the test machine is shared
-    share_lpips()
-    if args.reps:
-        s.reps = args.reps
+    elif not torch.cuda.is_available():
+        raise SystemExit("error: no CUDA device visible; use --dry-run to check the script on a CPU")
+    install_signal_handlers()
+    doc = {"section": "gpu", "dry_run": args.dry_run, "date": time.strftime("%Y-%m-%d"), "budget_s": s.budget_s,
+           "machine": machine(s.device), "setting": dataclasses.asdict(s), "stopped": None}
+    rec = Recorder(args.out, doc, markdown)
+    t0 = time.perf_counter()
+    rc = 0
     try:
-        with runtime.open(s.device, s.precision, distributed=False) as rt:
-            doc = measure(rt, s, args.dry_run)
-    except UserError as err:
-        raise SystemExit(f"error: {err}" + ("" if args.dry_run else " (use --dry-run to check the script on a CPU)"))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_bench.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
-    table = markdown(doc)
-    (args.out / "gpu_bench.md").write_text(table)
-    print(table, flush=True)
-    log(f"wrote {args.out / 'gpu_bench.json'} and {args.out / 'gpu_bench.md'} in {doc['seconds']} s")
-    return 0
+        Bench(s, rec, Budget(s.budget_s), args.dry_run, args.out).run()
+    except Stopped as sig:
+        doc["stopped"] = f"{sig.args[0]} after {time.perf_counter() - t0:.0f} s"
+        rc = 130
+    doc["seconds"] = round(time.perf_counter() - t0, 1)
+    errors = [a["name"] for a in doc["arms"] if a["status"] in ("error",)]
+    doc["errors"] = errors
+    rec.flush()
+    print(markdown(doc), flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] wrote {args.out / 'gpu_bench.json'} and gpu_bench.md in {doc['seconds']} s; "
+          f"{len(doc['arms'])} arms, errors: {errors or 'none'}", flush=True)
+    return rc or (1 if errors else 0)
 
 
 if __name__ == "__main__":

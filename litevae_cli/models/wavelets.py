@@ -3,7 +3,9 @@
 LiteVAE's encoder front end (Sadat et al. 2024, Sec. 3) and its wavelet loss need a batched,
 differentiable 2D DWT on any device. As torch-dwt does, each level is ONE depthwise stride-2
 convolution with the four separable 2D filters of the wavelet, whose 1D filters come from
-PyWavelets (`pywt.Wavelet(name).filter_bank`). The inverse is the exact adjoint of the analysis
+PyWavelets (`pywt.Wavelet(name).filter_bank`), imported only for a non-Haar wavelet: Haar's filters
+are written out here (`_HAAR_BANK`, equal to pywt's), so the models and the losses need no PyWavelets
+(issue 26: a GPU machine with only torch). PyWavelets stays the reference the tests compare against. The inverse is the exact adjoint of the analysis
 operator (a transposed convolution followed by folding the periodic padding back), which equals
 the inverse for orthogonal wavelets.
 
@@ -26,28 +28,44 @@ Conventions (checked against PyWavelets in tests/test_wavelets.py):
 from __future__ import annotations
 
 import functools
+import math
 
-import pywt
 import torch
 import torch.nn.functional as F
 
 from litevae_cli.runtime import float32_region as _float32_region
 
 
-@functools.lru_cache(maxsize=None)
-def _filters_2d(wavelet: str) -> tuple[torch.Tensor, int]:
-    """The four 2D analysis filters [4, 1, L, L] (already flipped for cross-correlation) and L."""
+_HAAR = ("haar", "db1")  # identical filter banks
+_R = math.sqrt(0.5)  # 0.7071067811865476, bit-equal to pywt (1 / math.sqrt(2) is 1 ulp lower)
+_HAAR_BANK = ((_R, _R), (-_R, _R))  # pywt.Wavelet("haar").filter_bank[:2]: (dec_lo, dec_hi)
+
+
+def _bank_1d(wavelet: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(dec_lo, dec_hi) of an orthogonal wavelet: Haar's written out, any other from PyWavelets."""
+    if wavelet in _HAAR:
+        return _HAAR_BANK
+    try:
+        import pywt  # only here: Haar, the models' and losses' wavelet, needs no PyWavelets
+    except ImportError as e:
+        raise ImportError(f"wavelet {wavelet!r} needs PyWavelets (pip install pywavelets); Haar does not") from e
     w = pywt.Wavelet(wavelet)
     if not w.orthogonal:
         raise ValueError(f"wavelet {wavelet!r} is not orthogonal; only orthogonal wavelets are supported")
+    return tuple(w.filter_bank[0]), tuple(w.filter_bank[1])
+
+
+@functools.lru_cache(maxsize=None)
+def _filters_2d(wavelet: str) -> tuple[torch.Tensor, int]:
+    """The four 2D analysis filters [4, 1, L, L] (already flipped for cross-correlation) and L."""
     # device="cpu" explicitly: a first call under `with torch.device("meta")` (FLOP counting) must not
     # cache meta filters.
-    dec_lo, dec_hi = (torch.tensor(f, dtype=torch.float64, device="cpu") for f in w.filter_bank[:2])
+    dec_lo, dec_hi = (torch.tensor(f, dtype=torch.float64, device="cpu") for f in _bank_1d(wavelet))
     # pywt convolves (out[n] = sum_k h[k] x[2n+1-k]); conv2d cross-correlates, so flip the filters.
     lo, hi = dec_lo.flip(0), dec_hi.flip(0)
     # Band key: (filter along H, filter along W): A = (lo, lo), H = (hi, lo), V = (lo, hi), D = (hi, hi).
     bank = torch.stack([torch.outer(a, b) for a, b in ((lo, lo), (hi, lo), (lo, hi), (hi, hi))])
-    return bank.unsqueeze(1).to(torch.float32), len(w.dec_lo)
+    return bank.unsqueeze(1).to(torch.float32), len(dec_lo)
 
 
 @functools.lru_cache(maxsize=64)
@@ -55,9 +73,6 @@ def _weight(wavelet: str, channels: int, device: torch.device) -> tuple[torch.Te
     """The depthwise weight [4C, 1, L, L] on `device`, built once per (wavelet, C, device)."""
     bank, length = _filters_2d(wavelet)
     return bank.to(device).repeat(channels, 1, 1, 1), length
-
-
-_HAAR = ("haar", "db1")  # identical filter banks
 
 
 def _haar_level(x: torch.Tensor) -> torch.Tensor:
