@@ -50,6 +50,7 @@ class LossCfg:
     l1: float = 1.0
     lpips: float = 1.0
     lpips_net: str = "alex"  # alex | vgg (the lpips package's backbones)
+    lpips_precision: str = "auto"  # fp32 | bf16 | auto: bf16 backbone when the run is bf16 (training.losses)
     kl: float = 1e-3  # from the KL sweep (BENCHMARKS.md "KL weight"); OL used 0.01
     wavelet: float = 1.0  # OL B runs
     gaussian: float = 0.5  # OL B runs
@@ -90,6 +91,13 @@ class DistillCfg:
 
 
 @dataclass
+class RuntimeCfg:
+    """How the step runs on the device; no effect on the recipe beyond rounding (litevae_cli.runtime)."""
+    channels_last: str = "auto"  # auto | on | off; auto: per module (CUDA: GroupNorm-heavy encoders contiguous)
+    cudnn_benchmark: str = "auto"  # auto | on | off; auto: on for CUDA training (fixed shapes)
+
+
+@dataclass
 class Config:
     name: str
     phase: str  # pretrain | finetune | distill: the subcommand that runs it (finetune starts from --from CKPT)
@@ -101,3 +109,4 @@ class Config:
     train: TrainCfg
     log: LogCfg
     distill: DistillCfg
+    runtime: RuntimeCfg = field(default_factory=RuntimeCfg)

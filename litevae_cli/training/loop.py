@@ -20,6 +20,13 @@ both optimizers, scaler, step, every rank's RNG states and the data position; on
 world size and workers the result is bit-identical to an uninterrupted run.
 Non-finite losses: the step is skipped (no optimizer step) on every rank and counted; after
 `train.max_nonfinite` in a row the run stops with a UserError and last.pt is left as it was.
+Host syncs: one per optimizer step in steady state (`train_step`): the step's flags (a generator loss
+non-finite on any rank, a rank without a batch, the previous step's discriminator flag) are one tensor,
+one all_reduce, one read. A non-finite DISCRIMINATOR loss skips the discriminator's Adam step on the
+device (the generator has stepped, as before) and is read one step late: that step is counted as
+non-finite, and its loss terms left out of metrics.jsonl, when the next step's flags are read, or at the
+next log / checkpoint step, whichever comes first (so `train.max_nonfinite` may stop the run one step later
+than it would have). Loss sums stay on the device until a log step reads them.
 Stops (`litevae_cli.jobs.stopping`): SIGTERM / SIGINT, also sent to the whole process group, and a data-loader
 worker that died are checked before the next batch is fetched; last.pt is written from the last
 completed step and the process exits 128+signal with one line. Before any of that, everything is
@@ -53,7 +60,7 @@ from litevae_cli.data.loaders import make_train_loader, require_readable
 from litevae_cli.errors import UserError
 from litevae_cli.files.outputs import SKIPPED_NAME, SkipLog, check_out_dir, locked, writing
 from litevae_cli.jobs.progress import TrainProgress
-from litevae_cli.runtime import Runtime, all_reduce_sum, any_rank, barrier, seed_everything
+from litevae_cli.runtime import Runtime, all_reduce_sum, any_rank, barrier, needs_buffer_broadcast, rank_flags, seed_everything
 from litevae_cli.jobs.stopping import StopSignal
 from litevae_cli.training.log import LossMeter, RunLog, save_reconstructions
 from litevae_cli.files.hub import is_hub_id
@@ -62,7 +69,7 @@ from litevae_cli.training.distill import (DistillLoss, check_student_fits, disti
 from litevae_cli.training.losses import GeneratorLoss, discriminator_loss
 from litevae_cli.training.state import (TrainState, all_finite, build_train_state, check_resumable, gather_rng,
                                         load_init_weights, load_resume, make_checkpoint, model_of_run, restore_rng,
-                                        run_record, update_ema)
+                                        run_record, step_unless, update_ema)
 
 SAMPLE_IMAGES = 8  # images in each reconstruction grid
 
@@ -96,6 +103,7 @@ def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | 
         weights_dir: str | Path | None = None, download_weights: bool = False, use_ema: bool = True) -> int:
     """Check everything, build loss and state, then, holding OUT's lock: resume from OUT or initialise
     from --from, start the loader and fit(). Returns the process exit code."""
+    rt = runtime.configure(rt, cfg.runtime.channels_last, cfg.runtime.cudnn_benchmark)
     source = resolve_source(data)
     for note in source.notes:
         rt.print(note)
@@ -121,12 +129,13 @@ def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | 
                                         download_weights))
     else:
         loss_fn = rt.place(GeneratorLoss(cfg.loss, cfg.discriminator.loss, weights_dir=weights_dir,
-                                          download_weights=download_weights))
+                                          download_weights=download_weights, run_precision=rt.precision))
     seed_everything(cfg.train.seed)  # identical initial weights on every rank
     state = build_train_state(rt, cfg)
     if teacher is not None:
         check_student_fits(state.model.encoder, teacher)
-    state.run = run_record(data, rt)
+    state.run = run_record(data, rt, {"encoder": state.model.encoder, "decoder": state.model.decoder,
+                                      "discriminator": state.disc})
     with locked(out, rt), StopSignal() as signals:
         resume_path = latest_checkpoint(out)  # again: under the lock, it cannot change any more
         rng = None
@@ -180,8 +189,17 @@ class StepResult:
     g_terms: list[dict]  # per micro-batch generator terms
     d_terms: list[dict]  # per micro-batch discriminator terms (empty when the discriminator is off)
     images: int  # images this rank trained on
-    nonfinite: bool  # the step was skipped on every rank
+    nonfinite: bool  # a generator loss was non-finite: the step was skipped on every rank
     stop: bool  # some rank lost its data loader: nothing was updated on any rank; stop now
+    # Ranks whose discriminator loss was non-finite (0-dim float on the device, not read): the
+    # discriminator's step was then skipped on the device. None when the discriminator did not step.
+    d_flag: torch.Tensor | None = None
+    prev_d_nonfinite: bool = False  # the `d_flag` passed in as `prev_d_flag`, read with this step's flags
+
+    @property
+    def d_nonfinite(self) -> bool:
+        """Whether the discriminator step was skipped (reads `d_flag`: a host sync)."""
+        return self.d_flag is not None and bool(self.d_flag > 0)
 
 
 def _prepare(rt: Runtime, images: torch.Tensor, resolution: int) -> tuple[torch.Tensor, float]:
@@ -193,15 +211,32 @@ def _prepare(rt: Runtime, images: torch.Tensor, resolution: int) -> tuple[torch.
     return rt.batch(images, channels_last=True), weight
 
 
+def discriminate(state: TrainState, x: torch.Tensor, x_fake: torch.Tensor) -> tuple[tuple, tuple]:
+    """(real logits, fake logits) of the discriminator in training. One call on real and fake
+    concatenated where no image's logits depend on the others in its batch (no BatchNorm: the U-Net and
+    GigaGAN discriminators): half the launches, one DDP forward and one spectral-norm power iteration
+    per step instead of two. A BatchNorm discriminator (PatchGAN) normalises real and fake batches
+    apart, as it always has: two calls."""
+    if needs_buffer_broadcast(state.disc):
+        return state.disc_ddp(x), state.disc_ddp(x_fake)
+    logits = state.disc_ddp(torch.cat([x, x_fake]))
+    heads = (logits,) if isinstance(logits, torch.Tensor) else tuple(logits)
+    n = x.shape[0]
+    return tuple(h[:n] for h in heads), tuple(h[n:] for h in heads)
+
+
 def train_step(rt: Runtime, cfg: Config, state: TrainState, loss_fn, micro_images: list[torch.Tensor],
-               lost_loader: bool = False) -> StepResult:
+               lost_loader: bool = False, prev_d_flag: torch.Tensor | None = None) -> StepResult:
     """One optimizer step: generator over the micro-batches, then the discriminator on the same
-    (detached) reconstructions; then the EMA. Skipped everywhere when a loss is non-finite on any rank.
-    `lost_loader`: this rank has no batch (a data-loader worker died; its micro-batches are empty):
-    it still joins the collectives, then no rank updates anything and the result says stop."""
+    (detached) reconstructions; then the EMA. Skipped everywhere when a generator loss is non-finite on
+    any rank; a non-finite discriminator loss skips the discriminator's step on the device (`d_flag`).
+    `lost_loader`: this rank has no batch (a data-loader worker died or a stop was asked for; its
+    micro-batches are empty): it still joins the collectives, then no rank updates anything and the
+    result says stop. One host read in all: the flags [generator non-finite, lost loader,
+    `prev_d_flag` (the previous step's `d_flag`)] summed over ranks in one all_reduce."""
     k = len(micro_images)
     adv_on = state.disc is not None and state.step >= cfg.discriminator.start_step
-    g_terms, pairs, seen, bad = [], [], 0, False
+    g_terms, pairs, totals, seen = [], [], [], 0
     if state.disc is not None:
         state.disc.requires_grad_(False)  # the generator's adversarial term must not train D
     for i, raw in enumerate(micro_images):
@@ -214,38 +249,39 @@ def train_step(rt: Runtime, cfg: Config, state: TrainState, loss_fn, micro_image
                 fake_logits = state.disc(x_hat) if adv_on and cfg.loss.adversarial > 0 else None
             total, terms = loss_fn(x, x_hat, posterior, fake_logits=fake_logits)  # fp32 inside
             state.scaler.scale(total * (weight / k)).backward()
-        bad |= not bool(torch.isfinite(total.detach()))
+        totals.append(total.detach())
         g_terms.append({"total": total.detach(), **terms})
         pairs.append((x, x_hat.detach() if x_hat is not None else None, weight))
-    bad, stop = any_rank(rt, bad, lost_loader)
+    g_bad = ~torch.isfinite(torch.stack(totals)).all()
+    flags = [g_bad, lost_loader] + ([prev_d_flag] if prev_d_flag is not None else [])
+    bad, stop, *prev = any_rank(rt, *flags)  # the step's one host read
+    prev_bad = bool(prev and prev[0])
     if bad or stop:
         state.opt_g.zero_grad(set_to_none=True)
-        return StepResult(g_terms, [], seen, bad and not stop, stop)
+        return StepResult(g_terms, [], seen, bad and not stop, stop, prev_d_nonfinite=prev_bad)
     state.scaler.step(state.opt_g)
     state.opt_g.zero_grad(set_to_none=True)
 
-    d_terms = []
+    d_terms, d_flag = [], None
     if adv_on:
         state.disc.requires_grad_(True)
-        d_bad = False
+        d_losses = []
         for i, (x, x_fake, weight) in enumerate(pairs):
             with rt.no_sync(state.disc_ddp, i == k - 1):
                 with rt.autocast():
-                    real_logits, fake_logits = state.disc_ddp(x), state.disc_ddp(x_fake)
+                    real_logits, fake_logits = discriminate(state, x, x_fake)
                 loss_d, terms = discriminator_loss(real_logits, fake_logits, cfg.discriminator.loss)
                 state.scaler.scale(loss_d * (weight / k)).backward()
-            d_bad |= not bool(torch.isfinite(loss_d.detach()))
+            d_losses.append(loss_d.detach())
             d_terms.append({"total": loss_d.detach(), **terms})
-        (d_bad,) = any_rank(rt, d_bad)
-        if not d_bad:
-            state.scaler.step(state.opt_d)
+        d_flag = rank_flags(rt, ~torch.isfinite(torch.stack(d_losses)).all())[0]  # collective, not read
+        step_unless(state.opt_d, state.scaler, (d_flag > 0).float())
         state.opt_d.zero_grad(set_to_none=True)
-        bad = d_bad  # the generator stepped; the skipped discriminator step still counts as non-finite
     state.scaler.update()
     if state.ema is not None:
         update_ema(state.ema, state.model, cfg.train.ema_decay, state.step, cfg.train.ema_warmup)
     state.step += 1
-    return StepResult(g_terms, d_terms, seen, bad, False)
+    return StepResult(g_terms, d_terms, seen, False, False, d_flag, prev_bad)
 
 
 def save_checkpoint(rt: Runtime, cfg: Config, state: TrainState, out: Path, numbered: bool) -> Path:
@@ -298,12 +334,41 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
         rt.print(f"already at step {start_step} of {total_steps}: nothing to do (raise --steps to continue)")
     # A live bar on a terminal; in logs and batch jobs a plain status line per log step instead.
     interactive = Console().is_terminal
+    pending: StepResult | None = None  # the last step whose discriminator flag is not read yet
+
+    def settle(prev_d_nonfinite: bool | None = None) -> None:
+        """Account for `pending` now that its discriminator flag is known (read here when not given):
+        a skipped discriminator step counts as non-finite and its terms stay out of the log."""
+        nonlocal pending
+        if pending is None:
+            return
+        done_step, pending = pending, None
+        if done_step.d_nonfinite if prev_d_nonfinite is None else prev_d_nonfinite:
+            count_nonfinite()
+            return
+        state.nonfinite_run = 0
+        for terms in done_step.g_terms:
+            meter.add("g", terms)
+        for terms in done_step.d_terms:
+            meter.add("d", terms)
+
+    def count_nonfinite() -> None:
+        state.nonfinite_total += 1
+        state.nonfinite_run += 1
+        if state.nonfinite_run >= cfg.train.max_nonfinite:
+            where = latest_checkpoint(out)
+            raise UserError(f"stopped at step {state.step}: {state.nonfinite_run} consecutive steps had a "
+                            f"non-finite loss (train.max_nonfinite={cfg.train.max_nonfinite}); last good "
+                            f"checkpoint: {where or 'none written yet'}; try a lower optim.lr or fp32")
+
     with TrainProgress(total_steps, start_step, rt.is_main and interactive, rt.print) as progress:
         while True:
-            if not stop:  # before fetching the next batch; every rank agrees
-                (stop,) = any_rank(rt, signals.requested)
+            if signals.requested and not rt.distributed:  # alone: stop before the next batch (ranks agree in the step)
+                stop = True
             done = state.step >= total_steps or stop
             progressed = state.step > start_step
+            if progressed and (done or state.step % cfg.log.every == 0 or state.step % cfg.log.checkpoint_every == 0):
+                settle()  # before the status line and the checkpoint: the previous step fully counted
 
             # Status: metrics.jsonl, TensorBoard, progress text (collective: every rank, same steps).
             if progressed and (state.step % cfg.log.every == 0 or done):
@@ -336,15 +401,17 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
                 break
 
             # One optimizer step over grad_accum micro-batches (fewer when a loader worker died).
+            # A stop asked for on this rank: no new batch; the step's flags tell every rank to stop.
             micro = []
-            while len(micro) < accum and (batch := signals.fetch(batches)) is not None:
+            while not signals.requested and len(micro) < accum and (batch := signals.fetch(batches)) is not None:
                 micro.append(batch)
             images = [b["images"] for b in micro]
             lost = len(images) < accum
             if samples is None and any(len(x) for x in images):
                 samples = rt.batch(next(x for x in images if len(x))[:SAMPLE_IMAGES])
             result = train_step(rt, cfg, state, loss_fn, images + [torch.empty(0, 3, 1, 1)] * (accum - len(images)),
-                                lost)
+                                lost, pending.d_flag if pending is not None else None)
+            settle(result.prev_d_nonfinite)
             if result.stop:  # nothing was updated: last.pt is written from the last completed step
                 stop = True
                 continue
@@ -354,19 +421,11 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
             for b in micro:
                 skips.extend(b["failed"])
             if result.nonfinite:
-                state.nonfinite_total += 1
-                state.nonfinite_run += 1
-                if state.nonfinite_run >= cfg.train.max_nonfinite:
-                    where = latest_checkpoint(out)
-                    raise UserError(f"stopped at step {state.step}: {state.nonfinite_run} consecutive steps had a "
-                                    f"non-finite loss (train.max_nonfinite={cfg.train.max_nonfinite}); last good "
-                                    f"checkpoint: {where or 'none written yet'}; try a lower optim.lr or fp32")
+                count_nonfinite()
                 continue
-            state.nonfinite_run = 0
-            for terms in result.g_terms:
-                meter.add("g", terms)
-            for terms in result.d_terms:
-                meter.add("d", terms)
+            pending = result
+            if result.d_flag is None:  # no discriminator step: nothing left to read
+                settle(False)
             progress.advance(state.step)
     log.close()
 
