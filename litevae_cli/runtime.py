@@ -277,14 +277,11 @@ def all_reduce_sum(rt: Runtime, tensor: torch.Tensor) -> torch.Tensor:
 
 def rank_flags(rt: Runtime, *flags) -> torch.Tensor:
     """Flags (Python bools or 0-dim tensors on this device) as one float tensor on this device, each entry
-    the number of ranks that set it: one all_reduce for all of them and no host read (collective)."""
-    values = [f.to(rt.device, torch.float32) if isinstance(f, torch.Tensor) else float(bool(f)) for f in flags]
-    if all(not isinstance(v, torch.Tensor) for v in values):
-        packed = torch.tensor(values, device=rt.device) if rt.distributed else torch.tensor(values)
-    else:
-        packed = torch.stack([v if isinstance(v, torch.Tensor) else torch.tensor(v, device=rt.device)
-                              for v in values])
-    return all_reduce_sum(rt, packed)
+    the number of ranks that set it: one all_reduce for all of them and no host read (collective).
+    Python values become device tensors by a fill, not a host-to-device copy."""
+    device = rt.device if rt.distributed or any(isinstance(f, torch.Tensor) for f in flags) else torch.device("cpu")
+    return all_reduce_sum(rt, torch.stack([f.to(device, torch.float32) if isinstance(f, torch.Tensor)
+                                           else torch.full((), float(bool(f)), device=device) for f in flags]))
 
 
 def any_rank(rt: Runtime, *flags) -> list[bool]:

@@ -22,8 +22,8 @@ from litevae_cli.models import create_autoencoder, create_model
 from litevae_cli.model_spec import ModelSpec
 from litevae_cli.runtime import Runtime, channels_last_parts, configure, memory_record, setup_runtime, use_channels_last
 from litevae_cli.training import loop
-from litevae_cli.training.losses import (LPIPS_BF16_ATOL, LPIPS_BF16_RTOL, GeneratorLoss, _blur_kernels, gaussian_loss,
-                                         lpips_bf16, resolve_lpips_precision)
+from litevae_cli.training.losses import (LPIPS_BF16_ATOL, LPIPS_BF16_RTOL, GeneratorLoss, _blur_kernels, discriminate,
+                                         gaussian_loss, lpips_bf16, resolve_lpips_precision)
 from litevae_cli.training.state import (all_finite, build_train_state, host_copy, make_adam, run_record, step_unless,
                                         update_ema)
 
@@ -121,10 +121,10 @@ def test_discriminator_runs_once_on_real_and_fake_with_one_power_iteration(monke
     x, x_fake = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
     layers = sum(1 for m in state.disc.modules() if type(m).__name__ == "_SpectralNorm")
     calls = _count_power_iterations(monkeypatch)
-    real, fake = loop.discriminate(state, x, x_fake)
+    real, fake = discriminate(state.disc, state.disc, x, x_fake)
     assert len(calls) == layers  # one power iteration per spectral-norm layer (two calls made it two)
     state.disc.eval()  # no power iteration: concatenated and separate calls see the same weights
-    real, fake = loop.discriminate(state, x, x_fake)
+    real, fake = discriminate(state.disc, state.disc, x, x_fake)
     for joint, alone in zip(real + fake, state.disc(x) + state.disc(x_fake)):
         torch.testing.assert_close(joint, alone, rtol=1e-5, atol=1e-6)
 
@@ -133,7 +133,7 @@ def test_batchnorm_discriminator_keeps_separate_real_and_fake_batches():
     _, state = _state("patchgan-tiny", 32)
     twin = copy.deepcopy(state.disc)
     x, x_fake = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
-    real, fake = loop.discriminate(state, x, x_fake)
+    real, fake = discriminate(state.disc, state.disc, x, x_fake)
     assert torch.equal(real[0], twin(x)[0]) and torch.equal(fake[0], twin(x_fake)[0])
     assert runtime.needs_buffer_broadcast(state.disc)
 
@@ -195,6 +195,18 @@ def test_fused_adam_skip_on_the_device():
     assert opt.defaults["fused"] and torch.equal(p.detach(), before) and opt.state[p]["step"].item() == 0
     step_unless(opt, scaler, torch.zeros(()))
     assert not torch.equal(p.detach(), before) and opt.state[p]["step"].item() == 1
+    # With loss scaling (fp16) the flag joins the scaler's own inf check: skipped, and the scale lowered.
+    scaler, before = torch.amp.GradScaler("cpu", init_scale=1024.0), p.detach().clone()
+    opt.zero_grad()
+    scaler.scale(p.sum()).backward()
+    step_unless(opt, scaler, torch.ones(()))
+    scaler.update()
+    assert torch.equal(p.detach(), before) and scaler.get_scale() == 512.0
+    opt.zero_grad()
+    scaler.scale(p.sum()).backward()
+    step_unless(opt, scaler, torch.zeros(()))
+    scaler.update()
+    torch.testing.assert_close(p.detach(), before - 0.1)  # unscaled: Adam's first step is lr * sign(grad)
 
 
 # ------------------------------------------------------------------------------- EMA, kernels, checkpoints

@@ -20,13 +20,11 @@ both optimizers, scaler, step, every rank's RNG states and the data position; on
 world size and workers the result is bit-identical to an uninterrupted run.
 Non-finite losses: the step is skipped (no optimizer step) on every rank and counted; after
 `train.max_nonfinite` in a row the run stops with a UserError and last.pt is left as it was.
-Host syncs: one per optimizer step in steady state (`train_step`): the step's flags (a generator loss
-non-finite on any rank, a rank without a batch, the previous step's discriminator flag) are one tensor,
-one all_reduce, one read. A non-finite DISCRIMINATOR loss skips the discriminator's Adam step on the
-device (the generator has stepped, as before) and is read one step late: that step is counted as
-non-finite, and its loss terms left out of metrics.jsonl, when the next step's flags are read, or at the
-next log / checkpoint step, whichever comes first (so `train.max_nonfinite` may stop the run one step later
-than it would have). Loss sums stay on the device until a log step reads them.
+Host syncs: one per optimizer step in steady state (`train_step`: its flags, one all_reduce, one read).
+A non-finite DISCRIMINATOR loss skips the discriminator's step on the device (the generator has stepped,
+as before) and is read one step late: the step is counted as non-finite (its terms kept out of
+metrics.jsonl) with the next step's flags or at the next log / checkpoint step, whichever comes first,
+so `train.max_nonfinite` may stop a run one step later. Loss sums stay on the device until a log step.
 Stops (`litevae_cli.jobs.stopping`): SIGTERM / SIGINT, also sent to the whole process group, and a data-loader
 worker that died are checked before the next batch is fetched; last.pt is written from the last
 completed step and the process exits 128+signal with one line. Before any of that, everything is
@@ -60,13 +58,13 @@ from litevae_cli.data.loaders import make_train_loader, require_readable
 from litevae_cli.errors import UserError
 from litevae_cli.files.outputs import SKIPPED_NAME, SkipLog, check_out_dir, locked, writing
 from litevae_cli.jobs.progress import TrainProgress
-from litevae_cli.runtime import Runtime, all_reduce_sum, any_rank, barrier, needs_buffer_broadcast, rank_flags, seed_everything
+from litevae_cli.runtime import Runtime, all_reduce_sum, any_rank, barrier, rank_flags, seed_everything
 from litevae_cli.jobs.stopping import StopSignal
 from litevae_cli.training.log import LossMeter, RunLog, save_reconstructions
 from litevae_cli.files.hub import is_hub_id
 from litevae_cli.training.distill import (DistillLoss, check_student_fits, distill_spec, init_from_teacher,
                                           load_teacher)
-from litevae_cli.training.losses import GeneratorLoss, discriminator_loss
+from litevae_cli.training.losses import GeneratorLoss, discriminate, discriminator_loss
 from litevae_cli.training.state import (TrainState, all_finite, build_train_state, check_resumable, gather_rng,
                                         load_init_weights, load_resume, make_checkpoint, model_of_run, restore_rng,
                                         run_record, step_unless, update_ema)
@@ -211,20 +209,6 @@ def _prepare(rt: Runtime, images: torch.Tensor, resolution: int) -> tuple[torch.
     return rt.batch(images, channels_last=True), weight
 
 
-def discriminate(state: TrainState, x: torch.Tensor, x_fake: torch.Tensor) -> tuple[tuple, tuple]:
-    """(real logits, fake logits) of the discriminator in training. One call on real and fake
-    concatenated where no image's logits depend on the others in its batch (no BatchNorm: the U-Net and
-    GigaGAN discriminators): half the launches, one DDP forward and one spectral-norm power iteration
-    per step instead of two. A BatchNorm discriminator (PatchGAN) normalises real and fake batches
-    apart, as it always has: two calls."""
-    if needs_buffer_broadcast(state.disc):
-        return state.disc_ddp(x), state.disc_ddp(x_fake)
-    logits = state.disc_ddp(torch.cat([x, x_fake]))
-    heads = (logits,) if isinstance(logits, torch.Tensor) else tuple(logits)
-    n = x.shape[0]
-    return tuple(h[:n] for h in heads), tuple(h[n:] for h in heads)
-
-
 def train_step(rt: Runtime, cfg: Config, state: TrainState, loss_fn, micro_images: list[torch.Tensor],
                lost_loader: bool = False, prev_d_flag: torch.Tensor | None = None) -> StepResult:
     """One optimizer step: generator over the micro-batches, then the discriminator on the same
@@ -269,7 +253,7 @@ def train_step(rt: Runtime, cfg: Config, state: TrainState, loss_fn, micro_image
         for i, (x, x_fake, weight) in enumerate(pairs):
             with rt.no_sync(state.disc_ddp, i == k - 1):
                 with rt.autocast():
-                    real_logits, fake_logits = discriminate(state, x, x_fake)
+                    real_logits, fake_logits = discriminate(state.disc, state.disc_ddp, x, x_fake)
                 loss_d, terms = discriminator_loss(real_logits, fake_logits, cfg.discriminator.loss)
                 state.scaler.scale(loss_d * (weight / k)).backward()
             d_losses.append(loss_d.detach())
@@ -336,21 +320,18 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
     interactive = Console().is_terminal
     pending: StepResult | None = None  # the last step whose discriminator flag is not read yet
 
-    def settle(prev_d_nonfinite: bool | None = None) -> None:
-        """Account for `pending` now that its discriminator flag is known (read here when not given):
-        a skipped discriminator step counts as non-finite and its terms stay out of the log."""
+    def settle(skipped: bool | None = None) -> None:
+        """Account for `pending` once its discriminator flag is known (`skipped`; None: read it now)."""
         nonlocal pending
-        if pending is None:
-            return
-        done_step, pending = pending, None
-        if done_step.d_nonfinite if prev_d_nonfinite is None else prev_d_nonfinite:
-            count_nonfinite()
-            return
-        state.nonfinite_run = 0
-        for terms in done_step.g_terms:
-            meter.add("g", terms)
-        for terms in done_step.d_terms:
-            meter.add("d", terms)
+        if pending is not None:
+            done_step, pending = pending, None
+            if done_step.d_nonfinite if skipped is None else skipped:
+                count_nonfinite()  # a skipped discriminator step: counted, its terms kept out of the log
+                return
+            state.nonfinite_run = 0
+            for prefix, step_terms in (("g", done_step.g_terms), ("d", done_step.d_terms)):
+                for terms in step_terms:
+                    meter.add(prefix, terms)
 
     def count_nonfinite() -> None:
         state.nonfinite_total += 1

@@ -13,6 +13,9 @@ are averaged over heads, so both U-Net heads count equally and every GigaGAN log
 
 Everything here runs in float32 with autocast off, whatever the caller's precision: the high-frequency
 terms compare small differences that bf16/fp16 would round away, and the DWT is float32 anyway (OL).
+One exception, `loss.lpips_precision`: LPIPS's backbone may run in bf16 (`lpips_bf16`, measured tolerance
+beside it), its normalisation and differences still in float32. The discriminator runs once on real and
+fake together where that is the same function of its logits (`discriminate`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from litevae_cli.errors import UserError
 from litevae_cli.models.posterior import DiagonalGaussian
 from litevae_cli.models.wavelets import dwt2, split_bands
 from litevae_cli.runtime import bfloat16_region as _bf16
+from litevae_cli.runtime import needs_buffer_broadcast
 from litevae_cli.runtime import float32_region as _fp32
 
 TERMS = ("l1", "lpips", "kl", "wavelet", "gaussian", "adv", "total")  # fixed log columns
@@ -133,11 +137,12 @@ def _check_kind(kind: str) -> None:
         raise UserError(f"adversarial loss must be one of {', '.join(ADV_KINDS)}, got {kind!r}")
 
 
-def _heads(logits: Sequence[torch.Tensor] | torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _heads(logits: Sequence[torch.Tensor] | torch.Tensor, dtype: torch.dtype | None = torch.float32
+           ) -> tuple[torch.Tensor, ...]:
     heads = (logits,) if isinstance(logits, torch.Tensor) else tuple(logits)
     if not heads:
         raise ValueError("a discriminator must return at least one logit tensor")
-    return tuple(h.float() for h in heads)
+    return tuple(h if dtype is None else h.to(dtype) for h in heads)
 
 
 def adversarial_g_loss(fake_logits: Sequence[torch.Tensor], kind: str = "hinge") -> torch.Tensor:
@@ -180,6 +185,20 @@ def discriminator_loss(real_logits: Sequence[torch.Tensor], fake_logits: Sequenc
             "logits_fake": torch.stack([h.detach().mean() for h in fake]).mean(),
         }
     return loss, terms
+
+
+def discriminate(disc: nn.Module, disc_ddp: nn.Module, x: torch.Tensor,
+                 x_fake: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """(real logits, fake logits) of a discriminator in training (`disc_ddp`: its DDP wrapper, or itself).
+    One call on real and fake concatenated where no image's logits depend on the rest of its batch (no
+    BatchNorm: the U-Net and GigaGAN discriminators): half the launches, one DDP forward and one
+    spectral-norm power iteration per step instead of two. The loss is the same function of the logits.
+    A BatchNorm discriminator (PatchGAN) normalises the real and the fake batch apart, as always: two calls."""
+    if needs_buffer_broadcast(disc):
+        return _heads(disc_ddp(x), dtype=None), _heads(disc_ddp(x_fake), dtype=None)
+    n = x.shape[0]
+    heads = _heads(disc_ddp(torch.cat([x, x_fake])), dtype=None)
+    return tuple(h[:n] for h in heads), tuple(h[n:] for h in heads)
 
 
 # --------------------------------------------------------------------------------------------

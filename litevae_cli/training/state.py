@@ -1,10 +1,12 @@
 """The training state and everything that moves it in or out of a checkpoint.
 
 Owns: the `TrainState` of one run (autoencoder, its DDP wrapper, EMA copy, discriminator, the two
-Adam optimizers, the GradScaler, step and data position), its construction from a `Config`, the EMA
-update, RNG capture/restore in a `weights_only=True`-loadable form, the checkpoint dict (layout in
+Adam optimizers (fused where torch has the kernel, so a step can be skipped on the device: `step_unless`),
+the GradScaler, step and data position), its construction from a `Config`, the EMA update (one multi-tensor
+lerp), RNG capture/restore in a `weights_only=True`-loadable form, the checkpoint dict (layout in
 `litevae_cli.files.checkpoint`'s docstring), resuming a run and initialising a finetune from `--from`,
-and the run record (`run_record`: --data, command line, versions) kept in config.yaml and checkpoints.
+and the run record (`run_record`: --data, command line, versions, precision, memory format) kept in
+config.yaml and checkpoints, whose tensors reach the host in one go (`host_copy`).
 A model the config cannot build, or weights that do not fit it, are one-line UserErrors. Device
 placement, the DDP wrappers and the GradScaler come from the runtime (`rt.place`, `rt.wrap`).
 The loop itself is in `litevae_cli.training.loop`.
