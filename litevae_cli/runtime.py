@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import os
 import random
 from dataclasses import dataclass
@@ -139,8 +140,12 @@ class Runtime:
         # (76 tensors per call of the U-Net discriminator) sends what each rank already has. Should two
         # GPUs round differently, u, v only differ within the power iteration's tolerance, and the iteration
         # pulls them back to the same leading singular vectors. The autoencoders hold no buffers.
+        # Newer torch (2.14 here) names it forward_sync_buffers (buffers still synced once at construction);
+        # older broadcast_buffers=False also skips that first sync, and u, v start equal from the shared seed.
+        sync = needs_buffer_broadcast(module)
+        new_name = "forward_sync_buffers" in inspect.signature(DDP).parameters
         return DDP(module, device_ids=ids, find_unused_parameters=False,
-                   broadcast_buffers=needs_buffer_broadcast(module))
+                   **{"forward_sync_buffers" if new_name else "broadcast_buffers": sync})
 
     def no_sync(self, wrapped: torch.nn.Module, last: bool):
         """Gradient accumulation under DDP: all-reduce only on the last micro-batch."""

@@ -142,12 +142,17 @@ def test_ddp_broadcasts_buffers_only_for_batchnorm(monkeypatch):
     import torch.nn.parallel
 
     made = []
-    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", lambda module, **kw: made.append(kw) or module)
+
+    def fake_ddp(module, device_ids=None, find_unused_parameters=False, forward_sync_buffers=None):  # torch 2.14's name
+        made.append({"forward_sync_buffers": forward_sync_buffers})
+        return module
+
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", fake_ddp)
     rt = Runtime(torch.device("cpu"), "fp32", rank=0, world_size=2)
     for name in ("unet-disc-tiny", "gigagan-tiny", "patchgan-tiny"):
         rt.wrap(create_model(name))
     rt.wrap(create_autoencoder(TINY_AE))
-    assert [kw["broadcast_buffers"] for kw in made] == [False, False, True, False]
+    assert [kw["forward_sync_buffers"] for kw in made] == [False, False, True, False]
 
 
 def test_nonfinite_discriminator_loss_skips_its_step_on_the_device_and_is_read_with_the_next_step(monkeypatch):
@@ -270,3 +275,36 @@ def test_lpips_bf16_stays_within_the_stated_tolerance_of_fp32():
     loss_cfg = config_from_dict(merged_preset({"loss": {"lpips": 1.0, "lpips_precision": "auto"}})).loss
     loss = GeneratorLoss(loss_cfg, lpips_random_backbone=True, run_precision="bf16")
     assert loss.lpips_precision == "bf16"
+
+
+@pytest.mark.slow
+def test_two_ranks_without_buffer_broadcast_keep_identical_spectral_norm_vectors(tmp_path):
+    """broadcast_buffers=False for a spectral-norm discriminator on one concatenated call per step: after a
+    2-rank torchrun (gloo) every rank holds the same weights AND the same u, v (runtime.wrap's comment)."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+    import yaml
+    from PIL import Image
+
+    preset = tmp_path / "p.yaml"
+    preset.write_text(yaml.safe_dump(merged_preset({
+        "discriminator": {"name": "unet-disc-tiny", "start_step": 0}, "data": {"resolution": 64},
+        "train": {"steps": 2, "batch_size": 4}, "log": {"every": 2, "checkpoint_every": 2}})))
+    data = tmp_path / "images"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (72, 72, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    dump = tmp_path / "dump"
+    env = {**os.environ, "LITEVAE_TEST_RANK_DUMP": str(dump), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "litevae_cli",
+           "pretrain", "--preset", str(preset), "--data", str(data), "--out", str(tmp_path / "run"), "--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r0, r1 = (torch.load(dump / f"rank{r}.pt", weights_only=True)["discriminator"] for r in (0, 1))
+    vectors = [k for k in r0 if k.endswith(("._u", "._v"))]
+    assert len(vectors) == 2 * sum(1 for k in r0 if k.endswith(".original"))  # every spectral norm's u and v
+    assert r0.keys() == r1.keys() and all(torch.equal(r0[k], r1[k]) for k in r0)

@@ -32,7 +32,7 @@ checked (config, data with a readable image, --from, a writable --out) and OUT i
 run (`litevae_cli.files.outputs`); unreadable images are skipped, counted in metrics.jsonl and named in
 OUT/skipped.txt. config.yaml and every checkpoint record the run (`training.state.run_record`).
 Test hook: with LITEVAE_TEST_RANK_DUMP=DIR every rank saves its final autoencoder and discriminator
-parameters to DIR/rank<r>.pt
+parameters (and spectral-norm buffers) to DIR/rank<r>.pt
 (the DDP test compares them); nothing else reads it.
 """
 
@@ -413,8 +413,13 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
     if os.environ.get("LITEVAE_TEST_RANK_DUMP"):
         dump = Path(os.environ["LITEVAE_TEST_RANK_DUMP"])
         dump.mkdir(parents=True, exist_ok=True)
-        # Discriminator: parameters only (BatchNorm running stats are per rank between DDP's broadcasts).
-        disc = {n: p.detach() for n, p in state.disc.named_parameters()} if state.disc is not None else None
+        # Discriminator: parameters, and the buffers that DDP does not broadcast (spectral-norm u, v), which
+        # must agree too; not BatchNorm running stats (per rank between DDP's broadcasts).
+        disc = None
+        if state.disc is not None:
+            disc = {n: p.detach() for n, p in state.disc.named_parameters()}
+            if not runtime.needs_buffer_broadcast(state.disc):
+                disc |= {n: b for n, b in state.disc.named_buffers()}
         torch.save({"model": state.model.state_dict(), "discriminator": disc}, dump / f"rank{rt.rank}.pt")
     kept = last or latest_checkpoint(out)
     if stop:
