@@ -26,8 +26,9 @@ as before) and is read one step late: the step is counted as non-finite (its ter
 metrics.jsonl) with the next step's flags or at the next log / checkpoint step, whichever comes first,
 so `train.max_nonfinite` may stop a run one step later. Loss sums stay on the device until a log step.
 Stops (`litevae_cli.jobs.stopping`): SIGTERM / SIGINT, also sent to the whole process group, and a data-loader
-worker that died are checked before the next batch is fetched; last.pt is written from the last
-completed step and the process exits 128+signal with one line. Before any of that, everything is
+worker that died are checked before the next batch is fetched (under torchrun the ranks agree through
+the step's flags); last.pt is written from the last completed step and the process exits 128+signal
+with one line. Before any of that, everything is
 checked (config, data with a readable image, --from, a writable --out) and OUT is locked for the
 run (`litevae_cli.files.outputs`); unreadable images are skipped, counted in metrics.jsonl and named in
 OUT/skipped.txt. config.yaml and every checkpoint record the run (`training.state.run_record`).
