@@ -137,7 +137,8 @@ def test_shard_source_eval_keys_cls_and_corrupt(tmp_path):
     assert [m["key"] for b in r1 for m in b["meta"]] == ["train-000001/0000"]
     keys = [m["key"] for b in L.make_eval_loader(src, 32, 1, workers=2, skip_keys={"train-000000/0000"})
             for m in b["meta"]]
-    assert keys == [m["key"] for m in metas][1:]
+    # 2 shards >= 1 rank x 2 workers: each worker reads its own shard, so the order is by worker
+    assert sorted(keys) == sorted(m["key"] for m in metas)[1:]
 
 
 def test_shard_source_train_stream(tmp_path):
@@ -145,8 +146,7 @@ def test_shard_source_train_stream(tmp_path):
     it = iter(L.make_train_loader(pattern, 24, 4, seed=3, shuffle_buffer=4))
     for _ in range(3):  # more than one pass: the stream repeats
         b = next(it)
-        assert b["images"].shape == (4, 3, 24, 24) and b["skipped"] == 0
-        assert b["images"].min() >= -1 and b["images"].max() <= 1
+        assert b["images"].shape == (4, 3, 24, 24) and b["skipped"] == 0 and b["images"].dtype == torch.uint8
     # 2 ranks x 2 workers = 4 consumers > 2 shards: split by sample, still streams forever
     it = iter(L.make_train_loader(pattern, 24, 2, seed=3, rank=1, world_size=2, workers=2, shuffle_buffer=2))
     assert all(next(it)["images"].shape == (2, 3, 24, 24) for _ in range(4))
@@ -161,8 +161,7 @@ def test_train_crops_shape_range_and_worker_invariance():
     a = _take(L.make_train_loader("sample", 48, 3, workers=0, seed=7), 3)
     b = _take(L.make_train_loader("sample", 48, 3, workers=2, seed=7), 3)
     for x, y in zip(a, b):
-        assert x["images"].shape == (3, 3, 48, 48) and x["images"].dtype == torch.float32
-        assert x["images"].min() >= -1 and x["images"].max() <= 1
+        assert x["images"].shape == (3, 3, 48, 48) and x["images"].dtype == torch.uint8  # [-1,1] on the device
         assert torch.equal(x["index"], y["index"]) and torch.equal(x["images"], y["images"])
     c = _take(L.make_train_loader("sample", 48, 3, seed=8), 1)
     assert not torch.equal(a[0]["images"], c[0]["images"])

@@ -148,7 +148,7 @@ def test_outputs_are_checked_before_the_work(tiny_ckpt, tiny_preset, make_images
 def test_a_disk_that_fails_at_write_time_is_one_line(tiny_ckpt, make_images):
     res = _cli("eval", tiny_ckpt, "--data", make_images(n=1), "--resolution", 16, "--json", "/dev/full")
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
-    assert res.output.strip().splitlines()[-1] == "error: cannot write /dev/full: No space left on device"
+    assert res.output.strip().splitlines()[-1] == "error: cannot write /dev/full: No space left on device (errno 28)"
 
 
 def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(tiny_preset, make_images, tmp_path, monkeypatch):
@@ -161,7 +161,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(tiny_preset, ma
         return real_save(obj, f, *a, **k)
 
     monkeypatch.setattr(checkpoint.torch, "save", save)
-    with pytest.raises(UserError, match=r"cannot write .*step-0000004.pt: No space left on device; .*last.pt "
+    with pytest.raises(UserError, match=r"cannot write .*step-0000004.pt: No space left on device \(errno 28\); .*last.pt "
                                         r"\(the previous checkpoint\) is intact"):
         train("pretrain", preset, str(make_images(n=2)), tmp_path / "run", device="cpu")
     ckpt_dir = tmp_path / "run" / "checkpoints"

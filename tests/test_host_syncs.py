@@ -40,7 +40,7 @@ def _cfg(disc=None, resolution=32, accum=1, **train):
 def _batches(resolution, device="cpu"):
     g = torch.Generator().manual_seed(0)
     while True:
-        images = torch.rand(2, 3, resolution, resolution, generator=g) * 2 - 1
+        images = torch.randint(0, 256, (2, 3, resolution, resolution), generator=g, dtype=torch.uint8)  # as loaders give
         yield {"images": images.pin_memory() if device == "cuda" else images, "skipped": 0, "failed": []}
 
 

@@ -308,3 +308,31 @@ def test_two_ranks_without_buffer_broadcast_keep_identical_spectral_norm_vectors
     vectors = [k for k in r0 if k.endswith(("._u", "._v"))]
     assert len(vectors) == 2 * sum(1 for k in r0 if k.endswith(".original"))  # every spectral norm's u and v
     assert r0.keys() == r1.keys() and all(torch.equal(r0[k], r1[k]) for k in r0)
+
+
+def test_under_torchrun_a_stop_reaches_every_rank_through_the_next_steps_flags(tmp_path):
+    """A signal is no separate collective per step any more: the rank that got it says so in the next step's
+    flags, that step completes on every rank and the run stops, last.pt at that step. (One process with a
+    world size of 2: the collectives are identities without a process group.)"""
+    import dataclasses
+    import os
+    import signal
+
+    from litevae_cli.files.checkpoint import load_checkpoint
+    from litevae_cli.jobs.stopping import StopSignal
+
+    cfg = config_from_dict(merged_preset({"train": {"steps": 10}, "log": {"every": 1000}}))
+    rt = setup_runtime("cpu", "fp32", init_distributed=False)
+    state = build_train_state(rt, cfg)
+
+    def batches():
+        for i in range(10):
+            if i == 2:
+                os.kill(os.getpid(), signal.SIGTERM)  # arrives after step 2, while the third batch is fetched
+            yield {"images": torch.rand(2, 3, 32, 32) * 2 - 1, "skipped": 0, "failed": []}
+
+    with StopSignal() as signals:
+        code = loop.fit(dataclasses.replace(rt, world_size=2), cfg, state, batches(),
+                        GeneratorLoss(cfg.loss, cfg.discriminator.loss), tmp_path, signals)
+    assert code == 128 + signal.SIGTERM and state.step == 3
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 3

@@ -157,6 +157,17 @@ def train_section(doc: dict | None) -> list[str]:
         _table(["autoencoder", "train img/s", "vs SD-VAE encoder"], table)
 
 
+def loader_section(doc: dict | None) -> list[str]:
+    if not doc or doc.get("failed"):
+        return []
+    table = [["{}-{}".format(*r["rescale"]), str(r["resolution"]), str(r["workers"]),
+              f"on ({r['drafted']:.0%} drafted)" if r["draft"] else "off", fmt(r["total"], 1),
+              fmt(r["per_worker"], 1), f"{r['vs_decode_limit']:.2f}"] for r in doc["rows"]]
+    return [f"{doc['images']} synthetic JPEGs ({doc['mean_megapixels']:.2f} MP mean), batch {doc['batch']}; "
+            f"decode-only limit (PIL open + convert, one process): {fmt(doc['decode_only'], 1)} img/s.", ""] + \
+        _table(["rescale", "px", "workers", "draft", "img/s", "img/s per worker", "per worker / decode limit"], table)
+
+
 def render(docs: list[dict], command: str, total_s: float, main_thp: int) -> list[str] | str:
     by_name = {d.get("name"): d for d in docs}
     enc = by_name.get("encoder")
@@ -170,7 +181,8 @@ def render(docs: list[dict], command: str, total_s: float, main_thp: int) -> lis
               "", "## 4. DWT", *dwt_section(docs),
               "", "## 5. Decoders", *decoder_section(docs),
               "", "## 6. Phase-A training step", *train_section(by_name.get("train")),
-              "", "## 7. THP_MEM_ALLOC_ENABLE", *thp_section(docs, enc)]
+              "", "## 7. THP_MEM_ALLOC_ENABLE", *thp_section(docs, enc),
+              "", "## 8. Training loader", *loader_section(by_name.get("loader"))]
     failed = [d.get("name") or d.get("section") for d in docs if d.get("failed")]
     if failed:
         parts += ["", f"Failed sections: {', '.join(map(str, failed))}"]

@@ -11,6 +11,7 @@ Sections (scripts beside this one; each writes JSON into --out, and `report.py` 
   memory   peak RSS of one batch-16 forward, one process per (model, precision, layout)
   decoder  smc-decoder vs sd-vae-decoder vs diffusers' decoder, under both THP settings
   train    phase-A training step, litevae-b vs sd-vae-encoder with the same smc-decoder and losses
+  loader   training-loader img/s per worker at 128/256 px on synthetic JPEGs vs the decode-only limit
 This script imports no torch itself: THP_MEM_ALLOC_ENABLE must be set before torch is imported, so
 each child gets it in its environment. --thp (default 1) is the setting of every figure except the
 thp section's and the THP=0 halves of the dwt and decoder sections.
@@ -30,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 PEER = "sd-vae (diffusers)"
-SECTIONS = ("dwt", "encoder", "thp", "memory", "decoder", "train")
+SECTIONS = ("dwt", "encoder", "thp", "memory", "decoder", "train", "loader")
 
 
 def run_child(script: str, args: list[str], thp: int, out: Path, name: str, threads: int) -> dict | None:
@@ -131,6 +132,11 @@ def main() -> None:
 
     if "train" in args.sections:
         child("train_bench.py", ["--batch", "1" if args.smoke else "2" if args.quick else "4"] + reps, args.thp, "train")
+
+    if "loader" in args.sections:
+        extra = (["--images", "24", "--batches", "1", "--sizes", "128"] if args.smoke
+                 else ["--quick"] if args.quick else [])
+        child("loader_bench.py", extra + reps, args.thp, "loader")
 
     from report import render
 

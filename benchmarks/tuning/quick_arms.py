@@ -21,7 +21,7 @@ import time
 import torch
 
 from litevae_cli.config import load_config
-from litevae_cli.data import resolve_source
+from litevae_cli.data import resolve_source, to_model_range
 from litevae_cli.metrics.image import psnr_uint8, to_uint8
 from litevae_cli.data.loaders import make_eval_loader, make_train_loader
 from litevae_cli.runtime import setup_runtime
@@ -86,7 +86,7 @@ def main() -> int:
     print(f"arm: {vars(args)}", flush=True)
     start, l1 = time.perf_counter(), []
     for step in range(1, args.steps + 1):
-        x = next(batches)["images"]
+        x = to_model_range(next(batches)["images"])
         if args.color_jitter > 0:
             g = 1 + args.color_jitter * (2 * torch.rand(x.shape[0], 3, 1, 1, generator=perm_gen) - 1)
             o = args.color_jitter * (torch.rand(x.shape[0], 3, 1, 1, generator=perm_gen) - 0.5)

@@ -32,8 +32,9 @@ PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="auto, 
 BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per batch (default: the "
                                                      "preset's when training, else the command's).")]
 DATA = typer.Option("--data", help="Images: a folder, one image, a glob ('photos/*.jpg'), a .txt/.csv list of "
-                    "paths, WebDataset shards (dir/train-{000000..000009}.tar) or sample / sample-holdout / "
-                    "sample-all (the embedded photographs).")
+                    "paths, WebDataset shards (dir/train-{000000..000009}.tar), a Hugging Face dataset "
+                    "(hf:NAME_OR_PATH[:SPLIT][#COLUMN]: a save_to_disk folder, parquet, imagefolder or Hub name; "
+                    "pip install 'litevae[hf]') or sample / sample-holdout / sample-all (the embedded photographs).")
 DataOpt = Annotated[str, DATA]
 OutDirOpt = Annotated[Path, typer.Option("--out", help="Output directory (rerunning a training or encode-dataset "
                                          "command with the same --out resumes it).")]
@@ -71,14 +72,12 @@ def write_json(path: Path, obj) -> None:
     """Write a command's `--json` report (parents created) and say where; `-` prints it instead."""
     import json
 
-    from litevae_cli.files.outputs import writing
+    from litevae_cli.files import atomic
 
     if str(path) == "-":
         typer.echo(json.dumps(obj, indent=2))
         return
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(obj, indent=2) + "\n")
+    atomic.write_text(path, json.dumps(obj, indent=2) + "\n")  # a failed write: one line naming the file
     typer.echo(f"wrote {path}")
 
 

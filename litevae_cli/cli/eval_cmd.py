@@ -65,7 +65,8 @@ def eval_command(
 
 def write_outputs(report: dict, json_out) -> None:
     """--json: the report, and the unreadable images in NAME.skipped.txt beside it."""
-    from litevae_cli.files.outputs import skipped_lines, writing
+    from litevae_cli.files import atomic
+    from litevae_cli.files.outputs import skipped_lines
 
     skipped = report.pop("skipped_files")
     if json_out is None:
@@ -74,13 +75,13 @@ def write_outputs(report: dict, json_out) -> None:
     if str(json_out) == "-":
         return
     listed = json_out.with_name(f"{json_out.stem}.skipped.txt")
-    with writing(listed):
-        listed.write_text(skipped_lines(skipped))
+    atomic.write_text(listed, skipped_lines(skipped))
     if skipped:
         typer.echo(f"{len(skipped)} unreadable image(s) listed in {listed}")
 
 
 def print_report(report: dict) -> None:
+    from litevae_cli.data import upscale_warning
     from rich.console import Console
     from rich.table import Table
 
@@ -111,6 +112,8 @@ def print_report(report: dict) -> None:
                           f"(PSNR capped at 100 dB)")
         if row.get("rfid_note"):
             console.print(f"  @{row['resolution']}: rFID not computed: {row['rfid_note']}")
+        if row.get("upscaled"):
+            console.print(f"  @{row['resolution']}: {upscale_warning(row['upscaled'], row['resolution'])}", soft_wrap=True)
         if row["skipped"]:
             console.print(f"  @{row['resolution']}: {row['skipped']} unreadable image(s) skipped, e.g. "
                           f"{'; '.join(row['skipped_examples'][:2])}")

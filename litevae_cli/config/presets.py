@@ -17,6 +17,7 @@ import yaml
 from litevae_cli.config.checks import _build, _Sources, _validate, _where
 from litevae_cli.config.schema import Config
 from litevae_cli.errors import UserError
+from litevae_cli.files.atomic import write_text as atomic_write_text
 
 # The repo's top-level presets/ folder: the fallback when the package resource is unavailable
 # (e.g. running from a source checkout without an install).
@@ -142,4 +143,4 @@ def dump_config(cfg: Config, path, run: dict | None = None) -> None:
     if hasattr(path, "write"):
         path.write(text)
     else:
-        Path(path).write_text(text)
+        atomic_write_text(path, text)  # a failed write (disk full): one line, the previous file intact

@@ -77,6 +77,8 @@ class LogCfg:
     sample_every: int = 1000  # steps between reconstruction grids
     checkpoint_every: int = 2000  # steps between checkpoints
     tensorboard: bool = True
+    wandb: bool = False  # Weights & Biases too (pip install 'litevae[wandb]'; WANDB_MODE=offline: no network)
+    wandb_project: Optional[str] = None  # W&B project; None: $WANDB_PROJECT, else litevae
 
 
 @dataclass

@@ -5,7 +5,8 @@
 - a `.txt` list (one path a line; blank lines and `#` comments skipped) or a `.csv` list (the column
   named path, image, file, filename or filepath, else the first column): paths relative to the list's
   own folder. A path that is missing or unreadable stays in the list: the loaders skip it and name it
-  in skipped.txt, like a bad file in a folder.
+  in skipped.txt, like a bad file in a folder. So does a FIFO, socket, device or link loop a list or a glob
+  names: the loaders name it as what it is ("x.png is a FIFO, not an image file") and never open it.
 The same file listed twice (by real path) is used once, and a note says how many were dropped.
 Keys are the paths relative to the files' common folder, without extension unless two would collide.
 Plain data out (`(key, path)` pairs and notes); `data.sources` builds the ImageSource and turns
@@ -71,9 +72,10 @@ def keyed_paths(spec: str, paths: list[str]) -> tuple[list[tuple[str, str]], lis
 
 
 def glob_paths(spec: str, exts: tuple[str, ...]) -> list[str]:
-    """The image files (by extension) a glob matches, sorted; ListError when none."""
+    """The image files (by extension) a glob matches, sorted; ListError when none. Special files (FIFOs,
+    sockets, devices, broken links, loops) are kept, for the loaders to skip and name."""
     found = sorted(p for p in glob.glob(os.path.expanduser(spec), recursive=True)
-                   if os.path.isfile(p) and p.lower().endswith(exts))
+                   if not os.path.isdir(p) and p.lower().endswith(exts))
     if not found:
         raise ListError(f"no images ({', '.join(e[1:] for e in exts)}) match {spec}")
     return found

@@ -1,10 +1,9 @@
 """Shared data layer: image sources, decoding and transforms.
 
-Owns everything between a `--data` spec and a batch of tensors, for training (phase A/B),
-encode-dataset, eval, reconstruct and inspect-latents. Images are float tensors [3,H,W] in [-1,1], RGB.
-Colour handling (`to_rgb`): L/1/P/CMYK/YCbCr -> RGB; 16-bit and 32-bit greyscale ("I;16", "I", "F")
-are rescaled to 8 bit (never clipped at 255); anything with alpha (RGBA, LA, PA, P+transparency) is
-COMPOSITED ON WHITE. EXIF orientation is not applied (same as torchvision/clean-fid/ADM pipelines).
+Owns the step from a `--data` spec to an `ImageSource`, for training (phase A/B), encode-dataset,
+eval, reconstruct and inspect-latents, and the resolution checks. Decoding (pixel cap, special files,
+colour) lives in `litevae_cli.data.decode`, the crops in `litevae_cli.data.transforms`, the shared
+item list and the folder scan in `litevae_cli.data.index`; their public names are re-exported here.
 
 Sources (`resolve_source`):
   * `sample`, `sample-holdout`, `sample-all`: the embedded set (see `litevae_cli.data.samples`),
@@ -12,13 +11,17 @@ Sources (`resolve_source`):
   * a directory: recursive (jpg/jpeg/png/webp/bmp/tif/tiff/gif, any case; hidden names skipped), sorted by relative
     posix path; key = relative path without extension (with it, if two files would share a key).
     Symlinked folders are followed, each real folder (device, inode) at most once, so a link loop
-    (`loop -> .`) or two links to one folder do not repeat images.
+    (`loop -> .`) or two links to one folder do not repeat images. Entries with an image extension that
+    are not regular files (FIFOs, sockets, devices, broken links, symlink loops) are left out and named
+    as what they are in the source's notes.
     If every image sits exactly one folder deep, `cls` = index of its folder in the sorted folder list.
   * WebDataset shards (`dir/train-{000000..000009}.tar` or one .tar): image under jpg/jpeg/png/webp,
     optional cls. Key = `<shard stem>/<__key__>`, unique even when shards reuse per-shard counters.
     For http(s) shards the first URL is tried up front (`URL_TIMEOUT_S`), so an unreachable server
     is a one-line error at once rather than minutes of download retries.
-  * one image file, a glob, or a .txt / .csv list of paths (`litevae_cli.data.lists`).
+  * one image file, a glob, or a .txt / .csv list of paths (`litevae_cli.data.lists`); a spec naming a
+    FIFO, socket, device or link loop is a one-line error saying what it is.
+  * a Hugging Face `datasets` dataset, `hf:NAME_OR_PATH[:SPLIT][#COLUMN]` (`litevae_cli.data.hf_datasets`).
   The sample names win over a folder of that name (use `./sample`). Bad specs raise `DataError`
   (a UserError, so the CLI prints it as one line) with a message naming the path.
 
@@ -29,60 +32,46 @@ The train and eval loaders built on these live in `litevae_cli.data.loaders`.
 
 from __future__ import annotations
 
-import functools
-import io
 import os
 import posixpath
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
-import numpy as np
-import torch
-from PIL import Image
-
-from litevae_cli.data import lists
+from litevae_cli.data import hf_datasets, lists
 from litevae_cli.data import samples as sample_images
+from litevae_cli.data.decode import (DataError, _open, check_image_path, hf_call as _hf, decode_image_bytes, file_problem,  # noqa: F401
+                                     load_image, max_pixels, pil_to_tensor, pil_to_uint8, to_model_range, to_rgb)
+from litevae_cli.data.index import ImageItem, ItemTable, scan_folder
+from litevae_cli.data.transforms import CROPS, DEFAULT_RESCALE, eval_transform, train_transform  # noqa: F401
 from litevae_cli.errors import UserError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")  # GIF: its first frame
 SHARD_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
-DEFAULT_RESCALE = (0.5, 1.0)
 DEFAULT_SHUFFLE_BUFFER = 1000
 MULTIPLE = 8  # the encoders' 3-level DWT halves the size three times; the decoders upsample x8
 MIN_SIDE = 16  # smallest image side the models take (8 px: the 1x1 latent breaks GroupNorm)
 URL_TIMEOUT_S = 15
-# The eval crops (`--crop`), by name: what each does (encode-dataset records it, eval prints it).
-CROPS = {
-    "center": "resize the shorter side to R (PIL bicubic, antialiased), center crop RxR",
-    "adm": "ADM center_crop_arr: halve with BOX while short side >= 2R, bicubic to short side R, center crop",
-}
-
-
-class DataError(UserError):
-    """A user-facing data problem (bad path, empty source, unreadable file); message is one line."""
-
-
-@dataclass(frozen=True)
-class ImageItem:
-    key: str
-    source: str
-    cls: Optional[int] = None
-    class_name: Optional[str] = None
+SPECIAL_NAMED = 5  # special files named in a folder source's note (then "and N more")
 
 
 @dataclass
 class ImageSource:
-    """A resolved `--data` spec. kind: "sample" | "folder" | "shards".
-    Map-style kinds fill `items` (ordered); "shards" fills `urls` (expanded, in pattern order)."""
+    """A resolved `--data` spec. kind: "sample" | "folder" | "dataset" | "shards".
+    Map-style kinds fill `items` (ordered; a list given is stored as a shared `ItemTable`); "shards"
+    fills `urls` (expanded, in pattern order)."""
 
     spec: str
     kind: str
-    items: list[ImageItem] = field(default_factory=list)
+    items: Sequence[ImageItem] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
     classes: Optional[list[str]] = None
     notes: list[str] = field(default_factory=list)  # what a command should tell the user (duplicates dropped)
+
+    def __post_init__(self):
+        if isinstance(self.items, list) and self.items and all(isinstance(i, ImageItem) for i in self.items):
+            self.items = ItemTable.from_items(self.items)
 
     @property
     def indexable(self) -> bool:
@@ -102,33 +91,32 @@ def shard_stem(url: str) -> str:
     return re.sub(r"\.(tar|tar\.gz|tgz)$", "", posixpath.basename(url))
 
 
+def _special_note(spec: str, special: list[tuple[str, str]]) -> list[str]:
+    if not special:
+        return []
+    named = ", ".join(f"{rel} {what}" for rel, what in special[:SPECIAL_NAMED])
+    more = f" and {len(special) - SPECIAL_NAMED} more" if len(special) > SPECIAL_NAMED else ""
+    return [f"{spec}: skipped {len(special)} entr{'y' if len(special) == 1 else 'ies'} that are not image files: "
+            f"{named}{more}"]
+
+
 def _folder_source(spec: str, root: str) -> ImageSource:
-    rels, seen = [], set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        st = os.stat(dirpath)
-        if (st.st_dev, st.st_ino) in seen:  # reached again through a symlink: a loop or an alias
-            dirnames[:] = []
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        # Real folders before links to them, so a folder is named by its real path when both lead to it.
-        dirnames[:] = sorted((d for d in dirnames if not d.startswith(".")),
-                             key=lambda d: (os.path.islink(os.path.join(dirpath, d)), d))
-        for fn in filenames:
-            if not fn.startswith(".") and fn.lower().endswith(IMAGE_EXTS):
-                rels.append(os.path.relpath(os.path.join(dirpath, fn), root).replace(os.sep, "/"))
+    rels, special = scan_folder(root, IMAGE_EXTS)
+    notes = _special_note(spec, special)
     if not rels:
-        raise DataError(f"no images ({', '.join(e[1:] for e in IMAGE_EXTS)}) under directory {spec}")
-    rels.sort()
+        raise DataError(f"no images ({', '.join(e[1:] for e in IMAGE_EXTS)}) under directory {spec}"
+                        + (f" ({notes[0].split(': ', 1)[1]})" if notes else ""))
     stems = [posixpath.splitext(r)[0] for r in rels]
     counts = Counter(stems)
     classes = sorted({r.split("/", 1)[0] for r in rels}) if all(r.count("/") == 1 for r in rels) else None
     index = {c: i for i, c in enumerate(classes or [])}
-    items = []
-    for rel, stem in zip(rels, stems):
-        name = rel.split("/", 1)[0] if classes else None
-        key = rel if counts[stem] > 1 else stem
-        items.append(ImageItem(key, os.path.join(root, *rel.split("/")), index.get(name), name))
-    return ImageSource(spec, "folder", items=items, classes=classes)
+    names = [r.split("/", 1)[0] for r in rels] if classes else [None] * len(rels)
+    keys = [rel if counts[stem] > 1 else stem for rel, stem in zip(rels, stems)]
+    del stems, counts
+    sources = [os.path.join(root, *rel.split("/")) for rel in rels]
+    del rels
+    items = ItemTable(keys, sources, [index.get(n) for n in names], names)
+    return ImageSource(spec, "folder", items=items, classes=classes, notes=notes)
 
 
 def resolve_source(spec: str) -> ImageSource:
@@ -139,6 +127,9 @@ def resolve_source(spec: str) -> ImageSource:
         if not files:
             raise DataError(f"sample set {spec!r}: no image found in {sample_images.sample_data_dir()}")
         return ImageSource(spec, "sample", items=[ImageItem(f"sample/{n}", p) for n, p in files])
+    if hf_datasets.claims(spec):
+        rows, classes, notes = _hf(hf_datasets.items, spec)
+        return ImageSource(spec, "dataset", items=[ImageItem(*r) for r in rows], classes=classes, notes=notes)
     path = os.path.expanduser(spec)
     if os.path.isdir(path):
         return _folder_source(spec, path)
@@ -146,6 +137,10 @@ def resolve_source(spec: str) -> ImageSource:
     if named is not None:
         items, notes = lists.keyed_paths(spec, named)
         return ImageSource(spec, "folder", items=[ImageItem(k, p) for k, p in items], notes=notes)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        problem = file_problem(path)
+        if problem and problem != "not found":
+            raise DataError(f"{spec} {problem}")
     if "{" in path or path.endswith(SHARD_EXTS):
         import braceexpand
 
@@ -203,6 +198,8 @@ def source_id(spec: str) -> str:
     spec = str(spec)
     if spec in sample_images.SPLITS or _remote(spec):
         return spec
+    if hf_datasets.claims(spec):
+        return _hf(hf_datasets.spec_id, spec)
     return os.path.abspath(os.path.expanduser(spec))
 
 
@@ -211,6 +208,11 @@ def check_crop(crop: str, what: str = "--crop") -> str:
     if crop not in CROPS:
         raise UserError(f"{what} must be {' or '.join(CROPS)}, got {crop!r}")
     return crop
+
+
+def upscale_warning(count: int, resolution: int) -> str:
+    """The one line eval, training and encode-dataset print when `count` images were under `resolution` px."""
+    return f"warning: {count} image(s) with a short side under {resolution} px were upscaled (bicubic) to {resolution} px"
 
 
 def check_side(value: int, what: str) -> int:
@@ -242,111 +244,3 @@ def parse_resolution(text, default: int = DEFAULT_RESOLUTION) -> int:
     if len(res) != 1:
         raise UserError(f"--resolution: this command takes one resolution, got {text!r}")
     return res[0]
-
-
-# ----------------------------------------------------------------------------- decoding
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB. Alpha is composited on white; >8-bit greyscale is rescaled."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        a = np.asarray(img).astype(np.float64)
-        if img.mode == "F" and a.size and a.max() <= 1.0:
-            a = a * 255.0  # float image in [0, 1]
-        elif img.mode.startswith("I;16") or (img.mode == "I" and a.size and a.max() > 255):
-            a = a / 257.0  # 16-bit range (PNG 16-bit opens as "I" or "I;16")
-        img = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        rgba = img.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(bg, rgba).convert("RGB")
-    return img if img.mode == "RGB" else img.convert("RGB")
-
-
-def _open(fp, name: str) -> Image.Image:
-    try:
-        with Image.open(fp) as im:
-            im.load()
-            return to_rgb(im)
-    except Exception as e:  # noqa: BLE001 - PIL raises many types on bad files
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"cannot read image {name}: {msg}") from None
-
-
-def load_image(path: str) -> Image.Image:
-    """Open one image file as 8-bit RGB PIL; DataError (one line) when missing or unreadable.
-
-    The embedded sample photos are decoded once per process and the same PIL image is returned on
-    every later call (callers only crop/resize, which make new images): training draws thousands of
-    crops from 7 photos, and decoding the 1411 px retina JPEG for each cost ~6% of a demo step.
-    """
-    if not os.path.isfile(path):
-        raise DataError(f"image file not found: {path}")
-    if os.path.dirname(os.path.abspath(path)) == _sample_dir():
-        return _load_sample_image(path)
-    return _open(path, path)
-
-
-@functools.lru_cache(maxsize=1)
-def _sample_dir() -> str:
-    return os.path.abspath(sample_images.sample_data_dir())
-
-
-@functools.lru_cache(maxsize=len(sample_images.SAMPLE_IMAGES))
-def _load_sample_image(path: str) -> Image.Image:
-    img = _open(path, path)
-    img.load()
-    return img
-
-
-def decode_image_bytes(data: bytes, name: str) -> Image.Image:
-    return _open(io.BytesIO(data), name)
-
-
-def pil_to_tensor(img: Image.Image) -> torch.Tensor:
-    """8-bit RGB PIL -> float [3,H,W] in [-1,1]."""
-    a = torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1)
-    return a.float().div_(127.5).sub_(1.0)
-
-
-# ----------------------------------------------------------------------------- transforms
-def train_transform(img: Image.Image, resolution: int, rng: np.random.Generator,
-                    rescale: tuple[float, float] = DEFAULT_RESCALE) -> torch.Tensor:
-    """Stochastic rescale, random RxR crop, random h-flip. Draw order: scale, left, top, flip.
-    Done as one PIL bicubic resize of just the crop's box (equivalent to rescale-then-crop)."""
-    w, h = img.size
-    s = max(float(rng.uniform(rescale[0], rescale[1])), resolution / min(w, h))
-    rw, rh = max(resolution, round(w * s)), max(resolution, round(h * s))
-    left = int(rng.integers(0, rw - resolution + 1))
-    top = int(rng.integers(0, rh - resolution + 1))
-    sx, sy = rw / w, rh / h
-    box = (left / sx, top / sy, min(w, (left + resolution) / sx), min(h, (top + resolution) / sy))
-    out = img.resize((resolution, resolution), Image.BICUBIC, box=box)
-    if rng.random() < 0.5:
-        out = out.transpose(Image.FLIP_LEFT_RIGHT)
-    return pil_to_tensor(out)
-
-
-def eval_transform(img: Image.Image, resolution: int, crop: str = "center"):
-    """-> (tensor [3,R,R], crop_box (l,t,r,b) in the resized image, (orig_w, orig_h)).
-    center: short side -> R (PIL bicubic, antialiased; long side int() as torchvision Resize), center
-    crop (torchvision rounding). adm: guided-diffusion center_crop_arr."""
-    w0, h0 = img.size
-    if crop == "center":
-        if w0 <= h0:
-            size = (resolution, int(resolution * h0 / w0))
-        else:
-            size = (int(resolution * w0 / h0), resolution)
-        img = img.resize(size, Image.BICUBIC) if size != img.size else img
-        left = int(round((img.size[0] - resolution) / 2.0))
-        top = int(round((img.size[1] - resolution) / 2.0))
-    elif crop == "adm":
-        while min(*img.size) >= 2 * resolution:
-            img = img.resize(tuple(x // 2 for x in img.size), resample=Image.BOX)
-        scale = resolution / min(*img.size)
-        img = img.resize(tuple(round(x * scale) for x in img.size), resample=Image.BICUBIC)
-        left, top = (img.size[0] - resolution) // 2, (img.size[1] - resolution) // 2
-    else:
-        raise DataError(f"unknown crop {crop!r} (choose {' or '.join(CROPS)})")
-    box = (left, top, left + resolution, top + resolution)
-    return pil_to_tensor(img.crop(box)), box, (w0, h0)

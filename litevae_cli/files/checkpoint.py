@@ -1,5 +1,8 @@
 """Training checkpoints on disk: atomic save (mode 0644 under umask 022), retention, safe load (`weights_only=True`), latest.
 
+Equal contents give byte-identical files: torch.save writes into a file object, so its zip records are
+named `archive/...`, never after the (random) temp file.
+
 A training checkpoint is a plain dict (torch.save) with these keys:
     format="litevae-checkpoint", version=CHECKPOINT_VERSION (2),
     model_spec   ModelSpec.to_dict(): registry names + overrides, never class paths (stored only here)
@@ -27,7 +30,7 @@ from pathlib import Path
 import torch
 
 from litevae_cli.errors import UserError, one_line
-from litevae_cli.files.atomic import atomic_path
+from litevae_cli.files.atomic import torch_save
 
 CHECKPOINT_FORMAT = "litevae-checkpoint"
 CHECKPOINT_VERSION = 2  # bump whenever a stored state_dict would mean something else in the current code
@@ -36,11 +39,10 @@ _NUMBERED = re.compile(r"step-(\d+)\.pt")  # numbered checkpoints, pruned by tra
 
 
 def save_atomic(obj: dict, path: str | Path) -> Path:
-    """torch.save to a temp file in the same directory, fsync, then rename over `path` (mode as open() gives)."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-    return path
+    """torch.save to a temp file in the same directory, fsync, then rename over `path` (mode as open() gives).
+    Equal contents give equal bytes (fixed zip record names); a failed write is a one-line WriteError and
+    leaves the previous file as it was (`files.atomic.torch_save`)."""
+    return torch_save(obj, path)
 
 
 def prune_numbered(ckpt_dir: str | Path, keep: int) -> list[Path]:

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from litevae_cli.errors import UserError
 from litevae_cli.files import autoencoder_kl
-from litevae_cli.files.atomic import atomic_path
+from litevae_cli.files.atomic import write_bytes
 from litevae_cli.files.diffusers_folder import CONFIG_NAME, write_autoencoder_kl_folder
 from litevae_cli.files.export_file import SUFFIX, write_export_file
 from litevae_cli.files.model_file import LoadedModel, load_autoencoder
@@ -141,11 +140,11 @@ def export_diffusers(model, out, stats=None, use_ema: bool = True, factors: dict
 
 
 def save_pretrained_atomic(model, out: Path) -> None:
-    """model.save_pretrained(out), each file published by `atomic_path` (mode 0644 under umask 022, where
+    """model.save_pretrained(out), each file published by `files.atomic` (mode 0644 under umask 022, where
     save_pretrained alone writes 0600; a file replaced whole, never half-written)."""
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as staging:
-        model.save_pretrained(staging)
+        with writing(out):  # a failed write while staging (disk full): one line naming OUT
+            model.save_pretrained(staging)
         for src in sorted(Path(staging).iterdir()):
-            with atomic_path(out / src.name) as tmp:
-                shutil.copyfile(src, tmp)
+            write_bytes(out / src.name, src.read_bytes())

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from litevae_cli.errors import UserError, one_line
-from litevae_cli.files.atomic import atomic_path
+from litevae_cli.files.atomic import write_bytes
 from litevae_cli.files.checkpoint import CHECKPOINT_VERSION, StoredModel, check_format_version
 
 EXPORT_FORMAT = "litevae-export"
@@ -23,7 +23,7 @@ SUFFIX = ".safetensors"
 
 def write_export_file(out: str | Path, spec: dict, state: dict, step: int | None, used_ema: bool) -> Path:
     """OUT (.safetensors): `state` with the spec, step and EMA flag in the metadata (atomic)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     out = Path(out)
     if out.suffix != SUFFIX:
@@ -31,8 +31,7 @@ def write_export_file(out: str | Path, spec: dict, state: dict, step: int | None
     state = {k: v.contiguous() for k, v in state.items()}
     meta = {"format": EXPORT_FORMAT, "version": str(CHECKPOINT_VERSION), "model_spec": json.dumps(spec),
             "step": str(step if step is not None else ""), "ema": str(used_ema)}
-    with atomic_path(out) as tmp:
-        save_file(state, str(tmp), metadata=meta)
+    write_bytes(out, save(state, metadata=meta))  # bytes first: a failed write is one line, never a half file
     return out
 
 

@@ -10,10 +10,10 @@ Owns:
 - `check_out_dir` / `check_out_file`: before any work, an output is not a file where a folder is
   wanted (nor the reverse) and its folder accepts new files (probed with a nameless temporary file,
   which also catches read-only mounts when running as root).
-- `writing(path)`: an OSError while writing becomes a one-line UserError naming the path.
+- `writing(path)`: a failed write becomes a one-line UserError naming the path (`files.atomic.write_guard`).
 - `SkipLog`: unreadable inputs are counted, named in skipped.txt (`key<TAB>reason` per line) and
   the first few printed; the command goes on.
-- file helpers the writers share: `fsync_path`, `sha256_file`.
+- `sha256_file`. Every file write itself goes through `files.atomic`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from litevae_cli.errors import UserError, one_line
+from litevae_cli.files.atomic import append_text, write_guard, write_text
 
 try:
     import fcntl
@@ -68,13 +69,10 @@ def check_out_file(path: str | Path, what: str) -> Path:
     return path
 
 
-@contextlib.contextmanager
 def writing(path: str | Path, note: str = ""):
-    """An OSError inside the block (disk full, read-only, a file in the way) -> one line naming `path`."""
-    try:
-        yield
-    except OSError as err:
-        raise UserError(f"cannot write {path}: {err.strerror or one_line(err)}{note}") from None
+    """A failed write inside the block (disk full, read-only, a file in the way; also wrapped by torch or
+    safetensors) -> one-line `files.atomic.WriteError` naming `path`; `note`, when given, says what is kept."""
+    return write_guard(path, note or None)
 
 
 # ----------------------------------------------------------------------------- the folder lock
@@ -99,8 +97,9 @@ class OutputLock:
             os.close(fd)
             raise UserError(f"{self.folder} is in use by another litevae process (PID {holder}); wait for it "
                             "to end or choose another --out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        with writing(self.path):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
         _HELD.add(fd)
         return self
@@ -143,15 +142,6 @@ def release_inherited_locks() -> None:
             os.close(fd)
 
 
-def fsync_path(path: str | Path) -> None:
-    """Flush a closed file's data to the disk (a committed shard must survive a power cut)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -180,8 +170,7 @@ class SkipLog:
         if path is not None and resume and path.is_file():
             self.keys = {line.split("\t", 1)[0] for line in path.read_text().splitlines()}
         elif path is not None and not resume:
-            with writing(path):
-                path.write_text("")
+            write_text(path, "")
 
     @property
     def count(self) -> int:
@@ -197,8 +186,7 @@ class SkipLog:
             self.printed += 1
             self.say(f"skipped unreadable {key}: {reason}")
         if self.path is not None:
-            with writing(self.path), open(self.path, "a") as f:
-                f.write(skipped_lines([(key, reason)]))
+            append_text(self.path, skipped_lines([(key, reason)]))
 
     def extend(self, pairs: Iterable[tuple[str, str]]) -> None:
         for key, reason in pairs:

@@ -4,15 +4,21 @@ Owns `litevae reconstruct`'s work: load the model, prepare each image (`--resolu
 transform, shorter side to R then center crop; `--native`: the image as it is, edge-padded to a
 multiple of 8 and at least `data.MIN_SIDE` and cropped back), encode to the posterior MEAN and
 decode, write `<name>_recon.png` and `<name>_compare.png` (original | reconstruction | error map),
-and return PSNR / SSIM per image (from `metrics.image`, on the uint8 images). An unreadable image is
-skipped, named in OUT/skipped.txt and the command goes on; none readable is a one-line error.
+and return PSNR / SSIM per image (from `metrics.image`, on the uint8 images). An unreadable image, a
+named FIFO / socket / device / symlink loop ("x.png is a FIFO, not an image file": never opened) and an
+image over the pixel cap (`litevae_cli.data.decode.max_pixels`, LITEVAE_MAX_PIXELS, checked on the header
+before decoding, `--native` included) are skipped, named in OUT/skipped.txt and the command goes on;
+none readable is a one-line error. A path that does not exist at all stops the command at once.
 
 Small images are never changed silently: one warning line per image that `--resolution` upscales, or
 that `--native` edge-pads up to `data.MIN_SIDE` for the model. SSIM needs 11 px on each side: for a
 smaller image it is None, with the reason in `Reconstruction.ssim_note`, never NaN.
 
 Tiling: an image larger than `tile` on either side is encoded and decoded in overlapping tiles
-blended with linear ramps (`litevae_cli.inference.tiling`), so there are no seams.
+blended with linear ramps (`litevae_cli.inference.tiling`), so there are no seams and the model's
+activation memory is that of `tile_batch` tiles whatever the image size (`--tile 0` turns this off).
+Host memory still grows with the image (float copies and the SSIM maps, of the order of 100 bytes per
+pixel, estimated from the arrays held): the pixel cap bounds it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from litevae_cli.data import (MIN_SIDE, MULTIPLE, DataError, parse_resolution, e
                               resolve_source)
 from litevae_cli.errors import UserError
 from litevae_cli.metrics.image import psnr_uint8, ssim, to_uint8
+from litevae_cli.files.atomic import save_image
 from litevae_cli.files.outputs import SKIPPED_NAME, SkipLog, check_out_dir, writing
 from litevae_cli.runtime import Runtime
 from litevae_cli.inference.tiling import tiled_map
@@ -112,8 +119,11 @@ def collect_images(paths: Sequence[str], log: Callable = print) -> list[tuple[st
     for p in paths:
         path = Path(p).expanduser()
         if path.is_dir():
-            found += [(Path(it.source).stem, it.source) for it in resolve_source(str(path)).items]
-        elif path.is_file():
+            src = resolve_source(str(path))
+            found += [(Path(it.source).stem, it.source) for it in src.items]
+            for note in src.notes:  # special files in the folder, named as what they are
+                log(note)
+        elif os.path.lexists(path):  # a regular file, or a FIFO/device/loop that load_image names and skips
             found.append((path.stem, str(path)))
         else:
             raise DataError(f"image not found: {p}")
@@ -193,9 +203,8 @@ def reconstruct_images(rt: Runtime, model: str, images: Sequence[str], out: str 
         p, s = image_metrics(orig_u8, rec_u8)
         o_np, r_np = orig_u8.permute(1, 2, 0).numpy(), rec_u8.permute(1, 2, 0).numpy()
         recon_path, compare_path = out / f"{name}_recon.png", out / f"{name}_compare.png"
-        with writing(recon_path):
-            Image.fromarray(r_np).save(recon_path)
-            Image.fromarray(side_by_side(o_np, r_np, amplify)).save(compare_path)
+        save_image(Image.fromarray(r_np), recon_path)  # atomic; a failed write is one line naming the file
+        save_image(Image.fromarray(side_by_side(o_np, r_np, amplify)), compare_path)
         note = "" if s is not None else f"{w}x{h} px is under SSIM's {SSIM_MIN_SIZE} px window"
         results.append(Reconstruction(name, src, (w, h), n_tiles, p, s, recon_path, compare_path, note))
     if not results:

@@ -1,6 +1,7 @@
 """The encode-dataset engine: images -> posterior moments in WebDataset shards, stats.json, resumable.
 
-Owns the loop and the on-disk bookkeeping; the shard format itself is defined in `latents.reader`.
+Owns the loop and the on-disk bookkeeping (the journal itself: `latents.journal`); the shard format is
+defined in `latents.reader`.
 DIR after a run:
   latents-%06d.tar          (latents-r{rank}-%06d.tar under torchrun), written with ShardWriter
   progress-r{rank}.jsonl    append-only journal: a header line (the settings), then one line per
@@ -8,6 +9,8 @@ DIR after a run:
                             (written and skipped) and the cumulative float64 stats sums
   stats.json, skipped.txt   written by rank 0 at the end (from all ranks)
 
+A failed write (disk full, read-only, I/O error) ends the run with one line naming the file; the open
+shard, never committed, is removed and the journal keeps exactly its committed lines (files.atomic).
 Resume (rerun the same command): a shard is committed only when ShardWriter has closed it, it has
 been fsynced, and its journal line has been appended and fsynced. On restart each rank reads its
 journal (ignoring a torn last line), deletes its shard files that the journal does not list (the
@@ -26,6 +29,7 @@ device-to-host copy is asynchronous into pinned memory and the writer waits on a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -38,70 +42,21 @@ from typing import Callable, Optional
 import torch
 
 from litevae_cli.files.model_file import load_autoencoder, resolve_model_path
-from litevae_cli.data import CROPS, MULTIPLE, check_crop, parse_resolution, resolve_source, source_id
+from litevae_cli.data import (CROPS, MULTIPLE, check_crop, parse_resolution, resolve_source, source_id, to_model_range,
+                               upscale_warning)
 from litevae_cli.data.loaders import make_eval_loader, require_readable
 from litevae_cli.errors import Stopped, UserError
 from litevae_cli.latents.reader import (DTYPES, FORMAT, FORMAT_VERSION, STATS_NAME, TORCH_DTYPES, encode_key,
                                        list_shards, moments_numpy, npy_bytes, shard_pattern, shard_regex)
 from litevae_cli.latents.stats import RunningChannelStats
-from litevae_cli.files.outputs import (SKIPPED_NAME, SkipLog, check_out_dir, fsync_path, locked, sha256_file,
-                                 skipped_lines, writing)
+from litevae_cli.files.atomic import WriteError, close_stream, describe, open_stream, os_error_in, write_json, write_text
+from litevae_cli.latents.journal import Journal
+from litevae_cli.files.outputs import SKIPPED_NAME, SkipLog, check_out_dir, locked, sha256_file, skipped_lines
 from litevae_cli.jobs.progress import make_progress
 from litevae_cli.runtime import Runtime, all_reduce_sum, barrier
 from litevae_cli.jobs.stopping import StopSignal
 
 WRITER_QUEUE_BATCHES = 4  # batches in flight between the encoder and the writer thread
-
-
-# ----------------------------------------------------------------------------- journal
-class Journal:
-    """One rank's append-only progress file (see the module docstring)."""
-
-    def __init__(self, out: Path, rank: int):
-        self.path = out / f"progress-r{rank}.jsonl"
-        self.header: Optional[dict] = None
-        self.shards: list[dict] = []
-
-    def load(self) -> None:
-        if not self.path.is_file():
-            return
-        lines = self.path.read_text().splitlines()
-        records = []
-        for i, line in enumerate(lines):
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                if i == len(lines) - 1:
-                    break  # torn last line of a kill: that shard was never committed
-                raise UserError(f"{self.path} is corrupt at line {i + 1}; rerun with --overwrite") from None
-        if records and "header" in records[0]:
-            self.header = records[0]["header"]
-            self.shards = records[1:]
-        if len(records) != len(lines):  # rewrite without the torn line so appends stay parseable
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in records))
-
-    def _append(self, record: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def start(self, header: dict) -> None:
-        self.header = header
-        self._append({"header": header})
-
-    def commit(self, record: dict) -> None:
-        self._append(record)
-        self.shards.append(record)
-
-    def done_keys(self) -> set[str]:
-        return {k for r in self.shards for k in r["keys"]}
-
-    def count(self) -> int:
-        return sum(r["count"] for r in self.shards)
-
-    def skipped(self) -> list[list[str]]:
-        return [s for r in self.shards for s in r["skipped"]]
 
 
 # ----------------------------------------------------------------------------- writer thread
@@ -122,6 +77,8 @@ class ShardSink:
         self.out, self.pattern, self.start_shard, self.shard_size = out, pattern, start_shard, shard_size
         self.dtype, self.stats, self.journal, self.resolution, self.crop = dtype, stats, journal, resolution, crop
         self.writer = None
+        self._stream = None  # the open shard's file (files.atomic.open_stream) and its path until committed
+        self._current: Optional[Path] = None
         self.pending_keys: list[str] = []
         self.pending_skipped: list[list[str]] = []
         self.count_in_shard = 0
@@ -172,7 +129,29 @@ class ShardSink:
             elif self.pending_skipped:
                 self._commit(None)
         except BaseException as err:  # noqa: BLE001 - re-raised in the main thread by put()/close()
-            self.error = err
+            failed = isinstance(err, WriteError) or os_error_in(err) is not None
+            self.error = self._write_failed(err) if failed else err
+
+    def _write_failed(self, err: BaseException) -> WriteError:
+        """A failed write: the open, uncommitted shard is removed (nothing half-written stays) and the
+        error becomes one line naming the file (the shard, or the journal that could not record it)."""
+        failed = self._current
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                self._stream.close()
+        if failed is not None:
+            with contextlib.suppress(OSError):
+                failed.unlink(missing_ok=True)
+        keep = "; the committed shards are kept: free space and rerun the same command to resume"
+        if isinstance(err, WriteError):
+            return err.with_note(err.note + keep)
+        return WriteError(failed or self.journal.path, describe(os_error_in(err)), keep)
+
+    def _open(self, fname: str):
+        """ShardWriter's opener: each shard is written through files.atomic (os.write; fsynced on close)."""
+        self._stream = open_stream(fname)
+        self._current = Path(fname)
+        return self._stream
 
     def _write(self, b: _Batch) -> None:
         import webdataset as wds
@@ -188,7 +167,7 @@ class ShardSink:
             if self.writer is None:
                 self.writer = wds.ShardWriter(str(self.out / self.pattern), maxcount=self.shard_size,
                                               start_shard=self.start_shard, post=self._on_close, verbose=0,
-                                              encoder=False, mtime=0.0)
+                                              encoder=False, mtime=0.0, opener=self._open)
             record = dict(meta, resolution=self.resolution, crop=self.crop, moments_dtype=self.dtype)
             sample = {"__key__": encode_key(meta["key"]), "moments.npy": npy_bytes(arr[i]),
                       "json": json.dumps(record).encode()}
@@ -207,8 +186,9 @@ class ShardSink:
             self.pending_skipped.append([key, reason])
 
     def _on_close(self, fname: str) -> None:
-        fsync_path(fname)
+        close_stream(self._stream)  # flushed and fsynced before the journal commits it
         self._commit(os.path.basename(fname))
+        self._stream = self._current = None
 
     def _flush_stats(self) -> None:
         """Add the rows written since the last flush (one update per batch or per shard boundary)."""
@@ -239,7 +219,7 @@ def _encode_batch(encoder, batch: dict, flip: bool, rt: Runtime, store: torch.dt
     """A loader batch -> the writer's _Batch (moments on the host; an all-unreadable batch has none)."""
     x, mom, flipped, ev = batch["images"], torch.empty(0), None, None
     if len(x):
-        x = rt.batch(x, channels_last=True)
+        x = to_model_range(rt.batch(x, channels_last=True))  # uint8 from the loader -> [-1,1] on the device
         mom, ev = rt.to_host(encode_batch(encoder, x, flip, rt, store))
         mom, flipped = (mom[: len(x)], mom[len(x):]) if flip else (mom, None)
     return _Batch(mom, flipped, batch["meta"], batch["skipped"], ev)
@@ -298,8 +278,7 @@ def _finish(out: Path, rt: Runtime, stats: RunningChannelStats, journal: Journal
         j = Journal(out, int(p.stem.split("-r")[1]))
         j.load()
         skipped += j.skipped()
-    with writing(out / SKIPPED_NAME):
-        (out / SKIPPED_NAME).write_text(skipped_lines(skipped))
+    write_text(out / SKIPPED_NAME, skipped_lines(skipped))
     if result["count"] == 0:
         raise UserError(f"no image could be encoded ({result['skipped']} skipped, see {out / SKIPPED_NAME})")
     doc = {"format": FORMAT, "version": FORMAT_VERSION, **info, **result,
@@ -308,10 +287,7 @@ def _finish(out: Path, rt: Runtime, stats: RunningChannelStats, journal: Journal
                        "float64 streaming sums; std is the population std; `normalization` also has the "
                        "factors of sampled latents (latents/stats.py)",
            **stats.to_dict()}
-    tmp = out / f".{STATS_NAME}.tmp"
-    with writing(out / STATS_NAME):
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        os.replace(tmp, out / STATS_NAME)
+    write_json(out / STATS_NAME, doc)
     return {**doc, **session}
 
 
@@ -359,7 +335,7 @@ def encode_dataset(rt: Runtime, model: str, data: str, out: str | Path, *, resol
         if journal.shards:
             stats.load_state({k: torch.tensor(v, dtype=torch.float64) for k, v in journal.shards[-1]["stats"].items()})
         loader = make_eval_loader(src, resolution, batch_size, workers=workers, crop=crop, rank=rt.rank,
-                                  world_size=rt.world_size, limit=limit, skip_keys=journal.done_keys())
+                                  world_size=rt.world_size, limit=limit, skip_keys=journal.done_keys(), uint8=True)
         encoder = rt.place(loaded.model.encoder, channels_last=True).eval()
         n_shards = sum(1 for r in journal.shards if r["shard"])
         t0, skips, skipped_before = time.perf_counter(), SkipLog(None, say), len(journal.skipped())
@@ -367,12 +343,14 @@ def encode_dataset(rt: Runtime, model: str, data: str, out: str | Path, *, resol
         sink = ShardSink(out, shard_pattern(rt.rank, rt.world_size), n_shards, shard_size, dtype, stats, journal,
                          resolution, crop)
         total = len(loader.dataset) if src.indexable else None
+        upscaled = 0  # this session's images with a short side under `resolution`
         try:
             with torch.inference_mode(), make_progress(rt.is_main and progress_bar) as progress:
                 task = progress.add_task("encode", total=total, info="")
                 for batch in signals.batches(batches):
                     sink.put(_encode_batch(encoder, batch, flip, rt, TORCH_DTYPES[dtype]))
                     skips.extend(batch["skipped"])
+                    upscaled += sum(min(m["orig_size"]) < resolution for m in batch["meta"])
                     progress.update(task, advance=len(batch["meta"]) + len(batch["skipped"]),
                                     info=f"skipped {skipped_before + skips.count}")
             sink.close()  # on a stop too: the shard in progress is committed, so nothing done is lost
@@ -390,6 +368,9 @@ def encode_dataset(rt: Runtime, model: str, data: str, out: str | Path, *, resol
                 "dtype_note": "bf16 is stored as its uint16 bit pattern" if dtype == "bf16" else "",
                 "flip": flip, "precision": rt.precision, "data": header["data"], "world_size": rt.world_size}
         result = _finish(out, rt, stats, journal, info, sink.written)
+        upscaled = int(all_reduce_sum(rt, torch.tensor([float(upscaled)], dtype=torch.float64))[0])
+        if upscaled:
+            say(upscale_warning(upscaled, resolution))
     if not rt.is_main:
         return None
     result["seconds"] = seconds

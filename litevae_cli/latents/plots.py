@@ -4,7 +4,8 @@
   density drawn over it (red), so a glance shows how far a channel is from the standard normal prior.
 - `latent_grid`: one row per image, the input next to each latent channel shown as a greyscale image
   (nearest-neighbour upsampled), every channel mapped with a fixed range given by the caller.
-Pure drawing: callers compute the data; these functions only write the PNG they are given a path for.
+Pure drawing: callers compute the data; these functions only write the PNG they are given a path for
+(atomically, through `files.atomic.save_image`: a failed write is one line).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from litevae_cli.files.atomic import save_image
 
 BG, FG, GRID = (255, 255, 255), (30, 30, 30), (215, 215, 215)
 BAR, CURVE = (70, 110, 180), (215, 40, 40)
@@ -91,10 +94,7 @@ def histogram_grid(channels: Sequence[np.ndarray], path: str | Path, title: str,
         v = np.asarray(values, dtype=np.float64).ravel()
         t = f"ch {c}: mean {v.mean():.3f}  std {v.std():.3f}" if v.size else f"ch {c}: empty"
         fig.paste(_panel(v, t, panel, bins), ((c % cols) * panel[0], header + (c // cols) * panel[1]))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.save(path, format="PNG")
-    return path
+    return save_image(fig, path, format="PNG")
 
 
 def latent_grid(rows: Sequence[tuple[str, Optional[np.ndarray], np.ndarray]], path: str | Path, title: str,
@@ -126,7 +126,4 @@ def latent_grid(rows: Sequence[tuple[str, Optional[np.ndarray], np.ndarray]], pa
             fig.paste(Image.fromarray(g8).resize((cell, cell), Image.NEAREST).convert("RGB"),
                       (pad + (c + 1) * (cell + pad), y))
         d.text((pad, y + cell + 2), label[:80], fill=FG, font=font)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.save(path, format="PNG")
-    return path
+    return save_image(fig, path, format="PNG")

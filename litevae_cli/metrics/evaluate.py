@@ -31,7 +31,7 @@ import torch
 
 from litevae_cli.files.model_file import load_autoencoder
 from litevae_cli.config import LPIPS_NETS
-from litevae_cli.data import CROPS, check_crop, parse_resolutions, resolve_source
+from litevae_cli.data import CROPS, check_crop, parse_resolutions, resolve_source, to_model_range
 from litevae_cli.data.loaders import make_eval_loader, require_readable
 from litevae_cli.errors import Stopped, UserError
 from litevae_cli.metrics import image as image_metrics
@@ -163,8 +163,8 @@ class MetricAccumulator:
 
 @torch.no_grad()
 def reconstruct_uint8(model, images: torch.Tensor, rt) -> tuple[torch.Tensor, torch.Tensor]:
-    """(originals uint8, reconstructions uint8) for a batch in [-1, 1]; recon = decode(posterior mean)."""
-    x = rt.batch(images)
+    """(originals uint8, reconstructions uint8) of a batch (uint8 or float in [-1, 1]); recon = decode(mean)."""
+    x = to_model_range(rt.batch(images))
     with rt.autocast():
         rec = model.decode(model.encode(x).mode())
     if rec.shape != x.shape:
@@ -178,15 +178,16 @@ def evaluate_resolution(model, source, resolution: int, opts: EvalOptions, rt, a
     """One pass over `source` at `resolution`; returns the row (metrics averaged over all ranks) with
     every rank's unreadable images under `skipped_files`. `signals`: a StopSignal to obey."""
     loader = make_eval_loader(source, resolution, opts.batch_size, workers=opts.workers, crop=opts.crop,
-                              rank=rt.rank, world_size=rt.world_size, limit=opts.limit)
+                              rank=rt.rank, world_size=rt.world_size, limit=opts.limit, uint8=True)
     total = None
     if source.indexable:
         n = len(source) if opts.limit is None else min(opts.limit, len(source))
         total = len(range(rt.rank, n, rt.world_size))
     task = progress.add_task(f"eval @{resolution}", total=total, info="") if progress is not None else None
-    skipped = []
+    skipped, upscaled = [], 0
     for batch in signals.batches(loader) if signals is not None else loader:
         skipped += batch["skipped"]
+        upscaled += sum(min(m["orig_size"]) < resolution for m in batch["meta"])
         if batch["images"].shape[0]:
             acc.update(*reconstruct_uint8(model, batch["images"], rt))
         if progress is not None:
@@ -202,6 +203,7 @@ def evaluate_resolution(model, source, resolution: int, opts: EvalOptions, rt, a
     row = {"resolution": resolution, **acc.compute(reduce)}
     row["skipped"] = int(reduce(torch.tensor(float(len(skipped)), dtype=torch.float64)))
     row["skipped_examples"] = [f"{k}: {r}" for k, r in skipped[:5]]
+    row["upscaled"] = int(reduce(torch.tensor(float(upscaled), dtype=torch.float64)))  # short side under R
     if row["images"] == 0:
         raise UserError(f"no image of {source.spec} could be read at {resolution} px ({row['skipped']} skipped"
                         + (f", e.g. {row['skipped_examples'][0]})" if skipped else ")"))

@@ -26,9 +26,9 @@ as before) and is read one step late: the step is counted as non-finite (its ter
 metrics.jsonl) with the next step's flags or at the next log / checkpoint step, whichever comes first,
 so `train.max_nonfinite` may stop a run one step later. Loss sums stay on the device until a log step.
 Stops (`litevae_cli.jobs.stopping`): SIGTERM / SIGINT, also sent to the whole process group, and a data-loader
-worker that died are checked before the next batch is fetched (under torchrun the ranks agree through
-the step's flags); last.pt is written from the last completed step and the process exits 128+signal
-with one line. Before any of that, everything is
+worker that died are checked before the next batch is fetched (under torchrun a signal on any rank
+reaches every rank through the next step's flags: that step completes, then all stop); last.pt is written
+from the last completed step and the process exits 128+signal with one line. Before any of that, everything is
 checked (config, data with a readable image, --from, a writable --out) and OUT is locked for the
 run (`litevae_cli.files.outputs`); unreadable images are skipped, counted in metrics.jsonl and named in
 OUT/skipped.txt. config.yaml and every checkpoint record the run (`training.state.run_record`).
@@ -53,15 +53,15 @@ from rich.console import Console
 
 from litevae_cli.files.checkpoint import (LAST_NAME, checkpoint_dir, latest_checkpoint, load_checkpoint, prune_numbered,
                                     save_atomic)
-from litevae_cli.config import Config, dump_config, resolve_config
-from litevae_cli.data import resolve_source
+from litevae_cli.config import Config, config_to_dict, dump_config, resolve_config
+from litevae_cli.data import resolve_source, to_model_range, upscale_warning
 from litevae_cli.data.loaders import make_train_loader, require_readable
 from litevae_cli.errors import UserError
 from litevae_cli.files.outputs import SKIPPED_NAME, SkipLog, check_out_dir, locked, writing
 from litevae_cli.jobs.progress import TrainProgress
-from litevae_cli.runtime import Runtime, all_reduce_sum, any_rank, barrier, rank_flags, seed_everything
+from litevae_cli.runtime import Runtime, all_reduce_sum, any_rank, barrier, gather_objects, rank_flags, seed_everything
 from litevae_cli.jobs.stopping import StopSignal
-from litevae_cli.training.log import LossMeter, RunLog, save_reconstructions
+from litevae_cli.training.log import LossMeter, RunLog, save_reconstructions, wandb_module
 from litevae_cli.files.hub import is_hub_id
 from litevae_cli.training.distill import (DistillLoss, check_student_fits, distill_spec, init_from_teacher,
                                           load_teacher)
@@ -85,6 +85,8 @@ def train(command: str, preset: str, data: str, out: str | Path, *, init_from: s
     if dry_run:  # print the resolved config; touch nothing
         dump_config(cfg, sys.stdout)
         return 0
+    if cfg.log.wandb:
+        wandb_module()  # installed? (a one-line error before any work)
     with runtime.open(device, cfg.train.precision) as rt:
         return run(rt, cfg, data, Path(out), init_from=init_from, weights_dir=weights_dir,
                    download_weights=download_weights, use_ema=use_ema)
@@ -194,6 +196,7 @@ class StepResult:
     # discriminator's step was then skipped on the device. None when the discriminator did not step.
     d_flag: torch.Tensor | None = None
     prev_d_nonfinite: bool = False  # the `d_flag` passed in as `prev_d_flag`, read with this step's flags
+    stop_after: bool = False  # some rank was asked to stop (`stop_after`): stop once this step is done
 
     @property
     def d_nonfinite(self) -> bool:
@@ -207,18 +210,20 @@ def _prepare(rt: Runtime, images: torch.Tensor, resolution: int) -> tuple[torch.
     weight = 1.0
     if images.shape[0] == 0:
         images, weight = torch.zeros(1, 3, resolution, resolution), 0.0
-    return rt.batch(images, channels_last=True), weight
+    return to_model_range(rt.batch(images, channels_last=True)), weight  # uint8 from the loader -> [-1,1] here
 
 
 def train_step(rt: Runtime, cfg: Config, state: TrainState, loss_fn, micro_images: list[torch.Tensor],
-               lost_loader: bool = False, prev_d_flag: torch.Tensor | None = None) -> StepResult:
+               lost_loader: bool = False, prev_d_flag: torch.Tensor | None = None,
+               stop_after: bool = False) -> StepResult:
     """One optimizer step: generator over the micro-batches, then the discriminator on the same
     (detached) reconstructions; then the EMA. Skipped everywhere when a generator loss is non-finite on
     any rank; a non-finite discriminator loss skips the discriminator's step on the device (`d_flag`).
-    `lost_loader`: this rank has no batch (a data-loader worker died or a stop was asked for; its
-    micro-batches are empty): it still joins the collectives, then no rank updates anything and the
-    result says stop. One host read in all: the flags [generator non-finite, lost loader,
-    `prev_d_flag` (the previous step's `d_flag`)] summed over ranks in one all_reduce."""
+    `lost_loader`: this rank has no batch (a data-loader worker died; its micro-batches are empty):
+    it still joins the collectives, then no rank updates anything and the result says stop.
+    `stop_after`: this rank was asked to stop; the step completes everywhere, then the result says so.
+    One host read in all: the flags [generator non-finite, lost loader, stop asked, `prev_d_flag` (the
+    previous step's `d_flag`)] summed over ranks in one all_reduce."""
     k = len(micro_images)
     adv_on = state.disc is not None and state.step >= cfg.discriminator.start_step
     g_terms, pairs, totals, seen = [], [], [], 0
@@ -238,12 +243,12 @@ def train_step(rt: Runtime, cfg: Config, state: TrainState, loss_fn, micro_image
         g_terms.append({"total": total.detach(), **terms})
         pairs.append((x, x_hat.detach() if x_hat is not None else None, weight))
     g_bad = ~torch.isfinite(torch.stack(totals)).all()
-    flags = [g_bad, lost_loader] + ([prev_d_flag] if prev_d_flag is not None else [])
-    bad, stop, *prev = any_rank(rt, *flags)  # the step's one host read
+    flags = [g_bad, lost_loader, stop_after] + ([prev_d_flag] if prev_d_flag is not None else [])
+    bad, stop, stop_after, *prev = any_rank(rt, *flags)  # the step's one host read
     prev_bad = bool(prev and prev[0])
     if bad or stop:
         state.opt_g.zero_grad(set_to_none=True)
-        return StepResult(g_terms, [], seen, bad and not stop, stop, prev_d_nonfinite=prev_bad)
+        return StepResult(g_terms, [], seen, bad and not stop, stop, prev_d_nonfinite=prev_bad, stop_after=stop_after)
     state.scaler.step(state.opt_g)
     state.opt_g.zero_grad(set_to_none=True)
 
@@ -266,7 +271,7 @@ def train_step(rt: Runtime, cfg: Config, state: TrainState, loss_fn, micro_image
     if state.ema is not None:
         update_ema(state.ema, state.model, cfg.train.ema_decay, state.step, cfg.train.ema_warmup)
     state.step += 1
-    return StepResult(g_terms, d_terms, seen, False, False, d_flag, prev_bad)
+    return StepResult(g_terms, d_terms, seen, False, False, d_flag, prev_bad, stop_after)
 
 
 def save_checkpoint(rt: Runtime, cfg: Config, state: TrainState, out: Path, numbered: bool) -> Path:
@@ -306,12 +311,15 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
     """The loop. Returns 0 when `train.steps` are done, 128+signal after a stop (module docstring)."""
     total_steps, accum = cfg.train.steps, cfg.train.grad_accum
     start_step = state.step
-    log = RunLog(rt, out, cfg.log.tensorboard, start_step if resumed else None)
+    wandb = ({"config": {**config_to_dict(cfg), "run": state.run}, "project": cfg.log.wandb_project}
+             if cfg.log.wandb else None)
+    log = RunLog(rt, out, cfg.log.tensorboard, start_step if resumed else None, wandb)
     if log.note:
         rt.print(log.note)
     skips = SkipLog(out / SKIPPED_NAME, rt.print, resume=True)  # every rank appends what it could not read
     meter = LossMeter()
     samples = None  # a fixed batch for the reconstruction grids (first images this process sees)
+    upscaled: set[str] = set()  # images under the crop size (said once, at the end)
     tick_time, tick_images, tick_skipped = time.perf_counter(), 0, 0
     stop = False
     last = None
@@ -345,8 +353,8 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
 
     with TrainProgress(total_steps, start_step, rt.is_main and interactive, rt.print) as progress:
         while True:
-            if signals.requested and not rt.distributed:  # alone: stop before the next batch (ranks agree in the step)
-                stop = True
+            if not stop and not rt.distributed:  # before fetching the next batch (under torchrun: the step's flags)
+                stop = signals.requested
             done = state.step >= total_steps or stop
             progressed = state.step > start_step
             if progressed and (done or state.step % cfg.log.every == 0 or state.step % cfg.log.checkpoint_every == 0):
@@ -383,25 +391,26 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
                 break
 
             # One optimizer step over grad_accum micro-batches (fewer when a loader worker died).
-            # A stop asked for on this rank: no new batch; the step's flags tell every rank to stop.
             micro = []
-            while not signals.requested and len(micro) < accum and (batch := signals.fetch(batches)) is not None:
+            while len(micro) < accum and (batch := signals.fetch(batches)) is not None:
                 micro.append(batch)
             images = [b["images"] for b in micro]
             lost = len(images) < accum
             if samples is None and any(len(x) for x in images):
-                samples = rt.batch(next(x for x in images if len(x))[:SAMPLE_IMAGES])
+                samples = to_model_range(rt.batch(next(x for x in images if len(x))[:SAMPLE_IMAGES]))
             result = train_step(rt, cfg, state, loss_fn, images + [torch.empty(0, 3, 1, 1)] * (accum - len(images)),
-                                lost, pending.d_flag if pending is not None else None)
+                                lost, pending.d_flag if pending is not None else None, signals.requested)
             settle(result.prev_d_nonfinite)
             if result.stop:  # nothing was updated: last.pt is written from the last completed step
                 stop = True
                 continue
+            stop = result.stop_after  # a rank was asked to stop: this step completes, then every rank stops
             state.data_position += sum(b["images"].shape[0] + b["skipped"] for b in micro)
             tick_images += result.images
             tick_skipped += sum(b["skipped"] for b in micro)
             for b in micro:
                 skips.extend(b["failed"])
+                upscaled.update(b.get("upscaled", ()))
             if result.nonfinite:
                 count_nonfinite()
                 continue
@@ -410,6 +419,9 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
                 settle(False)
             progress.advance(state.step)
     log.close()
+    upscaled = set().union(*gather_objects(rt, upscaled))
+    if upscaled:
+        rt.print(upscale_warning(len(upscaled), cfg.data.resolution))
 
     if os.environ.get("LITEVAE_TEST_RANK_DUMP"):
         dump = Path(os.environ["LITEVAE_TEST_RANK_DUMP"])
