@@ -4,7 +4,9 @@ Only this module touches device placement, autocast, process groups and DDP wrap
 asks it. Every command opens it once: `with runtime.open(device, precision) as rt: <one library call>`,
 which also tears it down (leaves the process group) however the block ends.
 - Device: cuda, then mps, then cpu; `--device` overrides. `rt.place(module)` / `rt.batch(x)` move
-  things there (channels_last where `use_channels_last` says it helps, when asked).
+  things there (channels_last where `use_channels_last` says it helps, when asked, per module: on CUDA a
+  GroupNorm-heavy module such as the LiteVAE encoder stays contiguous). `configure` sets the memory-format
+  mode and cudnn.benchmark of a training run (`runtime.channels_last`, `runtime.cudnn_benchmark`).
 - Precision: fp32, bf16 (autocast), fp16 (autocast + GradScaler in training), or auto (`resolve_precision`):
   bf16 on CUDA with bf16 support and on CPUs with native bf16 (AMX or AVX512-BF16), fp32 elsewhere; the
   runtime keeps what was chosen and why (`precision_reason`) for the run record. The DWT and the losses
@@ -29,6 +31,8 @@ which also tears it down (leaves the process group) however the block ends.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import inspect
 import os
 import random
 from dataclasses import dataclass
@@ -69,6 +73,8 @@ class Runtime:
     precision_reason: str = "asked for"  # why this precision: `resolve_precision`'s reason for auto
     backend: str | None = None  # the process group's backend (nccl | gloo); None = no process group
     dist_timeout_s: float | None = None  # the process group's collective timeout
+    channels_last: str = "auto"  # auto | on | off: memory format of placed modules (`use_channels_last`)
+    cudnn_benchmark: bool = False  # torch.backends.cudnn.benchmark as `configure` set it
 
     def precision_record(self) -> dict:
         """The precision for a run record: what runs and why."""
@@ -103,12 +109,18 @@ class Runtime:
             print(*args, **kwargs, flush=True)
 
     def place(self, module: torch.nn.Module, channels_last: bool = False) -> torch.nn.Module:
-        """`module` on this device (channels_last too when asked and `use_channels_last` says it helps)."""
+        """`module` on this device; when asked, channels_last wherever `use_channels_last` says it helps
+        (`channels_last_parts`: an autoencoder per part, so on CUDA a LiteVAE encoder stays contiguous while
+        an SMC decoder goes channels_last)."""
         module = module.to(self.device)
-        return module.to(memory_format=torch.channels_last) if channels_last and use_channels_last(self) else module
+        if channels_last:
+            for part in channels_last_parts(self, module):
+                part.to(memory_format=torch.channels_last)
+        return module
 
     def batch(self, x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-        """A host batch on this device (asynchronous from pinned memory), channels_last as in `place`."""
+        """A host batch on this device (asynchronous from pinned memory), channels_last as in `place` for
+        the module that reads it first (`use_channels_last(rt)`: an image batch, read by an encoder)."""
         fmt = torch.channels_last if channels_last and use_channels_last(self) else torch.contiguous_format
         return x.to(self.device, non_blocking=True, memory_format=fmt)
 
@@ -136,7 +148,21 @@ class Runtime:
         ids = [self.device.index] if self.device.type == "cuda" else None
         # Every parameter of the autoencoder and of the discriminators takes part in each loss, so
         # find_unused_parameters (an extra graph traversal per step) is not needed.
-        return DDP(module, device_ids=ids, find_unused_parameters=False)
+        # broadcast_buffers (rank 0's buffers sent to every rank before EACH forward) only where a buffer can
+        # differ between ranks: BatchNorm running statistics, computed from each rank's own batch. The other
+        # buffers are the spectral-norm vectors u, v (the U-Net and GigaGAN discriminators): one power
+        # iteration per training forward, a deterministic function of (weight, u, v) only, never of the
+        # batch. DDP starts every rank from rank 0's weights and buffers and keeps the weights identical
+        # (averaged gradients, same optimizer), so every rank computes the same u, v: broadcasting them
+        # (76 tensors per call of the U-Net discriminator) sends what each rank already has. Should two
+        # GPUs round differently, u, v only differ within the power iteration's tolerance, and the iteration
+        # pulls them back to the same leading singular vectors. The autoencoders hold no buffers.
+        # Newer torch (2.14 here) names it forward_sync_buffers (buffers still synced once at construction);
+        # older broadcast_buffers=False also skips that first sync, and u, v start equal from the shared seed.
+        sync = needs_buffer_broadcast(module)
+        new_name = "forward_sync_buffers" in inspect.signature(DDP).parameters
+        return DDP(module, device_ids=ids, find_unused_parameters=False,
+                   **{"forward_sync_buffers" if new_name else "broadcast_buffers": sync})
 
     def no_sync(self, wrapped: torch.nn.Module, last: bool):
         """Gradient accumulation under DDP: all-reduce only on the last micro-batch."""
@@ -357,6 +383,11 @@ def float32_region(device: torch.device):
     return torch.autocast(device_type=device.type, enabled=False)
 
 
+def bfloat16_region(device: torch.device):
+    """bf16 autocast, whatever the caller's precision (LPIPS's backbone with loss.lpips_precision bf16)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
 def barrier(rt: Runtime) -> None:
     if rt.distributed and dist.is_initialized():
         dist.barrier()
@@ -364,7 +395,7 @@ def barrier(rt: Runtime) -> None:
 
 def all_reduce_sum(rt: Runtime, tensor: torch.Tensor) -> torch.Tensor:
     """Sum a tensor over ranks, reduced on this device (NCCL reduces device tensors only) and returned
-    on `tensor`'s device; identity in a single process."""
+    on `tensor`'s device; identity in a single process. No host read of a device tensor."""
     if not (rt.distributed and dist.is_initialized()):
         return tensor
     out = tensor.to(rt.device, copy=True)
@@ -372,12 +403,21 @@ def all_reduce_sum(rt: Runtime, tensor: torch.Tensor) -> torch.Tensor:
     return out.to(tensor.device)
 
 
-def any_rank(rt: Runtime, *flags: bool) -> list[bool]:
-    """For each flag, whether it is set on any rank (collective)."""
-    if not rt.distributed:
+def rank_flags(rt: Runtime, *flags) -> torch.Tensor:
+    """Flags (Python bools or 0-dim tensors on this device) as one float tensor on this device, each entry
+    the number of ranks that set it: one all_reduce for all of them and no host read (collective).
+    Python values become device tensors by a fill, not a host-to-device copy."""
+    device = rt.device if rt.distributed or any(isinstance(f, torch.Tensor) for f in flags) else torch.device("cpu")
+    return all_reduce_sum(rt, torch.stack([f.to(device, torch.float32) if isinstance(f, torch.Tensor)
+                                           else torch.full((), float(bool(f)), device=device) for f in flags]))
+
+
+def any_rank(rt: Runtime, *flags) -> list[bool]:
+    """For each flag (a Python bool or a 0-dim tensor), whether it is set on any rank (collective): one
+    all_reduce of all flags together and one host read, none in a single process with Python bools."""
+    if not rt.distributed and not any(isinstance(f, torch.Tensor) for f in flags):
         return [bool(f) for f in flags]
-    summed = all_reduce_sum(rt, torch.tensor([float(f) for f in flags]))
-    return [bool(v > 0) for v in summed.tolist()]
+    return [v > 0 for v in rank_flags(rt, *flags).tolist()]
 
 
 def gather_objects(rt: Runtime, obj) -> list:
@@ -395,6 +435,60 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def use_channels_last(rt: Runtime) -> bool:
-    """channels_last helps convs on CUDA (tensor cores) and with bf16 on CPU; not in fp32 on CPU."""
-    return rt.device.type == "cuda" or (rt.device.type == "cpu" and rt.precision == "bf16")
+CHANNELS_LAST_MODES = ("auto", "on", "off")  # runtime.channels_last
+CUDNN_BENCHMARK_MODES = ("auto", "on", "off")  # runtime.cudnn_benchmark
+GROUPNORM_HEAVY = 0.25  # GroupNorms per convolution from which a module counts as GroupNorm-heavy
+
+
+def groupnorm_heavy(module: torch.nn.Module) -> bool:
+    """At least one GroupNorm per 4 convolutions (a 4-D `weight`, SMConv2d too): litevae-* encoders
+    (112 per 152 convs), SD-VAE encoders/decoders; not the SMC decoder or the discriminators."""
+    norms = sum(isinstance(m, torch.nn.GroupNorm) for m in module.modules())
+    convs = sum(getattr(getattr(m, "weight", None), "ndim", 0) == 4 for m in module.modules())
+    return norms > 0 and norms >= GROUPNORM_HEAVY * max(convs, 1)
+
+
+def use_channels_last(rt: Runtime, module: torch.nn.Module | None = None) -> bool:
+    """Whether `module` (None: an input image batch) runs channels_last. `rt.channels_last` on/off decide
+    alone; auto: on CUDA every module that is not GroupNorm-heavy (this torch's CUDA GroupNorm has no
+    channels_last kernel: a channels_last GroupNorm-heavy encoder pays a layout copy around each of its
+    GroupNorms), and contiguous inputs (the encoder reads them); on CPU everything with bf16 (oneDNN's
+    channels_last convs and GroupNorm), nothing in fp32; elsewhere nothing."""
+    if rt.channels_last != "auto":
+        return rt.channels_last == "on"
+    if rt.device.type == "cuda":
+        return module is not None and not groupnorm_heavy(module)
+    return rt.device.type == "cpu" and rt.precision == "bf16"
+
+
+def channels_last_parts(rt: Runtime, module: torch.nn.Module) -> list[torch.nn.Module]:
+    """The parts of `module` that `place` makes channels_last: an autoencoder (a module with an `encoder`
+    and a `decoder`) decided per direct child, any other module as a whole."""
+    if hasattr(module, "encoder") and hasattr(module, "decoder"):
+        return [child for child in module.children() if use_channels_last(rt, child)]
+    return [module] if use_channels_last(rt, module) else []
+
+
+def needs_buffer_broadcast(module: torch.nn.Module) -> bool:
+    """DDP's broadcast_buffers is needed only for buffers that depend on each rank's batch (BatchNorm)."""
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def configure(rt: Runtime, channels_last: str = "auto", cudnn_benchmark: str = "auto") -> Runtime:
+    """The runtime of a training run with its memory-format mode and cudnn.benchmark (config keys
+    `runtime.channels_last`, `runtime.cudnn_benchmark`: auto | on | off). cudnn.benchmark auto: on for
+    CUDA training, whose shapes are fixed (one crop size and micro-batch), so each conv's fastest
+    algorithm is searched once; off elsewhere (it only affects cuDNN). Sets the process-wide flag."""
+    if channels_last not in CHANNELS_LAST_MODES or cudnn_benchmark not in CUDNN_BENCHMARK_MODES:
+        raise UserError(f"runtime.channels_last / runtime.cudnn_benchmark must be one of auto, on, off, "
+                        f"got {channels_last!r} / {cudnn_benchmark!r}")
+    bench = cudnn_benchmark == "on" or (cudnn_benchmark == "auto" and rt.device.type == "cuda")
+    torch.backends.cudnn.benchmark = bench
+    return dataclasses.replace(rt, channels_last=channels_last, cudnn_benchmark=bench)
+
+
+def memory_record(rt: Runtime, modules: dict[str, torch.nn.Module | None]) -> dict:
+    """For a run record: the memory-format mode, which of `modules` (name -> module) run channels_last,
+    and whether cudnn.benchmark is on."""
+    parts = {name: use_channels_last(rt, m) for name, m in modules.items() if m is not None}
+    return {"channels_last": rt.channels_last, "channels_last_modules": parts, "cudnn_benchmark": rt.cudnn_benchmark}

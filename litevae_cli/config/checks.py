@@ -28,10 +28,14 @@ _ENUMS: dict[str, tuple] = {
     "phase": PHASES,
     "discriminator.loss": ADV_KINDS,
     "loss.lpips_net": LPIPS_NETS,
+    "loss.lpips_precision": ("fp32", "bf16", "auto"),
+    "runtime.channels_last": ("auto", "on", "off"),
+    "runtime.cudnn_benchmark": ("auto", "on", "off"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
     "train.trainable": TRAINABLE,
     "distill.logvar_loss": ("kl", "nll"),
 }
+_ON_OFF_KEYS = {"runtime.channels_last", "runtime.cudnn_benchmark"}  # auto | on | off
 # Inclusive lower bounds; for lists, every element.
 _MINIMA: dict[str, float] = {
     "model.nz": 1, "discriminator.start_step": 0,
@@ -143,6 +147,8 @@ def _check_type(value: Any, tp: Any, key: str, where: Where) -> Any:
         return _check_type(float(value), tp, key, where)
     if tp in (int, str, bool) and type(value) is tp:
         return _check_numbers(value, key, where)
+    if tp is str and isinstance(value, bool) and key in _ON_OFF_KEYS:
+        return "on" if value else "off"  # YAML 1.1 (PyYAML) reads an unquoted on / off as a boolean
     if (origin is list or tp is list) and isinstance(value, (list, tuple)):
         (elem,) = typing.get_args(tp) or (Any,)
         return [_check_numbers(v, f"{key}[{i}]", where) if elem is Any else _check_type(v, elem, f"{key}[{i}]", where)

@@ -50,6 +50,7 @@ class LossCfg:
     l1: float = 1.0
     lpips: float = 1.0
     lpips_net: str = "alex"  # alex | vgg (the lpips package's backbones)
+    lpips_precision: str = "auto"  # fp32 | bf16 | auto: bf16 backbone when the run is bf16 (training.losses)
     kl: float = 1e-3  # from the KL sweep (BENCHMARKS.md "KL weight"); OL used 0.01
     wavelet: float = 1.0  # OL B runs
     gaussian: float = 0.5  # OL B runs
@@ -95,9 +96,12 @@ class DistillCfg:
 
 @dataclass
 class RuntimeCfg:
-    """Process-group settings (litevae_cli.runtime)."""
+    """How the run uses its devices: the process group, the memory format and cuDNN's autotuner; no effect
+    on the recipe beyond rounding (litevae_cli.runtime)."""
     force_distributed: bool = False  # join a 1-rank process group without torchrun (DDP/NCCL paths on one GPU)
     dist_timeout_s: float = 600.0  # how long a collective waits for the slowest rank before failing
+    channels_last: str = "auto"  # auto | on | off; auto: per module (CUDA: GroupNorm-heavy encoders contiguous)
+    cudnn_benchmark: str = "auto"  # auto | on | off; auto: on for CUDA training (fixed shapes)
 
 
 @dataclass

@@ -22,14 +22,20 @@ both optimizers, scaler, step, every rank's RNG states and the data position; on
 world size and workers the result is bit-identical to an uninterrupted run.
 Non-finite losses: the step is skipped (no optimizer step) on every rank and counted; after
 `train.max_nonfinite` in a row the run stops with a UserError and last.pt is left as it was.
+Host syncs: one per optimizer step in steady state (`train_step`: its flags, one all_reduce, one read).
+A non-finite DISCRIMINATOR loss skips the discriminator's step on the device (the generator has stepped,
+as before) and is read one step late: the step is counted as non-finite (its terms kept out of
+metrics.jsonl) with the next step's flags or at the next log / checkpoint step, whichever comes first,
+so `train.max_nonfinite` may stop a run one step later. Loss sums stay on the device until a log step.
 Stops (`litevae_cli.jobs.stopping`): SIGTERM / SIGINT, also sent to the whole process group, and a data-loader
-worker that died are checked before the next batch is fetched; last.pt is written from the last
-completed step and the process exits 128+signal with one line. Before any of that, everything is
+worker that died are checked before the next batch is fetched (under torchrun a signal on any rank
+reaches every rank through the next step's flags: that step completes, then all stop); last.pt is written
+from the last completed step and the process exits 128+signal with one line. Before any of that, everything is
 checked (config, data with a readable image, --from, a writable --out) and OUT is locked for the
 run (`litevae_cli.files.outputs`); unreadable images are skipped, counted in metrics.jsonl and named in
 OUT/skipped.txt. config.yaml and every checkpoint record the run (`training.state.run_record`).
 Test hook: with LITEVAE_TEST_RANK_DUMP=DIR every rank saves its final autoencoder and discriminator
-parameters to DIR/rank<r>.pt
+parameters (and spectral-norm buffers) to DIR/rank<r>.pt
 (the DDP test compares them); nothing else reads it.
 """
 
@@ -55,17 +61,17 @@ from litevae_cli.data.loaders import make_train_loader, require_readable
 from litevae_cli.errors import UserError
 from litevae_cli.files.outputs import SKIPPED_NAME, SkipLog, check_out_dir, locked, writing
 from litevae_cli.jobs.progress import TrainProgress
-from litevae_cli.runtime import Runtime, all_reduce_sum, any_rank, barrier, gather_objects, seed_everything
+from litevae_cli.runtime import Runtime, all_reduce_sum, any_rank, barrier, gather_objects, rank_flags, seed_everything
 from litevae_cli.jobs.stopping import StopSignal, fault_injection_point, peers_guard
 from litevae_cli.training.batching import batch_plan, lr_note
 from litevae_cli.training.log import LossMeter, RunLog, save_reconstructions, wandb_module
 from litevae_cli.files.hub import is_hub_id
 from litevae_cli.training.distill import (DistillLoss, check_student_fits, distill_spec, init_from_teacher,
                                           load_teacher)
-from litevae_cli.training.losses import GeneratorLoss, discriminator_loss
+from litevae_cli.training.losses import GeneratorLoss, discriminate, discriminator_loss
 from litevae_cli.training.state import (TrainState, all_finite, build_train_state, check_resumable, gather_rng,
                                         load_init_weights, load_resume, make_checkpoint, model_of_run, restore_rng,
-                                        run_record, update_ema)
+                                        run_record, step_unless, update_ema)
 
 SAMPLE_IMAGES = 8  # images in each reconstruction grid
 
@@ -97,6 +103,7 @@ def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | 
         weights_dir: str | Path | None = None, download_weights: bool = False, use_ema: bool = True) -> int:
     """Check everything, build loss and state, then, holding OUT's lock: resume from OUT or initialise
     from --from, start the loader and fit(). Returns the process exit code."""
+    rt = runtime.configure(rt, cfg.runtime.channels_last, cfg.runtime.cudnn_benchmark)
     source = resolve_source(data)
     for note in source.notes:
         rt.print(note)
@@ -123,12 +130,14 @@ def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | 
                                         download_weights))
     else:
         loss_fn = rt.place(GeneratorLoss(cfg.loss, cfg.discriminator.loss, weights_dir=weights_dir,
-                                          download_weights=download_weights))
+                                          download_weights=download_weights, run_precision=rt.precision))
     seed_everything(cfg.train.seed)  # identical initial weights on every rank
     state = build_train_state(rt, cfg)
     if teacher is not None:
         check_student_fits(state.model.encoder, teacher)
-    state.run = run_record(data, rt) | {"batch": plan.record(), "distributed": rt.dist_record()}
+    state.run = run_record(data, rt, {"encoder": state.model.encoder, "decoder": state.model.decoder,
+                                      "discriminator": state.disc}) | {"batch": plan.record(),
+                                                                       "distributed": rt.dist_record()}
     with locked(out, rt), StopSignal() as signals:
         resume_path = latest_checkpoint(out)  # again: under the lock, it cannot change any more
         rng = None
@@ -183,8 +192,18 @@ class StepResult:
     g_terms: list[dict]  # per micro-batch generator terms
     d_terms: list[dict]  # per micro-batch discriminator terms (empty when the discriminator is off)
     images: int  # images this rank trained on
-    nonfinite: bool  # the step was skipped on every rank
+    nonfinite: bool  # a generator loss was non-finite: the step was skipped on every rank
     stop: bool  # some rank lost its data loader: nothing was updated on any rank; stop now
+    # Ranks whose discriminator loss was non-finite (0-dim float on the device, not read): the
+    # discriminator's step was then skipped on the device. None when the discriminator did not step.
+    d_flag: torch.Tensor | None = None
+    prev_d_nonfinite: bool = False  # the `d_flag` passed in as `prev_d_flag`, read with this step's flags
+    stop_after: bool = False  # some rank was asked to stop (`stop_after`): stop once this step is done
+
+    @property
+    def d_nonfinite(self) -> bool:
+        """Whether the discriminator step was skipped (reads `d_flag`: a host sync)."""
+        return self.d_flag is not None and bool(self.d_flag > 0)
 
 
 def _prepare(rt: Runtime, images: torch.Tensor, resolution: int) -> tuple[torch.Tensor, float]:
@@ -197,14 +216,19 @@ def _prepare(rt: Runtime, images: torch.Tensor, resolution: int) -> tuple[torch.
 
 
 def train_step(rt: Runtime, cfg: Config, state: TrainState, loss_fn, micro_images: list[torch.Tensor],
-               lost_loader: bool = False) -> StepResult:
+               lost_loader: bool = False, prev_d_flag: torch.Tensor | None = None,
+               stop_after: bool = False) -> StepResult:
     """One optimizer step: generator over the micro-batches, then the discriminator on the same
-    (detached) reconstructions; then the EMA. Skipped everywhere when a loss is non-finite on any rank.
+    (detached) reconstructions; then the EMA. Skipped everywhere when a generator loss is non-finite on
+    any rank; a non-finite discriminator loss skips the discriminator's step on the device (`d_flag`).
     `lost_loader`: this rank has no batch (a data-loader worker died; its micro-batches are empty):
-    it still joins the collectives, then no rank updates anything and the result says stop."""
+    it still joins the collectives, then no rank updates anything and the result says stop.
+    `stop_after`: this rank was asked to stop; the step completes everywhere, then the result says so.
+    One host read in all: the flags [generator non-finite, lost loader, stop asked, `prev_d_flag` (the
+    previous step's `d_flag`)] summed over ranks in one all_reduce."""
     k = len(micro_images)
     adv_on = state.disc is not None and state.step >= cfg.discriminator.start_step
-    g_terms, pairs, seen, bad = [], [], 0, False
+    g_terms, pairs, totals, seen = [], [], [], 0
     if state.disc is not None:
         state.disc.requires_grad_(False)  # the generator's adversarial term must not train D
     for i, raw in enumerate(micro_images):
@@ -217,38 +241,39 @@ def train_step(rt: Runtime, cfg: Config, state: TrainState, loss_fn, micro_image
                 fake_logits = state.disc(x_hat) if adv_on and cfg.loss.adversarial > 0 else None
             total, terms = loss_fn(x, x_hat, posterior, fake_logits=fake_logits)  # fp32 inside
             state.scaler.scale(total * (weight / k)).backward()
-        bad |= not bool(torch.isfinite(total.detach()))
+        totals.append(total.detach())
         g_terms.append({"total": total.detach(), **terms})
         pairs.append((x, x_hat.detach() if x_hat is not None else None, weight))
-    bad, stop = any_rank(rt, bad, lost_loader)
+    g_bad = ~torch.isfinite(torch.stack(totals)).all()
+    flags = [g_bad, lost_loader, stop_after] + ([prev_d_flag] if prev_d_flag is not None else [])
+    bad, stop, stop_after, *prev = any_rank(rt, *flags)  # the step's one host read
+    prev_bad = bool(prev and prev[0])
     if bad or stop:
         state.opt_g.zero_grad(set_to_none=True)
-        return StepResult(g_terms, [], seen, bad and not stop, stop)
+        return StepResult(g_terms, [], seen, bad and not stop, stop, prev_d_nonfinite=prev_bad, stop_after=stop_after)
     state.scaler.step(state.opt_g)
     state.opt_g.zero_grad(set_to_none=True)
 
-    d_terms = []
+    d_terms, d_flag = [], None
     if adv_on:
         state.disc.requires_grad_(True)
-        d_bad = False
+        d_losses = []
         for i, (x, x_fake, weight) in enumerate(pairs):
             with rt.no_sync(state.disc_ddp, i == k - 1):
                 with rt.autocast():
-                    real_logits, fake_logits = state.disc_ddp(x), state.disc_ddp(x_fake)
+                    real_logits, fake_logits = discriminate(state.disc, state.disc_ddp, x, x_fake)
                 loss_d, terms = discriminator_loss(real_logits, fake_logits, cfg.discriminator.loss)
                 state.scaler.scale(loss_d * (weight / k)).backward()
-            d_bad |= not bool(torch.isfinite(loss_d.detach()))
+            d_losses.append(loss_d.detach())
             d_terms.append({"total": loss_d.detach(), **terms})
-        (d_bad,) = any_rank(rt, d_bad)
-        if not d_bad:
-            state.scaler.step(state.opt_d)
+        d_flag = rank_flags(rt, ~torch.isfinite(torch.stack(d_losses)).all())[0]  # collective, not read
+        step_unless(state.opt_d, state.scaler, (d_flag > 0).float())
         state.opt_d.zero_grad(set_to_none=True)
-        bad = d_bad  # the generator stepped; the skipped discriminator step still counts as non-finite
     state.scaler.update()
     if state.ema is not None:
         update_ema(state.ema, state.model, cfg.train.ema_decay, state.step, cfg.train.ema_warmup)
     state.step += 1
-    return StepResult(g_terms, d_terms, seen, bad, False)
+    return StepResult(g_terms, d_terms, seen, False, False, d_flag, prev_bad, stop_after)
 
 
 def save_checkpoint(rt: Runtime, cfg: Config, state: TrainState, out: Path, numbered: bool, wait: bool = True) -> Path:
@@ -306,12 +331,38 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
         rt.print(f"already at step {start_step} of {total_steps}: nothing to do (raise --steps to continue)")
     # A live bar on a terminal; in logs and batch jobs a plain status line per log step instead.
     interactive = Console().is_terminal
+    pending: StepResult | None = None  # the last step whose discriminator flag is not read yet
+
+    def settle(skipped: bool | None = None) -> None:
+        """Account for `pending` once its discriminator flag is known (`skipped`; None: read it now)."""
+        nonlocal pending
+        if pending is not None:
+            done_step, pending = pending, None
+            if done_step.d_nonfinite if skipped is None else skipped:
+                count_nonfinite()  # a skipped discriminator step: counted, its terms kept out of the log
+                return
+            state.nonfinite_run = 0
+            for prefix, step_terms in (("g", done_step.g_terms), ("d", done_step.d_terms)):
+                for terms in step_terms:
+                    meter.add(prefix, terms)
+
+    def count_nonfinite() -> None:
+        state.nonfinite_total += 1
+        state.nonfinite_run += 1
+        if state.nonfinite_run >= cfg.train.max_nonfinite:
+            where = latest_checkpoint(out)
+            raise UserError(f"stopped at step {state.step}: {state.nonfinite_run} consecutive steps had a "
+                            f"non-finite loss (train.max_nonfinite={cfg.train.max_nonfinite}); last good "
+                            f"checkpoint: {where or 'none written yet'}; try a lower optim.lr or fp32")
+
     with TrainProgress(total_steps, start_step, rt.is_main and interactive, rt.print) as progress:
         while True:
-            if not stop:  # before fetching the next batch; every rank agrees
-                (stop,) = any_rank(rt, signals.requested)
+            if not stop and not rt.distributed:  # before fetching the next batch (under torchrun: the step's flags)
+                stop = signals.requested
             done = state.step >= total_steps or stop
             progressed = state.step > start_step
+            if progressed and (done or state.step % cfg.log.every == 0 or state.step % cfg.log.checkpoint_every == 0):
+                settle()  # before the status line and the checkpoint: the previous step fully counted
 
             # Status: metrics.jsonl, TensorBoard, progress text (collective: every rank, same steps).
             if progressed and (state.step % cfg.log.every == 0 or done):
@@ -354,10 +405,12 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
             if samples is None and any(len(x) for x in images):
                 samples = to_model_range(rt.batch(next(x for x in images if len(x))[:SAMPLE_IMAGES]))
             result = train_step(rt, cfg, state, loss_fn, images + [torch.empty(0, 3, 1, 1)] * (accum - len(images)),
-                                lost)
+                                lost, pending.d_flag if pending is not None else None, signals.requested)
+            settle(result.prev_d_nonfinite)
             if result.stop:  # nothing was updated: last.pt is written from the last completed step
                 stop = True
                 continue
+            stop = result.stop_after  # a rank was asked to stop: this step completes, then every rank stops
             state.data_position += sum(b["images"].shape[0] + b["skipped"] for b in micro)
             tick_images += result.images
             tick_skipped += sum(b["skipped"] for b in micro)
@@ -365,19 +418,11 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
                 skips.extend(b["failed"])
                 upscaled.update(b.get("upscaled", ()))
             if result.nonfinite:
-                state.nonfinite_total += 1
-                state.nonfinite_run += 1
-                if state.nonfinite_run >= cfg.train.max_nonfinite:
-                    where = latest_checkpoint(out)
-                    raise UserError(f"stopped at step {state.step}: {state.nonfinite_run} consecutive steps had a "
-                                    f"non-finite loss (train.max_nonfinite={cfg.train.max_nonfinite}); last good "
-                                    f"checkpoint: {where or 'none written yet'}; try a lower optim.lr or fp32")
+                count_nonfinite()
                 continue
-            state.nonfinite_run = 0
-            for terms in result.g_terms:
-                meter.add("g", terms)
-            for terms in result.d_terms:
-                meter.add("d", terms)
+            pending = result
+            if result.d_flag is None:  # no discriminator step: nothing left to read
+                settle(False)
             progress.advance(state.step)
     log.close()
     upscaled = set().union(*gather_objects(rt, upscaled))
@@ -387,8 +432,13 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
     if os.environ.get("LITEVAE_TEST_RANK_DUMP"):
         dump = Path(os.environ["LITEVAE_TEST_RANK_DUMP"])
         dump.mkdir(parents=True, exist_ok=True)
-        # Discriminator: parameters only (BatchNorm running stats are per rank between DDP's broadcasts).
-        disc = {n: p.detach() for n, p in state.disc.named_parameters()} if state.disc is not None else None
+        # Discriminator: parameters, and the buffers that DDP does not broadcast (spectral-norm u, v), which
+        # must agree too; not BatchNorm running stats (per rank between DDP's broadcasts).
+        disc = None
+        if state.disc is not None:
+            disc = {n: p.detach() for n, p in state.disc.named_parameters()}
+            if not runtime.needs_buffer_broadcast(state.disc):
+                disc |= {n: b for n, b in state.disc.named_buffers()}
         torch.save({"model": state.model.state_dict(), "discriminator": disc}, dump / f"rank{rt.rank}.pt")
     kept = last or latest_checkpoint(out)
     if stop:
