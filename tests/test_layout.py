@@ -1,4 +1,4 @@
-"""The package's shape (issue 15): thin subcommand modules, the runtime set up only in runtime.py, the
+"""The package's shape (issue 15): thin subcommand modules, the runtime set up only in runtime/, the
 registry filled by `models/__init__.py` with no import cycle, one model spec type that imports no torch."""
 
 import ast
@@ -10,7 +10,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "litevae_cli"
 COMMAND_MODULES = sorted((PACKAGE / "cli").glob("*_cmd.py"))
-# What only runtime.py may name: process groups, DDP, autocast, device selection, runtime set-up.
+# What only the runtime package (runtime/) may name: process groups, DDP, autocast, device selection, set-up.
 RUNTIME_ONLY = {"init_process_group", "destroy_process_group", "DistributedDataParallel", "set_device",
                 "autocast", "setup_runtime", "teardown_runtime", "select_device"}
 
@@ -67,10 +67,13 @@ def test_importing_the_cli_loads_no_torch():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
-@pytest.mark.parametrize("path", sorted(p for p in PACKAGE.rglob("*.py") if p.name != "runtime.py"),
+RUNTIME = PACKAGE / "runtime"
+
+
+@pytest.mark.parametrize("path", sorted(p for p in PACKAGE.rglob("*.py") if RUNTIME not in p.parents),
                          ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_only_runtime_sets_up_the_runtime(path):
-    """Process groups, DDP wrapping, autocast and device placement on rt.device live in runtime.py."""
+    """Process groups, DDP wrapping, autocast and device placement on rt.device live in runtime/."""
     for node in ast.walk(_tree(path)):
         if isinstance(node, ast.Attribute):
             assert node.attr not in RUNTIME_ONLY or node.attr == "autocast" and _is_rt(node.value), \
@@ -223,10 +226,12 @@ def test_no_import_cycle_in_the_package():
 def test_the_package_root_holds_only_cross_cutting_modules():
     root = sorted(p.stem for p in PACKAGE.glob("*.py"))
     # diffusers_vae: the public diffusers model, whose import path saved pipelines record (model_index.json)
-    assert root == ["__init__", "__main__", "diffusers_vae", "errors", "model_spec", "runtime"], root
-    # config/ (schema, checks, presets) is the one cross-cutting package beside them
+    assert root == ["__init__", "__main__", "diffusers_vae", "errors", "model_spec"], root
+    # config/ (schema, checks, presets) and runtime/ (device, precision, process group, memory format) are the
+    # cross-cutting packages beside them
     packages = sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py"))
-    assert "config" in packages and not (PACKAGE / "config.py").exists(), packages
+    assert {"config", "runtime"} <= set(packages), packages
+    assert not (PACKAGE / "config.py").exists() and not (PACKAGE / "runtime.py").exists()
 
 
 def test_the_wheel_lists_every_sub_package():

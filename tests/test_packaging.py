@@ -19,3 +19,4 @@ def test_wheel_contains_presets(tmp_path):
     for name in shipped:
         assert f"litevae_cli/presets/{name}" in names
     assert "litevae_cli/models/litevae_encoder.py" in names
+    assert {"litevae_cli/runtime/__init__.py", "litevae_cli/runtime/process_group.py"} <= names  # a package now

@@ -21,7 +21,7 @@ from litevae_cli.errors import UserError
 from litevae_cli.models import create_autoencoder, create_model
 from litevae_cli.model_spec import ModelSpec
 from litevae_cli.runtime import Runtime, channels_last_parts, configure, memory_record, setup_runtime, use_channels_last
-from litevae_cli.training import loop
+from litevae_cli.training import loop, step
 from litevae_cli.training.losses import (LPIPS_BF16_ATOL, LPIPS_BF16_RTOL, GeneratorLoss, _blur_kernels, discriminate,
                                          gaussian_loss, lpips_bf16, resolve_lpips_precision)
 from litevae_cli.training.state import (all_finite, build_train_state, host_copy, make_adam, run_record, step_unless,
@@ -159,8 +159,8 @@ def test_nonfinite_discriminator_loss_skips_its_step_on_the_device_and_is_read_w
     cfg, state = _state("unet-disc-tiny", 64)
     rt = setup_runtime("cpu", "fp32", init_distributed=False)
     loss_fn = GeneratorLoss(cfg.loss, cfg.discriminator.loss)
-    real_loss = loop.discriminator_loss
-    monkeypatch.setattr(loop, "discriminator_loss", lambda *a: (lambda l, t: (l * float("nan"), t))(*real_loss(*a)))
+    real_loss = step.discriminator_loss
+    monkeypatch.setattr(step, "discriminator_loss", lambda *a: (lambda l, t: (l * float("nan"), t))(*real_loss(*a)))
     d_before = [p.detach().clone() for p in state.disc.parameters()]
     g_before = [p.detach().clone() for p in state.model.parameters()]
     x = torch.rand(2, 3, 64, 64) * 2 - 1
@@ -178,8 +178,8 @@ def test_a_run_of_nonfinite_discriminator_losses_still_stops_the_run(monkeypatch
                                           "train": {"steps": 20, "max_nonfinite": 3}, "log": {"every": 1000}}))
     rt = setup_runtime("cpu", "fp32", init_distributed=False)
     state = build_train_state(rt, cfg)
-    real_loss = loop.discriminator_loss
-    monkeypatch.setattr(loop, "discriminator_loss", lambda *a: (lambda l, t: (l * float("nan"), t))(*real_loss(*a)))
+    real_loss = step.discriminator_loss
+    monkeypatch.setattr(step, "discriminator_loss", lambda *a: (lambda l, t: (l * float("nan"), t))(*real_loss(*a)))
     batches = iter(lambda: {"images": torch.rand(2, 3, 32, 32) * 2 - 1, "skipped": 0, "failed": []}, None)
     from litevae_cli.jobs.stopping import StopSignal
 

@@ -7,7 +7,8 @@ phase) and opens the runtime; `run()` builds the data, the state and the loss, a
 starts a finetune from `--from` (required when `phase: finetune` and OUT holds no run; a `model: null`
 preset takes its model from it) or a distillation from `--teacher`; `fit()` is the
 loop, one readable `while` in the manner of edm2 (status, samples, checkpoint, then the step), and
-`train_step()` is one optimizer step, in `loss_fn` (`training.losses.GeneratorLoss`). `train()` is
+`train_step()` (`training.step`) is one optimizer step, in `loss_fn` (`training.losses.GeneratorLoss`);
+checkpoints are written by `training.state.save_checkpoint`. `train()` is
 the command's three steps as one call, for Python callers. Recipe (spec "Training recipe"; P App. F):
 Adam for the autoencoder and, when a discriminator is configured, a second Adam for it from
 `discriminator.start_step` on; the adversarial term has the constant weight `loss.adversarial`
@@ -47,31 +48,29 @@ import dataclasses
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from rich.console import Console
 
-from litevae_cli.files.checkpoint import (LAST_NAME, checkpoint_dir, latest_checkpoint, load_checkpoint, prune_numbered,
-                                    save_atomic)
+from litevae_cli.files.checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint
 from litevae_cli.config import Config, config_to_dict, dump_config, resolve_config
 from litevae_cli.data import resolve_source, to_model_range, upscale_warning
 from litevae_cli.data.loaders import make_train_loader, require_readable
 from litevae_cli.errors import UserError
 from litevae_cli.files.outputs import SKIPPED_NAME, SkipLog, check_out_dir, locked, writing
 from litevae_cli.jobs.progress import TrainProgress
-from litevae_cli.runtime import Runtime, all_reduce_sum, any_rank, barrier, gather_objects, rank_flags, seed_everything
+from litevae_cli.runtime import Runtime, all_reduce_sum, gather_objects, seed_everything
 from litevae_cli.jobs.stopping import StopSignal, fault_injection_point, peers_guard
 from litevae_cli.training.batching import batch_plan, lr_note
 from litevae_cli.training.log import LossMeter, RunLog, save_reconstructions, wandb_module
 from litevae_cli.files.hub import is_hub_id
 from litevae_cli.training.distill import (DistillLoss, check_student_fits, distill_spec, init_from_teacher,
                                           load_teacher)
-from litevae_cli.training.losses import GeneratorLoss, discriminate, discriminator_loss
-from litevae_cli.training.state import (TrainState, all_finite, build_train_state, check_resumable, gather_rng,
-                                        load_init_weights, load_resume, make_checkpoint, model_of_run, restore_rng,
-                                        run_record, step_unless, update_ema)
+from litevae_cli.training.losses import GeneratorLoss
+from litevae_cli.training.state import (TrainState, build_train_state, check_resumable, load_init_weights, load_resume,
+                                        model_of_run, restore_rng, run_record, save_checkpoint)
+from litevae_cli.training.step import StepResult, train_step  # fit() calls train_step from here (tests patch it)
 
 SAMPLE_IMAGES = 8  # images in each reconstruction grid
 
@@ -185,125 +184,6 @@ def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | 
         if note := lr_note(cfg, plan):
             rt.print(note)
         return fit(rt, cfg, state, batches, loss_fn, out, signals, resumed=resume_path is not None)
-
-
-@dataclass
-class StepResult:
-    g_terms: list[dict]  # per micro-batch generator terms
-    d_terms: list[dict]  # per micro-batch discriminator terms (empty when the discriminator is off)
-    images: int  # images this rank trained on
-    nonfinite: bool  # a generator loss was non-finite: the step was skipped on every rank
-    stop: bool  # some rank lost its data loader: nothing was updated on any rank; stop now
-    # Ranks whose discriminator loss was non-finite (0-dim float on the device, not read): the
-    # discriminator's step was then skipped on the device. None when the discriminator did not step.
-    d_flag: torch.Tensor | None = None
-    prev_d_nonfinite: bool = False  # the `d_flag` passed in as `prev_d_flag`, read with this step's flags
-    stop_after: bool = False  # some rank was asked to stop (`stop_after`): stop once this step is done
-
-    @property
-    def d_nonfinite(self) -> bool:
-        """Whether the discriminator step was skipped (reads `d_flag`: a host sync)."""
-        return self.d_flag is not None and bool(self.d_flag > 0)
-
-
-def _prepare(rt: Runtime, images: torch.Tensor, resolution: int) -> tuple[torch.Tensor, float]:
-    """To device; an all-skipped micro-batch becomes one zero image with weight 0, so every rank
-    still runs the same forward/backward (DDP collectives) without learning from it."""
-    weight = 1.0
-    if images.shape[0] == 0:
-        images, weight = torch.zeros(1, 3, resolution, resolution), 0.0
-    return to_model_range(rt.batch(images, channels_last=True)), weight  # uint8 from the loader -> [-1,1] here
-
-
-def train_step(rt: Runtime, cfg: Config, state: TrainState, loss_fn, micro_images: list[torch.Tensor],
-               lost_loader: bool = False, prev_d_flag: torch.Tensor | None = None,
-               stop_after: bool = False) -> StepResult:
-    """One optimizer step: generator over the micro-batches, then the discriminator on the same
-    (detached) reconstructions; then the EMA. Skipped everywhere when a generator loss is non-finite on
-    any rank; a non-finite discriminator loss skips the discriminator's step on the device (`d_flag`).
-    `lost_loader`: this rank has no batch (a data-loader worker died; its micro-batches are empty):
-    it still joins the collectives, then no rank updates anything and the result says stop.
-    `stop_after`: this rank was asked to stop; the step completes everywhere, then the result says so.
-    One host read in all: the flags [generator non-finite, lost loader, stop asked, `prev_d_flag` (the
-    previous step's `d_flag`)] summed over ranks in one all_reduce."""
-    k = len(micro_images)
-    adv_on = state.disc is not None and state.step >= cfg.discriminator.start_step
-    g_terms, pairs, totals, seen = [], [], [], 0
-    if state.disc is not None:
-        state.disc.requires_grad_(False)  # the generator's adversarial term must not train D
-    for i, raw in enumerate(micro_images):
-        x, weight = _prepare(rt, raw, cfg.data.resolution)
-        seen += raw.shape[0]
-        with rt.no_sync(state.model_ddp, i == k - 1):
-            with rt.autocast():
-                x_hat, posterior = state.model_ddp(x, decode=getattr(loss_fn, "needs_reconstruction", True))
-                # Plain module, frozen: D gets no gradient and no DDP sync from the generator's step.
-                fake_logits = state.disc(x_hat) if adv_on and cfg.loss.adversarial > 0 else None
-            total, terms = loss_fn(x, x_hat, posterior, fake_logits=fake_logits)  # fp32 inside
-            state.scaler.scale(total * (weight / k)).backward()
-        totals.append(total.detach())
-        g_terms.append({"total": total.detach(), **terms})
-        pairs.append((x, x_hat.detach() if x_hat is not None else None, weight))
-    g_bad = ~torch.isfinite(torch.stack(totals)).all()
-    flags = [g_bad, lost_loader, stop_after] + ([prev_d_flag] if prev_d_flag is not None else [])
-    bad, stop, stop_after, *prev = any_rank(rt, *flags)  # the step's one host read
-    prev_bad = bool(prev and prev[0])
-    if bad or stop:
-        state.opt_g.zero_grad(set_to_none=True)
-        return StepResult(g_terms, [], seen, bad and not stop, stop, prev_d_nonfinite=prev_bad, stop_after=stop_after)
-    state.scaler.step(state.opt_g)
-    state.opt_g.zero_grad(set_to_none=True)
-
-    d_terms, d_flag = [], None
-    if adv_on:
-        state.disc.requires_grad_(True)
-        d_losses = []
-        for i, (x, x_fake, weight) in enumerate(pairs):
-            with rt.no_sync(state.disc_ddp, i == k - 1):
-                with rt.autocast():
-                    real_logits, fake_logits = discriminate(state.disc, state.disc_ddp, x, x_fake)
-                loss_d, terms = discriminator_loss(real_logits, fake_logits, cfg.discriminator.loss)
-                state.scaler.scale(loss_d * (weight / k)).backward()
-            d_losses.append(loss_d.detach())
-            d_terms.append({"total": loss_d.detach(), **terms})
-        d_flag = rank_flags(rt, ~torch.isfinite(torch.stack(d_losses)).all())[0]  # collective, not read
-        step_unless(state.opt_d, state.scaler, (d_flag > 0).float())
-        state.opt_d.zero_grad(set_to_none=True)
-    state.scaler.update()
-    if state.ema is not None:
-        update_ema(state.ema, state.model, cfg.train.ema_decay, state.step, cfg.train.ema_warmup)
-    state.step += 1
-    return StepResult(g_terms, d_terms, seen, False, False, d_flag, prev_bad, stop_after)
-
-
-def save_checkpoint(rt: Runtime, cfg: Config, state: TrainState, out: Path, numbered: bool, wait: bool = True) -> Path:
-    """last.pt (atomic) and, when `numbered`, step-XXXXXXX.pt as a hard link of the same file; then only
-    the `train.keep_checkpoints` newest numbered files stay. Collective (gathers every rank's RNG); only rank 0
-    writes; `wait=False` (a stop): the other ranks leave without waiting for the write."""
-    if not all_finite(state.model):  # identical weights on every rank, so every rank raises together
-        raise UserError(f"step {state.step}: the autoencoder weights are not finite; "
-                        "the last good checkpoint is left as it was")
-    rng = gather_rng(rt)
-    ckpt_dir = checkpoint_dir(out)
-    last = ckpt_dir / LAST_NAME
-    if rt.is_main:
-        ckpt = make_checkpoint(rt, cfg, state, rng)
-        path = ckpt_dir / (f"step-{state.step:07d}.pt" if numbered else LAST_NAME)
-        intact = f"; {last} (the previous checkpoint) is intact" if last.is_file() else ""
-        with writing(path, intact):  # save_atomic: a failed write leaves the previous file as it was
-            save_atomic(ckpt, path)
-            if numbered:
-                tmp = ckpt_dir / f".{LAST_NAME}.{os.getpid()}.link"
-                try:  # a new name for the same bytes, then an atomic rename over last.pt
-                    tmp.unlink(missing_ok=True)
-                    os.link(path, tmp)
-                    os.replace(tmp, last)
-                except OSError:
-                    save_atomic(ckpt, last)
-                prune_numbered(ckpt_dir, cfg.train.keep_checkpoints)  # after last.pt is safe
-    if wait:
-        barrier(rt)
-    return last
 
 
 def _loss_terms(metrics: dict) -> dict:

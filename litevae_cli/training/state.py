@@ -4,7 +4,8 @@ Owns: the `TrainState` of one run (autoencoder, its DDP wrapper, EMA copy, discr
 Adam optimizers (fused where torch has the kernel, so a step can be skipped on the device: `step_unless`),
 the GradScaler, step and data position), its construction from a `Config`, the EMA update (one multi-tensor
 lerp), RNG capture/restore in a `weights_only=True`-loadable form, the checkpoint dict (layout in
-`litevae_cli.files.checkpoint`'s docstring), resuming a run and initialising a finetune from `--from`,
+`litevae_cli.files.checkpoint`'s docstring) and its writing (`save_checkpoint`: last.pt, numbered links),
+resuming a run and initialising a finetune from `--from`,
 and the run record (`run_record`: --data, command line, versions, precision, memory format) kept in
 config.yaml and checkpoints, whose tensors reach the host in one go (`host_copy`).
 A model the config cannot build, or weights that do not fit it, are one-line UserErrors. Device
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import random
 import shlex
 import sys
@@ -27,15 +29,17 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from litevae_cli.files.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, stored_config
+from litevae_cli.files.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, LAST_NAME, checkpoint_dir, load_checkpoint,
+                                          prune_numbered, save_atomic, stored_config)
 from litevae_cli.files.model_file import load_autoencoder, load_weights
+from litevae_cli.files.outputs import writing
 from litevae_cli.config import Config, config_to_dict
 from litevae_cli.data import source_id
 from litevae_cli.errors import UserError, as_user_error
 from litevae_cli.model_spec import ModelSpec, describe_spec
 from litevae_cli.models import Autoencoder, create_autoencoder, create_model
 from litevae_cli.models.layers import SMConv2d
-from litevae_cli.runtime import Runtime, gather_objects, memory_record
+from litevae_cli.runtime import Runtime, barrier, gather_objects, memory_record
 
 
 @dataclass
@@ -231,6 +235,36 @@ def make_checkpoint(rt: Runtime, cfg: Config, state: TrainState, rng: list[dict]
         "config": config,
         "run": state.run,
     })
+
+
+def save_checkpoint(rt: Runtime, cfg: Config, state: TrainState, out: Path, numbered: bool, wait: bool = True) -> Path:
+    """last.pt (atomic) and, when `numbered`, step-XXXXXXX.pt as a hard link of the same file; then only
+    the `train.keep_checkpoints` newest numbered files stay. Collective (gathers every rank's RNG); only rank 0
+    writes; `wait=False` (a stop): the other ranks leave without waiting for the write."""
+    if not all_finite(state.model):  # identical weights on every rank, so every rank raises together
+        raise UserError(f"step {state.step}: the autoencoder weights are not finite; "
+                        "the last good checkpoint is left as it was")
+    rng = gather_rng(rt)
+    ckpt_dir = checkpoint_dir(out)
+    last = ckpt_dir / LAST_NAME
+    if rt.is_main:
+        ckpt = make_checkpoint(rt, cfg, state, rng)
+        path = ckpt_dir / (f"step-{state.step:07d}.pt" if numbered else LAST_NAME)
+        intact = f"; {last} (the previous checkpoint) is intact" if last.is_file() else ""
+        with writing(path, intact):  # save_atomic: a failed write leaves the previous file as it was
+            save_atomic(ckpt, path)
+            if numbered:
+                tmp = ckpt_dir / f".{LAST_NAME}.{os.getpid()}.link"
+                try:  # a new name for the same bytes, then an atomic rename over last.pt
+                    tmp.unlink(missing_ok=True)
+                    os.link(path, tmp)
+                    os.replace(tmp, last)
+                except OSError:
+                    save_atomic(ckpt, last)
+                prune_numbered(ckpt_dir, cfg.train.keep_checkpoints)  # after last.pt is safe
+    if wait:
+        barrier(rt)
+    return last
 
 
 def run_record(data: str, rt: Runtime | None = None, modules: dict | None = None) -> dict:

@@ -1,8 +1,11 @@
 """The one runtime: device choice, placement, precision/autocast, seeding, torchrun DDP and rank-0 printing.
 
-Only this module touches device placement, autocast, process groups and DDP wrapping; everything else
+Only this package touches device placement, autocast, process groups and DDP wrapping; everything else
 asks it. Every command opens it once: `with runtime.open(device, precision) as rt: <one library call>`,
-which also tears it down (leaves the process group) however the block ends.
+which also tears it down (leaves the process group) however the block ends. This module holds the
+`Runtime`, its set-up and teardown, device and precision choice; `process_group.py` joining and leaving the
+process group and the collectives; `memory_format.py` channels_last and cudnn.benchmark. Both are
+re-exported here: `from litevae_cli.runtime import X` names every part.
 - Device: cuda, then mps, then cpu; `--device` overrides. `rt.place(module)` / `rt.batch(x)` move
   things there (channels_last where `use_channels_last` says it helps, when asked, per module: on CUDA a
   GroupNorm-heavy module such as the LiteVAE encoder stays contiguous). `configure` sets the memory-format
@@ -21,8 +24,8 @@ which also tears it down (leaves the process group) however the block ends.
   Leaving: `destroy_process_group` after a normal end; on an error path the group is aborted
   (`abort_process_group`), since destroy waits for pending work and a dead peer would hold it until the timeout.
 - Process-level settings (`PROCESS_ENV`), part of every runtime a command opens: OpenMP reads them once,
-  when torch loads, so they are applied as this module loads, before it imports torch (and again, for
-  anything started later, by `open`); a value already in the environment wins. OMP_WAIT_POLICY=PASSIVE:
+  when torch loads, so they are applied as this package loads, before it imports torch or a submodule
+  (and again, for anything started later, by `open`); a value already in the environment wins. OMP_WAIT_POLICY=PASSIVE:
   idle OpenMP threads sleep instead of spinning; on shared or busy CPUs spinning threads steal the cores
   the step needs (demo step on a loaded 2-core machine: 2.5-7 s with the default policy, 1.0 s with PASSIVE).
   A Python caller that imported torch before litevae_cli keeps the policy torch started with.
@@ -31,18 +34,14 @@ which also tears it down (leaves the process group) however the block ends.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import inspect
 import os
 import random
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Iterator
 
 PROCESS_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
-DEFAULT_DIST_TIMEOUT_S = 600.0  # a collective waits this long for the slowest rank (first-step compile, checkpoint)
-TIMEOUT_ENV, FORCE_ENV = "LITEVAE_DIST_TIMEOUT_S", "LITEVAE_FORCE_DISTRIBUTED"  # for commands without a config
 
 
 def apply_process_settings() -> None:
@@ -56,7 +55,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
-from litevae_cli.errors import UserError, one_line  # noqa: E402
+from litevae_cli.errors import UserError  # noqa: E402
+# Re-exported: `from litevae_cli.runtime import X` names every part of the runtime.
+from litevae_cli.runtime.memory_format import (CHANNELS_LAST_MODES, CUDNN_BENCHMARK_MODES, GROUPNORM_HEAVY,  # noqa: E402,F401
+                                               channels_last_parts, configure, groupnorm_heavy, memory_record,
+                                               needs_buffer_broadcast, use_channels_last)
+from litevae_cli.runtime.process_group import (DEFAULT_DIST_TIMEOUT_S, FORCE_ENV, TIMEOUT_ENV,  # noqa: E402,F401
+                                               abort_process_group, all_reduce_sum, any_rank, barrier, dist_timeout,
+                                               gather_objects, init_process_group, launcher_store, process_rank,
+                                               rank_flags)
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISION_CHOICES = ("auto", *PRECISIONS)  # what --precision and train.precision accept
@@ -256,55 +263,6 @@ def check_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def dist_timeout(value: float | None = None) -> float:
-    """The collective timeout in seconds: `value` (runtime.dist_timeout_s), else LITEVAE_DIST_TIMEOUT_S, else 600."""
-    if value is not None:
-        return float(value)
-    raw = os.environ.get(TIMEOUT_ENV, "")
-    try:
-        seconds = float(raw) if raw.strip() else DEFAULT_DIST_TIMEOUT_S
-    except ValueError:
-        raise UserError(f"{TIMEOUT_ENV}={raw!r}: must be a number of seconds") from None
-    if not seconds > 0:
-        raise UserError(f"{TIMEOUT_ENV}={raw!r}: must be > 0 seconds")
-    return seconds
-
-
-def launcher_store(rank: int, world_size: int, timeout_s: float) -> "dist.Store":
-    """The launcher's store at MASTER_ADDR:MASTER_PORT (torchrun's agent hosts it; without the agent, rank 0),
-    under a prefix per torchrun restart attempt: the agent keeps one store across restarts, and the keys an
-    earlier attempt left there (gloo's peer addresses, NCCL's unique id) sent the next attempt's ranks to dead
-    peers, a hang at init (seen with `--max-restarts`, gloo, this torch)."""
-    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ.get("MASTER_PORT", "29500")), world_size,
-                          is_master=not agent and rank == 0, timeout=timedelta(seconds=timeout_s))
-    return dist.PrefixStore(f"litevae/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
-
-
-def init_process_group(backend: str, rank: int, world_size: int, device: torch.device, timeout_s: float) -> None:
-    """Join the process group: the launcher's store (`launcher_store`) under torchrun (MASTER_ADDR set), an
-    in-process store for a 1-rank group; `device_id` binds NCCL to this rank's GPU (eager communicator init)."""
-    kwargs: dict = {"backend": backend, "rank": rank, "world_size": world_size, "timeout": timedelta(seconds=timeout_s)}
-    if device.type == "cuda":
-        kwargs["device_id"] = device
-    if "MASTER_ADDR" in os.environ:
-        try:
-            kwargs["store"] = launcher_store(rank, world_size, timeout_s)
-        except (RuntimeError, ValueError) as err:
-            where = f"{os.environ['MASTER_ADDR']}:{os.environ.get('MASTER_PORT')}"
-            raise UserError(f"rank {rank} of {world_size}: cannot reach the launcher's store at {where}: "
-                            f"{one_line(err, 200)}") from None
-    elif world_size == 1:
-        kwargs["store"] = dist.HashStore()
-    else:
-        raise UserError(f"WORLD_SIZE={world_size} but MASTER_ADDR is not set: launch several ranks with torchrun")
-    try:
-        dist.init_process_group(**kwargs)
-    except (RuntimeError, ValueError) as err:  # DistError (rendezvous, network) is a RuntimeError
-        raise UserError(f"rank {rank} of {world_size}: cannot join the {backend} process group: "
-                        f"{one_line(err, 200)}") from None
-
-
 def setup_runtime(device: str | None = None, precision: str = "fp32", init_distributed: bool = True,
                   force_distributed: bool | None = None, dist_timeout_s: float | None = None) -> Runtime:
     """Resolve the device and precision; join the torchrun process group when launched by torchrun, or a
@@ -330,22 +288,6 @@ def setup_runtime(device: str | None = None, precision: str = "fp32", init_distr
                    dist_timeout_s=timeout)
 
 
-def abort_process_group() -> None:
-    """Leave the process group without waiting for peers (an error path: one may be gone). NCCL: abort its
-    communicators (`destroy_process_group` would wait for pending work until the timeout); gloo has no abort
-    and its destroy does not wait on peers."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return
-    abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
-    try:
-        if dist.get_backend() == "nccl" and abort is not None:
-            abort()
-        else:
-            dist.destroy_process_group()
-    except Exception:  # noqa: BLE001 - already on an error path; the error that brought us here is what matters
-        pass
-
-
 def teardown_runtime(rt: Runtime, failed: bool = False) -> None:
     """Leave the process group: destroy after a normal end, abort on an error path (`failed`)."""
     if rt.distributed and dist.is_initialized():
@@ -369,13 +311,6 @@ def open(device: str | None = None, precision: str = "fp32", distributed: bool =
         teardown_runtime(rt, failed)
 
 
-def process_rank() -> tuple[int, int]:
-    """(rank, world size) of the joined process group, (0, 1) when there is none (e.g. a user's own loop)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def float32_region(device: torch.device):
     """Autocast off, so a block runs in float32 even inside a mixed-precision region (DWT, losses)."""
     if device.type == "meta":  # FLOP counting on the meta device: autocast does not apply there
@@ -388,107 +323,7 @@ def bfloat16_region(device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def barrier(rt: Runtime) -> None:
-    if rt.distributed and dist.is_initialized():
-        dist.barrier()
-
-
-def all_reduce_sum(rt: Runtime, tensor: torch.Tensor) -> torch.Tensor:
-    """Sum a tensor over ranks, reduced on this device (NCCL reduces device tensors only) and returned
-    on `tensor`'s device; identity in a single process. No host read of a device tensor."""
-    if not (rt.distributed and dist.is_initialized()):
-        return tensor
-    out = tensor.to(rt.device, copy=True)
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out.to(tensor.device)
-
-
-def rank_flags(rt: Runtime, *flags) -> torch.Tensor:
-    """Flags (Python bools or 0-dim tensors on this device) as one float tensor on this device, each entry
-    the number of ranks that set it: one all_reduce for all of them and no host read (collective).
-    Python values become device tensors by a fill, not a host-to-device copy."""
-    device = rt.device if rt.distributed or any(isinstance(f, torch.Tensor) for f in flags) else torch.device("cpu")
-    return all_reduce_sum(rt, torch.stack([f.to(device, torch.float32) if isinstance(f, torch.Tensor)
-                                           else torch.full((), float(bool(f)), device=device) for f in flags]))
-
-
-def any_rank(rt: Runtime, *flags) -> list[bool]:
-    """For each flag (a Python bool or a 0-dim tensor), whether it is set on any rank (collective): one
-    all_reduce of all flags together and one host read, none in a single process with Python bools."""
-    if not rt.distributed and not any(isinstance(f, torch.Tensor) for f in flags):
-        return [bool(f) for f in flags]
-    return [v > 0 for v in rank_flags(rt, *flags).tolist()]
-
-
-def gather_objects(rt: Runtime, obj) -> list:
-    """Every rank's picklable `obj`, in rank order (collective); [obj] in a single process."""
-    if not (rt.distributed and dist.is_initialized()):
-        return [obj]
-    out: list = [None] * rt.world_size
-    dist.all_gather_object(out, obj)
-    return out
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-CHANNELS_LAST_MODES = ("auto", "on", "off")  # runtime.channels_last
-CUDNN_BENCHMARK_MODES = ("auto", "on", "off")  # runtime.cudnn_benchmark
-GROUPNORM_HEAVY = 0.25  # GroupNorms per convolution from which a module counts as GroupNorm-heavy
-
-
-def groupnorm_heavy(module: torch.nn.Module) -> bool:
-    """At least one GroupNorm per 4 convolutions (a 4-D `weight`, SMConv2d too): litevae-* encoders
-    (112 per 152 convs), SD-VAE encoders/decoders; not the SMC decoder or the discriminators."""
-    norms = sum(isinstance(m, torch.nn.GroupNorm) for m in module.modules())
-    convs = sum(getattr(getattr(m, "weight", None), "ndim", 0) == 4 for m in module.modules())
-    return norms > 0 and norms >= GROUPNORM_HEAVY * max(convs, 1)
-
-
-def use_channels_last(rt: Runtime, module: torch.nn.Module | None = None) -> bool:
-    """Whether `module` (None: an input image batch) runs channels_last. `rt.channels_last` on/off decide
-    alone; auto: on CUDA every module that is not GroupNorm-heavy (this torch's CUDA GroupNorm has no
-    channels_last kernel: a channels_last GroupNorm-heavy encoder pays a layout copy around each of its
-    GroupNorms), and contiguous inputs (the encoder reads them); on CPU everything with bf16 (oneDNN's
-    channels_last convs and GroupNorm), nothing in fp32; elsewhere nothing."""
-    if rt.channels_last != "auto":
-        return rt.channels_last == "on"
-    if rt.device.type == "cuda":
-        return module is not None and not groupnorm_heavy(module)
-    return rt.device.type == "cpu" and rt.precision == "bf16"
-
-
-def channels_last_parts(rt: Runtime, module: torch.nn.Module) -> list[torch.nn.Module]:
-    """The parts of `module` that `place` makes channels_last: an autoencoder (a module with an `encoder`
-    and a `decoder`) decided per direct child, any other module as a whole."""
-    if hasattr(module, "encoder") and hasattr(module, "decoder"):
-        return [child for child in module.children() if use_channels_last(rt, child)]
-    return [module] if use_channels_last(rt, module) else []
-
-
-def needs_buffer_broadcast(module: torch.nn.Module) -> bool:
-    """DDP's broadcast_buffers is needed only for buffers that depend on each rank's batch (BatchNorm)."""
-    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
-
-
-def configure(rt: Runtime, channels_last: str = "auto", cudnn_benchmark: str = "auto") -> Runtime:
-    """The runtime of a training run with its memory-format mode and cudnn.benchmark (config keys
-    `runtime.channels_last`, `runtime.cudnn_benchmark`: auto | on | off). cudnn.benchmark auto: on for
-    CUDA training, whose shapes are fixed (one crop size and micro-batch), so each conv's fastest
-    algorithm is searched once; off elsewhere (it only affects cuDNN). Sets the process-wide flag."""
-    if channels_last not in CHANNELS_LAST_MODES or cudnn_benchmark not in CUDNN_BENCHMARK_MODES:
-        raise UserError(f"runtime.channels_last / runtime.cudnn_benchmark must be one of auto, on, off, "
-                        f"got {channels_last!r} / {cudnn_benchmark!r}")
-    bench = cudnn_benchmark == "on" or (cudnn_benchmark == "auto" and rt.device.type == "cuda")
-    torch.backends.cudnn.benchmark = bench
-    return dataclasses.replace(rt, channels_last=channels_last, cudnn_benchmark=bench)
-
-
-def memory_record(rt: Runtime, modules: dict[str, torch.nn.Module | None]) -> dict:
-    """For a run record: the memory-format mode, which of `modules` (name -> module) run channels_last,
-    and whether cudnn.benchmark is on."""
-    parts = {name: use_channels_last(rt, m) for name, m in modules.items() if m is not None}
-    return {"channels_last": rt.channels_last, "channels_last_modules": parts, "cudnn_benchmark": rt.cudnn_benchmark}
