@@ -19,25 +19,51 @@ TAPS = {"vgg": ((0, 4), (4, 9), (9, 16), (16, 23), (23, 30)), "alex": ((0, 2), (
 CHANNELS = {"vgg": (64, 128, 256, 512, 512), "alex": (64, 192, 384, 256, 256)}
 
 
-class StandinLPIPS(nn.Module):
-    """lpips.LPIPS(net=net, version="0.1")'s forward with random weights (frozen, eval)."""
+class _Scaling(nn.Module):
+    """lpips.ScalingLayer: (x - shift) / scale."""
 
-    def __init__(self, net: str = "vgg"):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.shift) / self.scale
+
+
+class _Taps(nn.Module):
+    """lpips.pretrained_networks' backbone: the outputs of its five slices, in order."""
+
+    def __init__(self, net: str):
         super().__init__()
         import torchvision
 
         features = (torchvision.models.vgg16 if net == "vgg" else torchvision.models.alexnet)(weights=None).features
         self.slices = nn.ModuleList(nn.Sequential(*[features[i] for i in range(a, b)]) for a, b in TAPS[net])
-        self.heads = nn.ModuleList(nn.Sequential(nn.Dropout(), nn.Conv2d(c, 1, 1, bias=False)) for c in CHANNELS[net])
-        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
-        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        taps = []
+        for block in self.slices:
+            x = block(x)
+            taps.append(x)
+        return taps
+
+
+class StandinLPIPS(nn.Module):
+    """lpips.LPIPS(net=net, version="0.1")'s forward with random weights (frozen, eval), with its attribute
+    layout (`scaling_layer`, `net`, `lins`, `L`), so `training.losses.lpips_bf16` runs on it too."""
+
+    def __init__(self, net: str = "vgg"):
+        super().__init__()
+        self.scaling_layer = _Scaling()
+        self.net = _Taps(net)
+        self.lins = nn.ModuleList(nn.Sequential(nn.Dropout(), nn.Conv2d(c, 1, 1, bias=False)) for c in CHANNELS[net])
+        self.L = len(self.lins)
         self.eval().requires_grad_(False)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        fx, fy = (x - self.shift) / self.scale, (y - self.shift) / self.scale
         total = 0
-        for block, head in zip(self.slices, self.heads):
-            fx, fy = block(fx), block(fy)
+        for fx, fy, head in zip(self.net(self.scaling_layer(x)), self.net(self.scaling_layer(y)), self.lins):
             nx = fx / (fx.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
             ny = fy / (fy.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
             total = total + head((nx - ny) ** 2).mean((2, 3), keepdim=True)

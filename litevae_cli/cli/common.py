@@ -49,6 +49,10 @@ EmaOpt = Annotated[bool, typer.Option("--ema/--no-ema", help="The EMA weights wh
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=0, help="Data-loading worker processes per "
                                                    "rank (default: the preset's when training, 0 for eval, "
                                                    "min(4, CPU cores) for encode-dataset).")]
+CompileOpt = Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the models (and "
+                                                   "LPIPS) in place: slower first steps, faster after; inductor "
+                                                   "unless LITEVAE_COMPILE_BACKEND names another backend. "
+                                                   "Training: sets runtime.compile.")]
 WeightsDirOpt = Annotated[Optional[Path], typer.Option("--weights-dir", help="Folder searched first for the "
                                                        "reference weights (LPIPS backbone, Inception), before "
                                                        "the torch hub cache; --download-weights stores them here.")]

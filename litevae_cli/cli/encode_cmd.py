@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from litevae_cli.cli.common import (BatchSizeOpt, CropOpt, DataOpt, DeviceOpt, LimitOpt, ModelArg, EmaOpt, OutDirOpt,
+from litevae_cli.cli.common import (BatchSizeOpt, CompileOpt, CropOpt, DataOpt, DeviceOpt, LimitOpt, ModelArg, EmaOpt, OutDirOpt,
                                     PrecisionOpt, ResolutionOpt, WorkersOpt, user_errors)
 
 
@@ -31,6 +31,7 @@ def encode_dataset(
     crop: CropOpt = "center",
     limit: LimitOpt = None,
     ema: EmaOpt = True,
+    compile_models: CompileOpt = None,
 ) -> None:
     """Encode a dataset into latent WebDataset shards (moments.npy per image) plus stats.json.
 
@@ -46,7 +47,7 @@ def encode_dataset(
     with runtime.open(device, precision or "fp32") as rt:
         result = run(rt, model, data, Path(out), resolution=resolution, batch_size=batch_size, shard_size=shard_size,
                      flip=flip, dtype=dtype, overwrite=overwrite, workers=workers, crop=crop, limit=limit,
-                     use_ema=ema)
+                     use_ema=ema, compile=bool(compile_models))
     if result is not None:  # rank 0
         print_summary(result, Path(out))
 

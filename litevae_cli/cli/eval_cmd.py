@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from litevae_cli.cli.common import (BatchSizeOpt, CropOpt, DataOpt, DeviceOpt, DownloadWeightsOpt, JsonOutOpt, LimitOpt,
+from litevae_cli.cli.common import (BatchSizeOpt, CompileOpt, CropOpt, DataOpt, DeviceOpt, DownloadWeightsOpt, JsonOutOpt, LimitOpt,
                                     ModelArg, EmaOpt, PrecisionOpt, ResolutionOpt, WeightsDirOpt, WorkersOpt,
                                     check_json_out, user_errors, write_json)
 
@@ -35,6 +35,7 @@ def eval_command(
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
     download_weights: DownloadWeightsOpt = False,
+    compile_models: CompileOpt = None,
 ) -> None:
     """Evaluate an autoencoder's reconstructions: one row per resolution.
 
@@ -54,7 +55,7 @@ def eval_command(
 
     opts = resolve_options(metrics, resolution, batch_size=batch_size, limit=limit, crop=crop, lpips_net=lpips_net,
                            weights_dir=weights_dir, use_ema=ema, workers=workers,
-                           download_weights=download_weights)
+                           download_weights=download_weights, compile=compile_models)
     check_json_out(json_out)
     with runtime.open(device, precision or "fp32") as rt:
         report = run_eval(model, data, opts, rt)

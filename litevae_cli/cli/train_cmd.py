@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from litevae_cli.cli.common import (BatchSizeOpt, DataOpt, DeviceOpt, DownloadWeightsOpt, EmaOpt, OutDirOpt,
+from litevae_cli.cli.common import (BatchSizeOpt, CompileOpt, DataOpt, DeviceOpt, DownloadWeightsOpt, EmaOpt, OutDirOpt,
                                     PrecisionOpt, PresetOpt, WeightsDirOpt, WorkersOpt, user_errors)
 
 StepsOpt = Annotated[Optional[int], typer.Option("--steps", help="Optimizer steps (overrides train.steps).")]
@@ -47,7 +47,7 @@ def _train(command: str, **options) -> None:
 def pretrain(preset: PresetOpt, data: DataOpt, out: OutDirOpt, steps: StepsOpt = None, batch_size: BatchSizeOpt = None,
              device: DeviceOpt = None, precision: PrecisionOpt = None, overrides: SetOpt = None,
              dry_run: DryRunOpt = False, workers: WorkersOpt = None, weights_dir: WeightsDirOpt = None,
-             download_weights: DownloadWeightsOpt = False) -> None:
+             download_weights: DownloadWeightsOpt = False, compile_models: CompileOpt = None) -> None:
     """Phase A: train an autoencoder from scratch (P: 128 px crops, no discriminator).
 
     Rerunning the same command with the same --out resumes from OUT/checkpoints/last.pt.
@@ -62,7 +62,7 @@ def pretrain(preset: PresetOpt, data: DataOpt, out: OutDirOpt, steps: StepsOpt =
     """
     _train("pretrain", preset=preset, data=data, out=out, steps=steps, batch_size=batch_size, device=device,
            precision=precision, overrides=overrides or (), dry_run=dry_run, workers=workers, weights_dir=weights_dir,
-           download_weights=download_weights)
+           download_weights=download_weights, compile=compile_models)
 
 
 @user_errors
@@ -70,7 +70,8 @@ def finetune(preset: PresetOpt, data: DataOpt, out: OutDirOpt, init_from: FromOp
              steps: StepsOpt = None, batch_size: BatchSizeOpt = None, device: DeviceOpt = None,
              precision: PrecisionOpt = None, overrides: SetOpt = None, dry_run: DryRunOpt = False,
              workers: WorkersOpt = None, weights_dir: WeightsDirOpt = None,
-             download_weights: DownloadWeightsOpt = False, ema: EmaOpt = True) -> None:
+             download_weights: DownloadWeightsOpt = False, ema: EmaOpt = True,
+            compile_models: CompileOpt = None) -> None:
     """Phase B: continue a phase-A model at higher resolution with the discriminator on; or, with
     --train decoder (preset sd-decoder-ft), finetune only the decoder of any VAE, the sd-vae-ft-mse way.
 
@@ -86,7 +87,7 @@ def finetune(preset: PresetOpt, data: DataOpt, out: OutDirOpt, init_from: FromOp
     """
     _train("finetune", preset=preset, data=data, out=out, init_from=init_from, train=train, steps=steps,
            batch_size=batch_size, device=device, precision=precision, overrides=overrides or (), dry_run=dry_run,
-           workers=workers, weights_dir=weights_dir, download_weights=download_weights, use_ema=ema)
+           workers=workers, weights_dir=weights_dir, download_weights=download_weights, use_ema=ema, compile=compile_models)
 
 
 @user_errors
@@ -95,7 +96,8 @@ def distill(teacher: TeacherOpt, data: DataOpt, out: OutDirOpt, student: Student
             steps: StepsOpt = None, batch_size: BatchSizeOpt = None, device: DeviceOpt = None,
             precision: PrecisionOpt = None, overrides: SetOpt = None, dry_run: DryRunOpt = False,
             workers: WorkersOpt = None, weights_dir: WeightsDirOpt = None,
-            download_weights: DownloadWeightsOpt = False, ema: EmaOpt = True) -> None:
+            download_weights: DownloadWeightsOpt = False, ema: EmaOpt = True,
+            compile_models: CompileOpt = None) -> None:
     """Train a LiteVAE encoder into an existing VAE's latent space: the result encodes like the teacher
     and decodes with the teacher's own (frozen) decoder, so diffusion models trained on the teacher's
     latents keep working, at the cost of the student's encoder.
@@ -111,4 +113,4 @@ def distill(teacher: TeacherOpt, data: DataOpt, out: OutDirOpt, student: Student
     """
     _train("distill", preset=preset, data=data, out=out, teacher=teacher, student=student, steps=steps,
            batch_size=batch_size, device=device, precision=precision, overrides=overrides or (), dry_run=dry_run,
-           workers=workers, weights_dir=weights_dir, download_weights=download_weights, use_ema=ema)
+           workers=workers, weights_dir=weights_dir, download_weights=download_weights, use_ema=ema, compile=compile_models)

@@ -30,7 +30,8 @@ _REPO_PRESETS = Path(__file__).resolve().parent.parent.parent / "presets"
 # The dedicated flags of `pretrain` / `finetune` and the key each one sets (they win over --set).
 FLAG_KEYS: dict[str, str] = {"--steps": "train.steps", "--batch-size": "train.batch_size",
                              "--precision": "train.precision", "--workers": "data.workers",
-                             "--train": "train.trainable", "--teacher": "distill.teacher", "--student": "distill.student"}
+                             "--train": "train.trainable", "--teacher": "distill.teacher", "--student": "distill.student",
+                             "--compile": "runtime.compile"}
 
 
 # A preset is a few KB of YAML; a megabyte is no preset (and reading it whole must stay cheap).

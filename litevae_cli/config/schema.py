@@ -102,6 +102,8 @@ class RuntimeCfg:
     dist_timeout_s: float = 600.0  # how long a collective waits for the slowest rank before failing
     channels_last: str = "auto"  # auto | on | off; auto: per module (CUDA: GroupNorm-heavy encoders contiguous)
     cudnn_benchmark: str = "auto"  # auto | on | off; auto: on for CUDA training (fixed shapes)
+    compile: bool = False  # torch.compile the models and LPIPS in place (models.compiling.compile_in_place)
+    compile_backend: Optional[str] = None  # dynamo backend; None: LITEVAE_COMPILE_BACKEND, else inductor
 
 
 @dataclass

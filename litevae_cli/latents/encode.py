@@ -43,6 +43,7 @@ from typing import Callable, Optional
 import torch
 
 from litevae_cli.files.model_file import load_autoencoder, resolve_model_path
+from litevae_cli.models.compiling import compile_in_place
 from litevae_cli.data import (CROPS, MULTIPLE, check_crop, parse_resolution, resolve_source, source_id, to_model_range,
                                upscale_warning)
 from litevae_cli.data.loaders import make_eval_loader, require_readable
@@ -322,7 +323,7 @@ def encode_dataset(rt: Runtime, model: str, data: str, out: str | Path, *, resol
                    batch_size: Optional[int] = None, shard_size: int = 1000, flip: bool = False, dtype: str = "fp16",
                    overwrite: bool = False, workers: Optional[int] = None, crop: str = "center",
                    limit: Optional[int] = None, use_ema: bool = True, log: Callable = print,
-                   progress_bar: bool = True) -> dict | None:
+                   progress_bar: bool = True, compile: bool = False) -> dict | None:
     """Encode `data` with MODEL's encoder on the runtime `rt` into shards in `out` (module docstring); returns
     stats.json's dict plus `encoded_now` (this session) and `seconds` (the encoding loop's wall time) on rank
     0, None on the other ranks. Defaults: resolution 256, batch DEFAULT_BATCH_SIZE, `default_workers()`.
@@ -356,6 +357,8 @@ def encode_dataset(rt: Runtime, model: str, data: str, out: str | Path, *, resol
         loader = make_eval_loader(src, resolution, batch_size, workers=workers, crop=crop, rank=rt.rank,
                                   world_size=rt.world_size, limit=limit, skip_keys=journal.done_keys(), uint8=True)
         encoder = rt.place(loaded.model.encoder, channels_last=True).eval()
+        if compile:  # in place: the first batch of each shape captures its graph (models.compiling)
+            compile_in_place(encoder)
         n_shards = sum(1 for r in journal.shards if r["shard"])
         t0, skips, skipped_before = time.perf_counter(), SkipLog(None, say), len(journal.skipped())
         batches = iter(loader)  # fork the loader's workers before the writer thread exists

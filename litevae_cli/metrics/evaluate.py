@@ -30,6 +30,7 @@ from typing import Callable, Optional
 import torch
 
 from litevae_cli.files.model_file import load_autoencoder
+from litevae_cli.models.compiling import compile_backend, compile_in_place
 from litevae_cli.config import LPIPS_NETS
 from litevae_cli.data import CROPS, check_crop, parse_resolutions, resolve_source, to_model_range
 from litevae_cli.data.loaders import make_eval_loader, require_readable
@@ -57,6 +58,7 @@ class EvalOptions:
     workers: int = 0
     weights: Optional[dict[str, Path]] = None  # the located weight files (`resolve_options`); None: run_eval looks
     download: bool = False  # --download-weights: a Hub id as MODEL is fetched and verified too (files.hub)
+    compile: bool = False  # --compile: the encoder, decoder and LPIPS compiled in place (models.compiling)
 
 
 def resolve_options(metrics: str, resolution: str | None = None, download_weights: bool = False, **options) -> EvalOptions:
@@ -235,6 +237,9 @@ def run_eval(model_arg, data: str, opts: EvalOptions, rt, *, lpips_model=None, f
         lpips_model = rt.place(lpips_model).eval()
     if "rfid" in opts.metrics and feature_fn is None:
         feature_fn = load_inception(paths["inception"], rt.device)
+    if opts.compile:
+        compile_in_place(model.encoder, model.decoder, lpips_model)
+        rt.print(f"compiled ({compile_backend()}): the first batch of each resolution also captures its graph")
 
     def rfid_factory():
         return RFID(feature_fn, feature_dim, resize)

@@ -60,6 +60,7 @@ from litevae_cli.data.loaders import make_train_loader, require_readable
 from litevae_cli.errors import UserError
 from litevae_cli.files.outputs import SKIPPED_NAME, SkipLog, check_out_dir, locked, writing
 from litevae_cli.jobs.progress import TrainProgress
+from litevae_cli.models.compiling import compile_backend, compile_in_place
 from litevae_cli.runtime import Runtime, all_reduce_sum, gather_objects, seed_everything
 from litevae_cli.jobs.stopping import StopSignal, fault_injection_point, peers_guard
 from litevae_cli.training.batching import batch_plan, lr_note
@@ -89,6 +90,8 @@ def train(command: str, preset: str, data: str, out: str | Path, *, init_from: s
         return 0
     if cfg.log.wandb:
         wandb_module()  # installed? (a one-line error before any work)
+    if cfg.runtime.compile:
+        compile_backend(cfg.runtime.compile_backend)  # a known backend? (likewise)
     with runtime.open(device, cfg.train.precision, force_distributed=cfg.runtime.force_distributed or None,
                       dist_timeout_s=cfg.runtime.dist_timeout_s) as rt, peers_guard(rt.rank, rt.world_size, Path(out)):
         code = run(rt, cfg, data, Path(out), init_from=init_from, weights_dir=weights_dir,
@@ -137,6 +140,10 @@ def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | 
     state.run = run_record(data, rt, {"encoder": state.model.encoder, "decoder": state.model.decoder,
                                       "discriminator": state.disc}) | {"batch": plan.record(),
                                                                        "distributed": rt.dist_record()}
+    if cfg.runtime.compile:  # in place: checkpoints keep their keys (models.compiling)
+        backend = compile_backend(cfg.runtime.compile_backend)
+        state.run["compile"] = {"backend": backend, "modules": compile_in_place(
+            state.model.encoder, state.model.decoder, state.disc, getattr(loss_fn, "lpips", None), backend=backend)}
     with locked(out, rt), StopSignal() as signals:
         resume_path = latest_checkpoint(out)  # again: under the lock, it cannot change any more
         rng = None
@@ -211,6 +218,7 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
         rt.print(f"already at step {start_step} of {total_steps}: nothing to do (raise --steps to continue)")
     # A live bar on a terminal; in logs and batch jobs a plain status line per log step instead.
     interactive = Console().is_terminal
+    warmup: float | None = None  # seconds of the first step when compiling (`runtime.compile`)
     pending: StepResult | None = None  # the last step whose discriminator flag is not read yet
 
     def settle(skipped: bool | None = None) -> None:
@@ -284,8 +292,14 @@ def fit(rt: Runtime, cfg: Config, state: TrainState, batches, loss_fn, out: Path
             lost = len(images) < accum
             if samples is None and any(len(x) for x in images):
                 samples = to_model_range(rt.batch(next(x for x in images if len(x))[:SAMPLE_IMAGES]))
+            started = time.perf_counter()
             result = train_step(rt, cfg, state, loss_fn, images + [torch.empty(0, 3, 1, 1)] * (accum - len(images)),
                                 lost, pending.d_flag if pending is not None else None, signals.requested)
+            if cfg.runtime.compile and warmup is None:  # the first step captures and builds the graphs
+                warmup = time.perf_counter() - started
+                tick_time += warmup  # left out of the first status line's img/s
+                rt.print(f"compile: warm-up {warmup:.1f} s in step {state.step} (graph capture and code "
+                         "generation), left out of img/s")
             settle(result.prev_d_nonfinite)
             if result.stop:  # nothing was updated: last.pt is written from the last completed step
                 stop = True
