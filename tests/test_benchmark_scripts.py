@@ -33,3 +33,16 @@ def test_quick_arms_runs_a_step_with_overrides():
                           "--kl", "1e-5", "--logvar-init", "0"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "'kl': 1e-05" in run.stdout and "'logvar_init': 0.0" in run.stdout
+
+
+def test_precision_bench_times_fp32_against_bf16_and_names_autos_choice(tmp_path):
+    out = tmp_path / "precision.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed" / "precision_bench.py"), "--batch", "1",
+                          "--reps", "1", "--warmup", "0", "--threads", "1", "--json", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert [r["setting"] for r in doc["rows"]] == ["fp32 NCHW", "bf16 channels_last", "bf16 NCHW"]
+    assert doc["rows"][0]["ratio_vs_fp32"]["median"] == 1.0 and all(r["img_s"]["median"] > 0 for r in doc["rows"])
+    assert doc["auto"]["precision"] in ("fp32", "bf16") and doc["auto"]["reason"].startswith("auto:")
+    assert {"cpu", "cpu_flags", "threads", "torch"} <= set(doc["machine"])

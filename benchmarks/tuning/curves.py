@@ -76,6 +76,9 @@ def main() -> int:
     p.add_argument("--resolution", type=int, default=256)
     p.add_argument("--latents", action="store_true", help="inspect-latents on the final checkpoint")
     p.add_argument("--extra", help="a folder of other photos to evaluate the final checkpoint on")
+    p.add_argument("--holdout", default="sample-holdout", help="the photos every checkpoint is evaluated on "
+                   "(default: the demo's held-out pair, which the demo settings were tuned on; give a folder "
+                   "of photos no setting was chosen on for a verdict)")
     args = p.parse_args()
 
     run_dir = args.out / args.arm
@@ -91,12 +94,12 @@ def main() -> int:
         for ckpt in sorted((out / "checkpoints").glob("step-*.pt")):
             rows.append({"phase": command, "step": int(ckpt.stem.split("-")[1]),
                          "minutes": round((elapsed + os.path.getmtime(ckpt) - t0) / 60, 3),
-                         **eval_checkpoint(ckpt, "sample-holdout", args.resolution)})
+                         **eval_checkpoint(ckpt, args.holdout, args.resolution)})
             print(json.dumps(rows[-1]), flush=True)
         elapsed += wall
         init_from = out / "checkpoints" / "last.pt"
     final = {"arm": args.arm, "sets": args.sets, "ft_sets": args.ft_sets, "train_minutes": round(elapsed / 60, 3),
-             **eval_checkpoint(init_from, "sample-holdout", args.resolution)}
+             **eval_checkpoint(init_from, args.holdout, args.resolution)}
     if args.latents:
         final.update(latent_stats(init_from, "sample-all", args.resolution))  # MMD needs more than 2 images
     if args.extra:
