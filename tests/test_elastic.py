@@ -16,32 +16,18 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
-import yaml
-from PIL import Image
+from conftest import image_folder, write_preset
 
-TINY = {
-    "name": "tiny-elastic", "phase": "pretrain",
-    "model": {"encoder": "litevae-tiny", "decoder": "smc-decoder-tiny", "nz": 4},
-    "data": {"resolution": 32, "workers": 0},
-    "loss": {"lpips": 0.0},
-    "train": {"steps": 4, "batch_size": 4, "precision": "fp32"},
-    "log": {"every": 1, "sample_every": 1000, "checkpoint_every": 2, "tensorboard": False},
-}
+# TINY_PRESET at 4 steps of 4 images, a checkpoint every 2 steps.
+ELASTIC = {"name": "tiny-elastic", "train": {"steps": 4, "batch_size": 4},
+           "log": {"sample_every": 1000, "checkpoint_every": 2}}
 RUN = [sys.executable, "-m", "torch.distributed.run"]
 
 
 def _setup(tmp_path):
-    preset = tmp_path / "tiny.yaml"
-    preset.write_text(yaml.safe_dump(TINY))
-    data = tmp_path / "images"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(data / f"{i}.png")
-    return str(preset), str(data)
+    return write_preset(tmp_path / "tiny.yaml", ELASTIC), str(image_folder(tmp_path / "images", n=8))
 
 
 def _env(**extra):
