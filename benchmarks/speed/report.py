@@ -7,6 +7,8 @@ THP_MEM_ALLOC_ENABLE setting of its process.
 
 from __future__ import annotations
 
+from compiled_report import render_compiled
+
 PEER = "sd-vae (diffusers)"
 CEILING_PREFIX = "conv3x3"
 
@@ -183,6 +185,7 @@ def render(docs: list[dict], command: str, total_s: float, main_thp: int) -> lis
               "", "## 6. Phase-A training step", *train_section(by_name.get("train")),
               "", "## 7. THP_MEM_ALLOC_ENABLE", *thp_section(docs, enc),
               "", "## 8. Training loader", *loader_section(by_name.get("loader"))]
+    parts += render_compiled(docs)
     failed = [d.get("name") or d.get("section") for d in docs if d.get("failed")]
     if failed:
         parts += ["", f"Failed sections: {', '.join(map(str, failed))}"]

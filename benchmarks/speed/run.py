@@ -12,6 +12,16 @@ Sections (scripts beside this one; each writes JSON into --out, and `report.py` 
   decoder  smc-decoder vs sd-vae-decoder vs diffusers' decoder, under both THP settings
   train    phase-A training step, litevae-b vs sd-vae-encoder with the same smc-decoder and losses
   loader   training-loader img/s per worker at 128/256 px on synthetic JPEGs vs the decode-only limit
+Issue-22 sections, not in the default suite (inductor compiles take minutes each on 2 cores; how long the
+whole set takes on an idle machine is not measured yet: estimated 40-90 min cold, much less with a warm
+inductor cache): add them with --compiled, or name them in --sections:
+  compiled litevae-b vs SD-VAE encoders, eager/compiled x fp32/bf16 x NCHW/CL at batch 1 and 16
+           (compiled_encoders.py), and the phase-A/B train step eager vs compiled (compiled_train.py)
+  profile  self CPU time by op kind, litevae-b and SD-VAE, eager and compiled (op_profile.py)
+--prewarm runs only the compiles of those sections (each script's --prewarm: compile, one call, no timing),
+so inductor's on-disk cache (TORCHINDUCTOR_CACHE_DIR) is full when the timed run comes:
+    .venv/bin/python benchmarks/speed/run.py --sections compiled profile --prewarm --out bench-results/prewarm
+    .venv/bin/python benchmarks/speed/run.py --sections compiled profile --out bench-results/speed22
 This script imports no torch itself: THP_MEM_ALLOC_ENABLE must be set before torch is imported, so
 each child gets it in its environment. --thp (default 1) is the setting of every figure except the
 thp section's and the THP=0 halves of the dwt and decoder sections.
@@ -32,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 PEER = "sd-vae (diffusers)"
 SECTIONS = ("dwt", "encoder", "thp", "memory", "decoder", "train", "loader")
+COMPILED_SECTIONS = ("compiled", "profile")  # issue 22: not in the default suite (module docstring)
 
 
 def run_child(script: str, args: list[str], thp: int, out: Path, name: str, threads: int) -> dict | None:
@@ -69,11 +80,22 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=5, help="timed repeats (>= 5)")
     p.add_argument("--thp", type=int, choices=[0, 1], default=1, help="THP_MEM_ALLOC_ENABLE of the main figures")
-    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    p.add_argument("--sections", nargs="+", choices=SECTIONS + COMPILED_SECTIONS, default=list(SECTIONS))
+    p.add_argument("--compiled", action="store_true", help="add the issue-22 sections: compiled, profile")
+    p.add_argument("--prewarm", action="store_true",
+                   help="only compile (fill inductor's cache) for the compiled and profile sections; no timing")
+    p.add_argument("--compile-backend", default=None, help="dynamo backend (default inductor; --smoke: eager)")
     p.add_argument("--out", type=Path, default=Path("bench-results"))
     args = p.parse_args()
     if args.smoke:
         args.reps = 1
+    if args.compiled:
+        args.sections = list(args.sections) + [s for s in COMPILED_SECTIONS if s not in args.sections]
+    if args.prewarm:
+        args.sections = [s for s in args.sections if s in COMPILED_SECTIONS]
+        if not args.sections:
+            p.error("--prewarm applies to the sections compiled and profile; name one of them")
+    backend = ["--backend", args.compile_backend or ("eager" if args.smoke else "inductor")]
     if args.reps < 5:
         print("note: fewer than 5 timed repeats; not a reportable run", flush=True)
     out = args.out.resolve()
@@ -137,6 +159,17 @@ def main() -> None:
         extra = (["--images", "24", "--batches", "1", "--sizes", "128"] if args.smoke
                  else ["--quick"] if args.quick else [])
         child("loader_bench.py", extra + reps, args.thp, "loader")
+
+    prewarm = ["--prewarm"] if args.prewarm else []
+    tiny = ["--quick", "--warmup", "0"] if args.smoke else []
+    if "compiled" in args.sections:
+        extra = ["--batches", "1"] if args.smoke else ["--settings", "bf16"] if args.quick else []
+        child("compiled_encoders.py", tiny + extra + backend + prewarm + reps, args.thp, "compiled-encoders")
+        extra = ["--phases", "B", "--batch-b", "1"] if args.smoke else ["--phases", "A"] if args.quick else []
+        child("compiled_train.py", tiny + extra + backend + prewarm + reps, args.thp, "compiled-train")
+
+    if "profile" in args.sections:
+        child("op_profile.py", tiny + backend + prewarm + reps, args.thp, "op-profile")
 
     from report import render
 

@@ -1,0 +1,106 @@
+"""Markdown tables (for BENCHMARKS.md) from the issue-22 compiled sections: `compiled_encoders.py`, `op_profile.py`,
+`compiled_train.py`. `report.py` calls `render_compiled(docs)`; op_profile prints `profile_tables` itself.
+Figures are "median (min-max)" over the timed repeats; ratios pair by pair, as in `report.py`.
+"""
+
+from __future__ import annotations
+
+from op_kinds import kind_order
+
+
+def fmt(s: dict | None, digits: int = 2) -> str:
+    if not s:
+        return "-"
+    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"] + \
+        ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def machine_line(doc: dict) -> str:
+    m = doc.get("machine", {})
+    return (f"Machine: {m.get('cpu')} (flags: {', '.join(m.get('cpu_flags') or []) or 'none of amx/avx512_bf16/avx2'}), "
+            f"{m.get('threads')} threads, torch {m.get('torch')}.")
+
+
+def _goal(g: dict | None) -> str:
+    if not g:
+        return ""
+    verdict = "met" if g["met"] else f"missed by {g['shortfall_pct']}%"
+    return f" (goal >= {g['target']}x: {verdict})"
+
+
+def encoders_tables(doc: dict) -> list[str]:
+    out = [f"Encode (encoder + quant conv for the peer; nz {doc['nz']}) at {doc['resolution']} px, dynamo backend "
+           f"`{doc['backend']}`, one compiled copy per setting (`torch.compile(dynamic=False)`); compile s = its "
+           f"first call. `precision: auto` here: {doc['auto']['precision']} ({doc['auto']['reason']}). "
+           + machine_line(doc), ""]
+    for b in doc["batches"]:
+        if "rows" not in b:  # a --prewarm document
+            continue
+        best = set(b["best"].values())
+        rows = [[r["model"], r["mode"], r["precision"], r["layout"] + (" *" if r["setting"] in best else ""),
+                 fmt(r["img_s"], 3), "-" if r["compile_s"] is None else f"{r['compile_s']:.1f}"] for r in b["rows"]]
+        out += [f"Batch {b['batch']} (`*` = the model's best setting):", ""]
+        out += _table(["model", "mode", "precision", "layout", "img/s median (min-max)", "compile s"], rows) + [""]
+        if "ratio_vs_peer" in b:
+            r = b["ratio_vs_peer"]
+            out.append(f"- batch {b['batch']}: {doc['litevae']} best (`{r['litevae']}`) / SD-VAE best (`{r['peer']}`) "
+                       f"= **{fmt(r['ratio'])}x**{_goal(r['goal'])}")
+        for model, c in b.get("compiled_over_eager", {}).items():
+            out.append(f"- batch {b['batch']}: {model} compiled / eager at {c['precision']} (best layout of each) = "
+                       f"{fmt(c['ratio'])}x{_goal(c['goal'])}")
+        out.append("")
+    return out
+
+
+def profile_tables(doc: dict) -> list[str]:
+    out = [f"Self CPU time per forward by op kind (torch.profiler, {doc['reps']} forwards), batch {doc['batch']} at "
+           f"{doc['resolution']} px, {doc['precision']} {doc['layout']}; compiled = backend `{doc['backend']}` with "
+           "inductor's kernel profiling on. " + machine_line(doc), ""]
+    rows = [r for r in doc["rows"] if "kinds" in r]
+    kinds = sorted({k for r in rows for k in r["kinds"]}, key=kind_order)
+    header = ["model", "mode", "total ms"] + kinds
+    table = [[r["model"], r["mode"], f"{r['total_ms']:.1f}"]
+             + [f"{r['kinds'][k]['ms']:.1f} ({r['kinds'][k]['pct']:.0f}%)" if k in r["kinds"] else "-" for k in kinds]
+             for r in rows]
+    out += _table(header, table) + [""]
+    for r in rows:
+        out += [f"Top {len(r['top'])} ops, {r['model']} {r['mode']} (wall {r['wall_ms_unprofiled']:.1f} ms per "
+                f"forward unprofiled, {r['wall_ms_profiled']:.1f} ms profiled):", ""]
+        out += _table(["op", "kind", "ms", "%", "calls"], [[f"`{o['op']}`", o["kind"], f"{o['ms']:.2f}",
+                                                            f"{o['pct']:.0f}", f"{o['calls']:g}"] for o in r["top"]])
+        out.append("")
+    return out
+
+
+def train_tables(doc: dict) -> list[str]:
+    rows = [r for r in doc["rows"] if "compiled_over_eager" in r]
+    if not rows:
+        return []
+    out = [f"`training.step.train_step` per phase, eager vs `compile_in_place` (backend `{doc['backend']}`) of the "
+           "encoder, decoder, discriminator and LPIPS; steps interleaved, ratio pair by pair. " + machine_line(doc), ""]
+    table = [[f"{r['phase']} ({r['preset']})", str(r["resolution"]), str(r["batch"]), r["discriminator"] or "-",
+              r["lpips"], r["precision"], fmt(r["eager"]["img_s"], 3), fmt(r["compiled"]["img_s"], 3),
+              fmt(r["compiled_over_eager"]), f"{r['compiled']['first_step_s']:.0f} + {r['compiled']['second_step_s']:.0f}",
+              str(r["compiled"]["recompiles_while_timing"])] for r in rows]
+    return out + _table(["phase", "px", "batch", "discriminator", "LPIPS", "precision", "eager img/s",
+                         "compiled img/s", "compiled / eager", "warm-up s (step 1 + 2)", "recompiles timed"], table)
+
+
+def render_compiled(docs: list[dict]) -> list[str]:
+    """The issue-22 sections among `docs` (run.py's section documents), as Markdown lines; [] when none ran."""
+    out = []
+    for d in docs:
+        name = d.get("section")
+        if d.get("failed") or d.get("prewarm"):
+            continue
+        if name == "compiled_encoders":
+            out += ["", "## Compiled encoders: litevae-b vs SD-VAE, every setting", *encoders_tables(d)]
+        elif name == "op_profile":
+            out += ["", "## Op-kind profile of the encoders", *profile_tables(d)]
+        elif name == "compiled_train":
+            out += ["", "## Train step, eager vs compiled", *train_tables(d)]
+    return out

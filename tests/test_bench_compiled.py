@@ -1,0 +1,122 @@
+"""The issue-22 benchmark sections (compiled encoders, op-kind profile, compiled train step) run end to end through
+`run.py --smoke` with tiny models and dynamo's tracing-only `eager` backend, and the op-kind classifier names the
+kinds of real eager op names and inductor kernel names."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEED = ROOT / "benchmarks" / "speed"
+sys.path.insert(0, str(SPEED))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from op_kinds import classify, fused_ops  # noqa: E402
+
+KINDS = {"convolution", "norm", "activation", "matmul", "elementwise", "memory", "compile wrapper", "other"}
+
+
+def test_classifier_names_eager_ops_from_a_real_profile():
+    # Names as torch.profiler reported them for litevae-tiny and a small diffusers encoder (bf16, channels_last).
+    expected = {"aten::mkldnn_convolution": "convolution", "aten::conv2d": "convolution",
+                "aten::_convolution": "convolution", "aten::native_group_norm": "norm", "aten::group_norm": "norm",
+                "aten::silu_": "activation", "aten::silu": "activation", "aten::cat": "memory",
+                "aten::copy_": "memory", "aten::_to_copy": "memory", "aten::to": "memory", "aten::empty": "memory",
+                "aten::empty_strided": "memory", "aten::resize_": "memory", "aten::narrow": "memory",
+                "aten::add_": "elementwise", "aten::add": "elementwise", "aten::div": "elementwise",
+                "aten::avg_pool2d": "elementwise", "aten::lerp": "elementwise", "aten::clamp": "elementwise",
+                "aten::_scaled_dot_product_flash_attention_for_cpu": "matmul", "aten::bmm": "matmul",
+                "aten::addmm": "matmul", "aten::linear": "matmul", "aten::result_type": "other",
+                "Torch-Compiled Region: 0/0": "compile wrapper", "TorchDynamo Cache Lookup": "compile wrapper",
+                "mkldnn::_convolution_pointwise": "convolution"}
+    assert {name: classify(name) for name in expected} == expected
+
+
+def test_classifier_names_the_kinds_an_inductor_kernel_fuses():
+    assert fused_ops("graph_0_cpp_fused_native_group_norm_silu_3") == ["native_group_norm", "silu"]
+    assert classify("graph_0_cpp_fused_native_group_norm_silu_3") == "fused norm+activation"
+    assert fused_ops("cpp_fused__to_copy_add_cat_12") == ["_to_copy", "add", "cat"]
+    assert classify("cpp_fused__to_copy_add_cat_12") == "fused elementwise+memory"
+    assert classify("graph_1_cpp_fused_add_native_group_norm_silu_7") == "fused norm+activation+elementwise"
+    assert classify("cpp_fused_convolution_0") == "fused memory"  # the layout copy around an extern conv
+    assert classify("cpp_fused_cat_1") == "fused memory"
+    assert classify("cpp_fused_mystery_op_2") == "fused other"
+    assert fused_ops("aten::cat") is None
+
+
+def test_setting_filter_keeps_matching_settings():
+    from compiled_encoders import PEER, setting_keys
+
+    models = {"litevae-b": None, PEER: None}
+    assert len(setting_keys(models, None)) == 16
+    assert setting_keys(models, ["compiled bf16 CL"]) == ["litevae-b|compiled|bf16|CL", f"{PEER}|compiled|bf16|CL"]
+    assert setting_keys(models, ["sd-vae|eager|fp32", "litevae compiled NCHW bf16"]) == [
+        "litevae-b|compiled|bf16|NCHW", f"{PEER}|eager|fp32|NCHW", f"{PEER}|eager|fp32|CL"]
+
+
+def _run(args, timeout=300):
+    run = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                         cwd=ROOT)
+    assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-3000:])
+    return run
+
+
+@pytest.mark.slow
+def test_compiled_sections_run_end_to_end_and_report(tmp_path):
+    _run([SPEED / "run.py", "--smoke", "--sections", "compiled", "profile", "--threads", "1", "--out", tmp_path])
+    enc = json.loads((tmp_path / "compiled-encoders.json").read_text())
+    assert {"cpu", "cpu_flags", "threads", "torch"} <= set(enc["machine"])
+    assert enc["auto"]["precision"] in ("fp32", "bf16") and enc["auto"]["reason"].startswith("auto:")
+    (batch,) = enc["batches"]
+    assert len(enc["settings"]) == 16 and sorted(r["setting"] for r in batch["rows"]) == sorted(enc["settings"])
+    assert all(r["img_s"]["median"] > 0 for r in batch["rows"])
+    assert all((r["compile_s"] is not None) == (r["mode"] == "compiled") for r in batch["rows"])
+    assert set(batch["best"]) == {"litevae-tiny", enc["peer"]}
+    assert batch["ratio_vs_peer"]["ratio"]["median"] > 0 and batch["ratio_vs_peer"]["goal"]["target"] == 3.0
+    coe = batch["compiled_over_eager"]["litevae-tiny"]
+    assert coe["precision"] == enc["auto"]["precision"] and coe["goal"]["target"] == 1.5
+
+    prof = json.loads((tmp_path / "op-profile.json").read_text())
+    assert [(r["model"], r["mode"]) for r in prof["rows"]] == [
+        (m, mode) for m in ("litevae-tiny", enc["peer"]) for mode in ("eager", "compiled")]
+    for r in prof["rows"]:
+        assert set(r["kinds"]) <= KINDS | {k for k in r["kinds"] if k.startswith("fused ")}
+        assert sum(k["ms"] for k in r["kinds"].values()) == pytest.approx(r["total_ms"], rel=1e-9)
+        assert sum(k["pct"] for k in r["kinds"].values()) == pytest.approx(100.0)
+        assert r["kinds"]["convolution"]["ms"] > 0 and r["kinds"]["norm"]["ms"] > 0
+        assert 0 < len(r["top"]) <= 10 and r["top"][0]["ms"] >= r["top"][-1]["ms"]
+    assert "compile wrapper" in prof["rows"][1]["kinds"] and "compile wrapper" not in prof["rows"][0]["kinds"]
+
+    train = json.loads((tmp_path / "compiled-train.json").read_text())
+    (row,) = train["rows"]
+    assert row["phase"] == "B" and row["discriminator"] == "unet-disc-tiny" and row["lpips"].startswith("alex")
+    assert row["eager"]["img_s"]["median"] > 0 and row["compiled"]["img_s"]["median"] > 0
+    assert row["compiled_over_eager"]["median"] > 0 and row["compiled"]["recompiles_while_timing"] == 0
+    assert len(row["compiled"]["modules"]) == 4 and row["compiled"]["graphs_after_warmup"] >= 4
+    assert {"cpu", "cpu_flags", "threads", "torch"} <= set(train["machine"])
+
+    md = (tmp_path / "results.md").read_text()
+    for heading in ("## Compiled encoders", "## Op-kind profile of the encoders", "## Train step, eager vs compiled"):
+        assert heading in md
+    assert "| litevae-tiny | compiled | bf16 |" in md and "| model | mode | total ms | convolution | norm |" in md
+    assert "/ SD-VAE best" in md and "compiled / eager at" in md
+
+
+@pytest.mark.slow
+def test_prewarm_compiles_without_timing(tmp_path):
+    common = ["--quick", "--backend", "eager", "--threads", "1", "--warmup", "0"]
+    _run([SPEED / "compiled_encoders.py", *common, "--prewarm", "--batches", "1", "--settings",
+          "litevae compiled fp32 NCHW", "--json", tmp_path / "enc.json"])
+    enc = json.loads((tmp_path / "enc.json").read_text())
+    assert enc["prewarm"] and list(enc["batches"][0]["compile_s"]) == ["litevae-tiny|compiled|fp32|NCHW"]
+    assert "rows" not in enc["batches"][0]
+    _run([SPEED / "op_profile.py", *common, "--prewarm", "--json", tmp_path / "prof.json"])
+    prof = json.loads((tmp_path / "prof.json").read_text())
+    assert [r["mode"] for r in prof["rows"]] == ["compiled", "compiled"] and "kinds" not in prof["rows"][0]
+    _run([SPEED / "compiled_train.py", *common, "--prewarm", "--phases", "A", "--lpips", "off", "--batch-a", "1",
+          "--json", tmp_path / "train.json"])
+    (row,) = json.loads((tmp_path / "train.json").read_text())["rows"]
+    assert "eager" not in row and row["compiled"]["first_step_s"] > 0 and "img_s" not in row["compiled"]
