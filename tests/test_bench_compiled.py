@@ -36,11 +36,23 @@ def test_classifier_names_eager_ops_from_a_real_profile():
 
 
 def test_classifier_names_the_kinds_an_inductor_kernel_fuses():
-    assert fused_ops("graph_0_cpp_fused_native_group_norm_silu_3") == ["native_group_norm", "silu"]
-    assert classify("graph_0_cpp_fused_native_group_norm_silu_3") == "fused norm+activation"
+    # Names from a profile of litevae-tiny compiled by inductor (bf16 autocast, channels_last, kernel profiling on).
+    real = {"graph_0_cpp_fused__to_copy_native_group_norm_silu_8": "fused norm+activation",
+            "graph_0_cpp_fused__to_copy_add_native_group_norm_silu_29": "fused norm+activation+elementwise",
+            "graph_0_cpp_fused__to_copy_add_cat_native_group_norm_silu_4": "fused norm+activation+elementwise+memory",
+            "graph_0_cpp_fused__to_copy_native_group_norm_12": "fused norm",
+            "graph_0_cpp_fused__to_copy__unsafe_view_add_clone_div_lerp_select_stack_sub_view_0":
+                "fused elementwise+memory",
+            "graph_0_cpp_fused__to_copy_avg_pool2d_cat_60": "fused elementwise+memory",
+            "graph_0_cpp_fused__to_copy_add_55": "fused elementwise",
+            "graph_0_cpp_fused__to_copy_58": "fused memory",
+            "aten::mkldnn_convolution": "convolution", "aten::convolution": "convolution",
+            "## Call CompiledFxGraph f2dmls3gnol4pkfiinh67zr7vpi3kllt6lgnrfig76hqhxd33sno ##": "compile wrapper",
+            "Pregraph bytecode": "compile wrapper", "AOTDispatcher Runtime Wrapper Prologue": "compile wrapper"}
+    assert {name: classify(name) for name in real} == real
+    assert fused_ops("graph_0_cpp_fused__to_copy_add_native_group_norm_silu_29") == [
+        "_to_copy", "add", "native_group_norm", "silu"]
     assert fused_ops("cpp_fused__to_copy_add_cat_12") == ["_to_copy", "add", "cat"]
-    assert classify("cpp_fused__to_copy_add_cat_12") == "fused elementwise+memory"
-    assert classify("graph_1_cpp_fused_add_native_group_norm_silu_7") == "fused norm+activation+elementwise"
     assert classify("cpp_fused_convolution_0") == "fused memory"  # the layout copy around an extern conv
     assert classify("cpp_fused_cat_1") == "fused memory"
     assert classify("cpp_fused_mystery_op_2") == "fused other"
@@ -92,10 +104,11 @@ def test_compiled_sections_run_end_to_end_and_report(tmp_path):
 
     train = json.loads((tmp_path / "compiled-train.json").read_text())
     (row,) = train["rows"]
-    assert row["phase"] == "B" and row["discriminator"] == "unet-disc-tiny" and row["lpips"].startswith("alex")
+    assert row["phase"] == "B" and row["discriminator"] == "unet-disc-tiny"
     assert row["eager"]["img_s"]["median"] > 0 and row["compiled"]["img_s"]["median"] > 0
     assert row["compiled_over_eager"]["median"] > 0 and row["compiled"]["recompiles_while_timing"] == 0
-    assert len(row["compiled"]["modules"]) == 4 and row["compiled"]["graphs_after_warmup"] >= 4
+    assert row["lpips"] == "off" and row["compiled"]["modules"] == ["LiteVAEEncoder", "VAEDecoder", "UNetDiscriminator"]
+    assert row["compiled"]["graphs_after_warmup"] >= 3
     assert {"cpu", "cpu_flags", "threads", "torch"} <= set(train["machine"])
 
     md = (tmp_path / "results.md").read_text()
@@ -105,18 +118,29 @@ def test_compiled_sections_run_end_to_end_and_report(tmp_path):
     assert "/ SD-VAE best" in md and "compiled / eager at" in md
 
 
+def _main(module: str, args: list, monkeypatch) -> None:
+    """Run a section script's main() in this process (saves a torch + diffusers import per script)."""
+    import importlib
+
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config.cpp, "enable_kernel_profile", False)  # op_profile sets it: restored after
+    monkeypatch.setattr(sys, "argv", [module, *map(str, args)])
+    importlib.import_module(module).main()
+
+
 @pytest.mark.slow
-def test_prewarm_compiles_without_timing(tmp_path):
+def test_prewarm_compiles_without_timing(tmp_path, monkeypatch):
     common = ["--quick", "--backend", "eager", "--threads", "1", "--warmup", "0"]
-    _run([SPEED / "compiled_encoders.py", *common, "--prewarm", "--batches", "1", "--settings",
-          "litevae compiled fp32 NCHW", "--json", tmp_path / "enc.json"])
+    _main("compiled_encoders", [*common, "--prewarm", "--batches", "1", "--settings", "litevae compiled fp32 NCHW",
+                                "--json", tmp_path / "enc.json"], monkeypatch)
     enc = json.loads((tmp_path / "enc.json").read_text())
     assert enc["prewarm"] and list(enc["batches"][0]["compile_s"]) == ["litevae-tiny|compiled|fp32|NCHW"]
     assert "rows" not in enc["batches"][0]
-    _run([SPEED / "op_profile.py", *common, "--prewarm", "--json", tmp_path / "prof.json"])
-    prof = json.loads((tmp_path / "prof.json").read_text())
-    assert [r["mode"] for r in prof["rows"]] == ["compiled", "compiled"] and "kinds" not in prof["rows"][0]
-    _run([SPEED / "compiled_train.py", *common, "--prewarm", "--phases", "A", "--lpips", "off", "--batch-a", "1",
-          "--json", tmp_path / "train.json"])
+    _main("op_profile", [*common, "--prewarm", "--models", "sd-vae", "--json", tmp_path / "prof.json"], monkeypatch)
+    (row,) = json.loads((tmp_path / "prof.json").read_text())["rows"]
+    assert row["mode"] == "compiled" and row["model"].startswith("sd-vae") and "kinds" not in row
+    _main("compiled_train", [*common, "--prewarm", "--phases", "A", "--lpips", "off", "--batch-a", "1",
+                             "--json", tmp_path / "train.json"], monkeypatch)
     (row,) = json.loads((tmp_path / "train.json").read_text())["rows"]
     assert "eager" not in row and row["compiled"]["first_step_s"] > 0 and "img_s" not in row["compiled"]

@@ -24,6 +24,7 @@ diffusers AutoencoderKL at 32 px, batches 1 and 2 (plumbing; with --backend eage
 from __future__ import annotations
 
 import copy
+import re
 import sys
 import time
 import types
@@ -103,7 +104,8 @@ def callables(models, keys, batch: int, res: int, backend: str) -> tuple[dict, d
         name, mode, precision, layout = key.split("|")
         m = Moments(copy.deepcopy(models[name]).to(memory_format=memory_format(layout)), name == PEER).eval()
         if mode == "compiled":
-            m = torch.compile(own_frame(m, f"{len(fns)}_{batch}"), backend=backend, dynamic=False)
+            tag = re.sub(r"\W+", "_", f"{name.split()[0]}_{precision}_{layout}_b{batch}")  # the same in --prewarm
+            m = torch.compile(own_frame(m, tag), backend=backend, dynamic=False)
         x = images(batch, res, layout)
 
         def fn(m=m, x=x, precision=precision):

@@ -80,8 +80,10 @@ def train_tables(doc: dict) -> list[str]:
     rows = [r for r in doc["rows"] if "compiled_over_eager" in r]
     if not rows:
         return []
-    out = [f"`training.step.train_step` per phase, eager vs `compile_in_place` (backend `{doc['backend']}`) of the "
-           "encoder, decoder, discriminator and LPIPS; steps interleaved, ratio pair by pair. " + machine_line(doc), ""]
+    compiled = ", ".join(sorted({m for r in rows for m in r["compiled"]["modules"]}))
+    out = [f"`training.step.train_step` per phase, eager vs `compile_in_place` (backend `{doc['backend']}`) of "
+           f"{compiled} (as `runtime.compile` does); steps interleaved, ratio pair by pair; LPIPS with a random "
+           "backbone (cost only). " + machine_line(doc), ""]
     table = [[f"{r['phase']} ({r['preset']})", str(r["resolution"]), str(r["batch"]), r["discriminator"] or "-",
               r["lpips"], r["precision"], fmt(r["eager"]["img_s"], 3), fmt(r["compiled"]["img_s"], 3),
               fmt(r["compiled_over_eager"]), f"{r['compiled']['first_step_s']:.0f} + {r['compiled']['second_step_s']:.0f}",

@@ -7,7 +7,8 @@ Compiled graphs call extern kernels under their aten / mkldnn names (`aten::conv
 kernels, visible to the profiler when inductor builds them with `config.cpp.enable_kernel_profile` (names
 `graph_<id>_cpp_fused_<aten ops>_<n>`: the sorted aten ops the kernel was made from, e.g.
 `cpp_fused_native_group_norm_silu_3`). A fused kernel's kind lists the kinds of its ops, e.g.
-`fused norm+activation`; inside a fused kernel a `convolution` origin is the layout copy around an extern conv
+`fused norm+activation` (casts and views inside a kernel do not count: under bf16 autocast nearly every kernel
+has a `_to_copy`); inside a fused kernel a `convolution` origin is the layout copy around an extern conv
 (inductor computes no conv in its own loops), so it counts as memory.
 """
 
@@ -35,7 +36,12 @@ ELEMENTWISE = {"add", "sub", "rsub", "mul", "div", "neg", "exp", "log", "sqrt", 
                "amax", "amin", "argmax", "prod", "cumsum", "exp2", "expm1", "log1p", "any", "all", "isfinite", "isnan"}
 NORMS = ("group_norm", "layer_norm", "batch_norm", "instance_norm", "rms_norm", "native_norm", "norm")
 KIND_ORDER = ("convolution", "norm", "activation", "matmul", "elementwise", "memory")
-WRAPPER = ("torch-compiled region", "torchdynamo", "compiledfxgraph", "compiledfunction", "call compiled")
+WRAPPER = ("torch-compiled region", "torchdynamo", "compiledfxgraph", "compiledfunction", "call compiled",
+           "pregraph bytecode", "aotdispatcher", "runtime wrapper")
+# Inside a fused kernel these cost nothing of their own (a cast or view folded into the kernel's loads and stores):
+# a kernel of them alone is `fused memory`, otherwise they do not name its kind.
+FUSED_FREE = {"_to_copy", "to", "view", "_unsafe_view", "reshape", "permute", "transpose", "t", "select", "slice",
+              "unsqueeze", "squeeze", "expand", "alias", "clone"}
 FUSED_PREFIXES = ("cpp_fused_", "triton_poi_fused_", "triton_red_fused_", "triton_per_fused_", "triton_tem_fused_")
 KNOWN = ACTIVATION | MATMUL | MEMORY | ELEMENTWISE | {"convolution", "native_group_norm", "native_layer_norm",
                                                       "native_batch_norm", "group_norm", "layer_norm", "batch_norm",
@@ -108,7 +114,7 @@ def classify(name: str) -> str:
     if ops is None:
         return op_kind(name)
     kinds = set()
-    for op in ops:
+    for op in [o for o in ops if o not in FUSED_FREE] or ["_to_copy"]:
         k = op_kind(op)
         kinds.add("memory" if k == "convolution" else k)  # the layout copy around an extern conv (docstring)
     named = [k for k in KIND_ORDER if k in kinds]

@@ -108,6 +108,8 @@ def main() -> None:
     p.add_argument("--layout", choices=("NCHW", "CL"), default="CL")
     p.add_argument("--modes", nargs="+", choices=("eager", "compiled"), default=["eager", "compiled"])
     p.add_argument("--backend", default="inductor", help="dynamo backend of the compiled mode (eager: tests)")
+    p.add_argument("--models", nargs="+", default=None, metavar="PREFIX",
+                   help="profile only the models whose names start with these (default: litevae-b and SD-VAE)")
     p.add_argument("--prewarm", action="store_true", help="compile and run each compiled encoder once; no profile")
     args = p.parse_args()
     setup_threads(args.threads)
@@ -116,6 +118,10 @@ def main() -> None:
     args.batch = args.batch or (2 if args.quick else 8)
     args.resolution = args.resolution or (32 if args.quick else 256)
     models = build(args.quick)
+    if args.models:
+        models = {k: v for k, v in models.items() if any(k.startswith(m) for m in args.models)}
+        if not models:
+            raise SystemExit(f"--models {args.models}: no such model here")
     modes = ["compiled"] if args.prewarm else args.modes
     rows = [profile_one(models, name, mode, args) for name in models for mode in modes]
     doc = {"section": "op_profile", "prewarm": args.prewarm, "batch": args.batch, "resolution": args.resolution,

@@ -165,7 +165,7 @@ def main() -> None:
     if "compiled" in args.sections:
         extra = ["--batches", "1"] if args.smoke else ["--settings", "bf16"] if args.quick else []
         child("compiled_encoders.py", tiny + extra + backend + prewarm + reps, args.thp, "compiled-encoders")
-        extra = ["--phases", "B", "--batch-b", "1"] if args.smoke else ["--phases", "A"] if args.quick else []
+        extra = ["--phases", "B", "--batch-b", "1", "--lpips", "off"] if args.smoke else ["--phases", "A"] if args.quick else []
         child("compiled_train.py", tiny + extra + backend + prewarm + reps, args.thp, "compiled-train")
 
     if "profile" in args.sections:
