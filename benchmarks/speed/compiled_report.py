@@ -92,6 +92,32 @@ def train_tables(doc: dict) -> list[str]:
                          "compiled img/s", "compiled / eager", "warm-up s (step 1 + 2)", "recompiles timed"], table)
 
 
+def goal_notes(docs: list[dict]) -> list[str]:
+    """One line per missed issue-22 goal: by how much, and the op kinds that take litevae's time in the profile."""
+    enc = next((d for d in docs if d.get("section") == "compiled_encoders" and "batches" in d
+                and not d.get("prewarm")), None)
+    prof = next((d for d in docs if d.get("section") == "op_profile" and not d.get("failed")
+                 and not d.get("prewarm")), None)
+    if enc is None:
+        return []
+    shows = ""
+    if prof:
+        parts = []
+        for r in (r for r in prof["rows"] if r["model"] == enc["litevae"] and "kinds" in r):
+            top = sorted(r["kinds"].items(), key=lambda kv: -kv[1]["ms"])[:3]
+            parts.append(f"{r['mode']}: " + ", ".join(f"{k} {v['pct']:.0f}%" for k, v in top))
+        shows = f"; the profile of {enc['litevae']} (batch {prof['batch']}) shows " + " / ".join(parts) if parts else ""
+    out = []
+    for b in enc["batches"]:
+        missed = [(f"{enc['litevae']} / SD-VAE", b.get("ratio_vs_peer"))] + \
+            [(f"{m} compiled / eager", c) for m, c in b.get("compiled_over_eager", {}).items()]
+        for what, r in missed:
+            if r and r.get("goal") and not r["goal"]["met"]:
+                out.append(f"- Goal missed at batch {b['batch']}: {what} = {r['ratio']['median']:.2f}x against "
+                           f">= {r['goal']['target']}x (short by {r['goal']['shortfall_pct']}%){shows}.")
+    return out
+
+
 def render_compiled(docs: list[dict]) -> list[str]:
     """The issue-22 sections among `docs` (run.py's section documents), as Markdown lines; [] when none ran."""
     out = []
@@ -105,4 +131,6 @@ def render_compiled(docs: list[dict]) -> list[str]:
             out += ["", "## Op-kind profile of the encoders", *profile_tables(d)]
         elif name == "compiled_train":
             out += ["", "## Train step, eager vs compiled", *train_tables(d)]
+    if notes := goal_notes(docs):
+        out += ["", "## Issue-22 goals missed", *notes]
     return out

@@ -87,9 +87,14 @@ DRY = Setting("cpu", "fp32", (2, 1), ("litevae-tiny", "sd-vae-encoder-tiny"), Fa
 
 
 def machine(device: str) -> dict:
+    """The GPU (on CUDA) and the host CPU: its model and amx / avx512_bf16 / avx2 flags, threads (issue 22 item 6)."""
+    sys.path.insert(0, str(HERE.parent))  # benchmarks/harness.py
+    from harness import machine_info
+
+    cpu = machine_info(torch.get_num_threads())
     info = {"device": device, "torch": torch.__version__, "python": platform.python_version(),
             "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
-            "cpu_count": os.cpu_count()}
+            "cpu_count": os.cpu_count(), **{k: cpu[k] for k in ("cpu", "cpu_flags", "threads", "cpu_capability")}}
     if device.startswith("cuda"):
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),

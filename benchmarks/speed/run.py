@@ -12,9 +12,9 @@ Sections (scripts beside this one; each writes JSON into --out, and `report.py` 
   decoder  smc-decoder vs sd-vae-decoder vs diffusers' decoder, under both THP settings
   train    phase-A training step, litevae-b vs sd-vae-encoder with the same smc-decoder and losses
   loader   training-loader img/s per worker at 128/256 px on synthetic JPEGs vs the decode-only limit
-Issue-22 sections, not in the default suite (inductor compiles take minutes each on 2 cores; how long the
-whole set takes on an idle machine is not measured yet: estimated 40-90 min cold, much less with a warm
-inductor cache): add them with --compiled, or name them in --sections:
+Issue-22 sections, not in the default suite (an inductor compile of litevae-b takes minutes on 2 cores, and
+there are ~22 of them; not yet run on an idle machine: estimated 50-80 min cold, 15-25 min with inductor's
+cache filled by --prewarm): add them with --compiled, or name them in --sections:
   compiled litevae-b vs SD-VAE encoders, eager/compiled x fp32/bf16 x NCHW/CL at batch 1 and 16
            (compiled_encoders.py), and the phase-A/B train step eager vs compiled (compiled_train.py)
   profile  self CPU time by op kind, litevae-b and SD-VAE, eager and compiled (op_profile.py)
