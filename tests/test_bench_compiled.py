@@ -133,9 +133,9 @@ def _main(module: str, args: list, monkeypatch) -> None:
 
     import torch._inductor.config as inductor_config
 
-    monkeypatch.setattr(inductor_config.cpp, "enable_kernel_profile", False)  # op_profile sets it: restored after
     monkeypatch.setattr(sys, "argv", [module, *map(str, args)])
-    importlib.import_module(module).main()
+    with inductor_config.patch({"cpp.enable_kernel_profile": False}):  # op_profile turns it on: restored after
+        importlib.import_module(module).main()
 
 
 @pytest.mark.slow
@@ -153,3 +153,44 @@ def test_prewarm_compiles_without_timing(tmp_path, monkeypatch):
                              "--json", tmp_path / "train.json"], monkeypatch)
     (row,) = json.loads((tmp_path / "train.json").read_text())["rows"]
     assert "eager" not in row and row["compiled"]["first_step_s"] > 0 and "img_s" not in row["compiled"]
+
+
+def test_a_failing_compile_is_recorded_and_the_rest_still_runs(tmp_path, monkeypatch):
+    common = ["--quick", "--backend", "no_such_backend", "--threads", "1", "--warmup", "0", "--reps", "1"]
+    with pytest.raises(SystemExit) as stop:
+        _main("compiled_encoders", [*common, "--batches", "1", "--settings", "sd-vae fp32 NCHW",
+                                    "--json", tmp_path / "enc.json"], monkeypatch)
+    assert stop.value.code == 3  # run.py's PARTIAL: it keeps the JSON and reports the errors
+    enc = json.loads((tmp_path / "enc.json").read_text())
+    assert list(enc["errors"]) == [f"{enc['peer']}|compiled|fp32|NCHW|b1"]
+    assert [r["setting"] for r in enc["batches"][0]["rows"]] == [f"{enc['peer']}|eager|fp32|NCHW"]
+    with pytest.raises(SystemExit) as stop:
+        _main("op_profile", [*common, "--models", "sd-vae", "--json", tmp_path / "prof.json"], monkeypatch)
+    prof = json.loads((tmp_path / "prof.json").read_text())
+    assert stop.value.code == 3 and [r["mode"] for r in prof["rows"]] == ["eager"] and len(prof["errors"]) == 1
+    with pytest.raises(SystemExit) as stop:
+        _main("compiled_train", [*common, "--phases", "A", "--lpips", "off", "--batch-a", "1",
+                                 "--json", tmp_path / "train.json"], monkeypatch)
+    train = json.loads((tmp_path / "train.json").read_text())
+    assert stop.value.code == 3 and train["rows"] == [] and "no_such_backend" in train["errors"]["A"]
+
+    from compiled_report import render_compiled
+
+    md = "\n".join(render_compiled([enc | {"name": "compiled-encoders"}]))
+    assert "Errors in compiled-encoders" in md and "|compiled|fp32|NCHW|b1" in md
+
+
+def test_run_keeps_a_partial_section_and_says_so(tmp_path, monkeypatch):
+    import run
+    from report import render
+
+    script = tmp_path / "partial.py"
+    script.write_text("import json, sys\nout = sys.argv[sys.argv.index('--json') + 1]\n"
+                      "doc = {'section': 'compiled_train', 'rows': [], 'errors': {'x|compiled': 'boom'}}\n"
+                      "json.dump(doc, open(out, 'w'))\n"
+                      "sys.exit(3)\n")
+    monkeypatch.setattr(run, "HERE", tmp_path)
+    doc = run.run_child("partial.py", [], 1, tmp_path, "compiled-train", 1)
+    assert doc["partial"] and not doc.get("failed") and doc["errors"] == {"x|compiled": "boom"}
+    md = render([doc], command="x", total_s=1.0, main_thp=1)
+    assert "Sections with errors (the parts that ran are above): compiled-train" in md and "- `x|compiled`: boom" in md

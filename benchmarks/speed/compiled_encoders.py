@@ -40,6 +40,7 @@ from encoder_bench import NZ, PEER, build_models
 
 LITE = "litevae-b"
 MODES, PRECISIONS, LAYOUTS = ("eager", "compiled"), ("fp32", "bf16"), ("NCHW", "CL")
+PARTIAL = 3  # exit code when some settings failed (recorded under "errors") and the others were written
 GOALS = {"ratio_vs_peer": {1: 3.0, 16: 3.5}, "compiled_over_eager": 1.5}  # issue 22 item 5
 QUICK_PEER = dict(in_channels=3, out_channels=3, latent_channels=NZ, block_out_channels=(32, 64),
                   down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
@@ -97,26 +98,35 @@ def own_frame(module: torch.nn.Module, tag: str):
     return types.FunctionType(code, call.__globals__, code.co_name, None, call.__closure__)
 
 
-def callables(models, keys, batch: int, res: int, backend: str) -> tuple[dict, dict]:
-    """({key: zero-arg callable}, {key: compile seconds}); a compiled setting is built and called once here."""
+def error_text(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+
+
+def callables(models, keys, batch: int, res: int, backend: str, errors: dict) -> tuple[dict, dict]:
+    """({key: zero-arg callable}, {key: compile seconds}); a compiled setting is built and called once here. A
+    setting whose compile or first call fails is left out and its error recorded in `errors` (the others run)."""
     fns, compile_s = {}, {}
     for key in keys:
         name, mode, precision, layout = key.split("|")
         m = Moments(copy.deepcopy(models[name]).to(memory_format=memory_format(layout)), name == PEER).eval()
-        if mode == "compiled":
-            tag = re.sub(r"\W+", "_", f"{name.split()[0]}_{precision}_{layout}_b{batch}")  # the same in --prewarm
-            m = torch.compile(own_frame(m, tag), backend=backend, dynamic=False)
         x = images(batch, res, layout)
+        if mode == "compiled":
+            t0 = time.perf_counter()
+            try:
+                tag = re.sub(r"\W+", "_", f"{name.split()[0]}_{precision}_{layout}_b{batch}")  # same in --prewarm
+                m = torch.compile(own_frame(m, tag), backend=backend, dynamic=False)
+                with torch.inference_mode(), autocast(precision):
+                    m(x)
+            except Exception as e:  # noqa: BLE001 - recorded and reported; the other settings still run
+                errors[f"{key}|b{batch}"] = error_text(e)
+                log(f"  !! {key} at batch {batch}: {errors[f'{key}|b{batch}']}")
+                continue
+            compile_s[key] = round(time.perf_counter() - t0, 2)
+            log(f"  compiled {key} at batch {batch}: first call {compile_s[key]:.1f} s")
 
         def fn(m=m, x=x, precision=precision):
             with autocast(precision):
                 return m(x)
-        if mode == "compiled":
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                fn()
-            compile_s[key] = round(time.perf_counter() - t0, 2)
-            log(f"  compiled {key} at batch {batch}: first call {compile_s[key]:.1f} s")
         fns[key] = fn
     return fns, compile_s
 
@@ -182,7 +192,16 @@ def main() -> None:
     keys = setting_keys(models, args.settings)
     if not keys:
         raise SystemExit(f"--settings {args.settings} matches no setting")
-    results = []
+    results, errors = [], {}
+
+    def write():
+        write_json(args.json, {"section": "compiled_encoders", "prewarm": args.prewarm, "resolution": res, "nz": NZ,
+                               "litevae": lite, "peer": PEER, "backend": args.backend, "settings": keys,
+                               "auto": {"precision": auto_precision, "reason": auto_reason}, "goals": {
+                                   "ratio_vs_peer": {str(k): v for k, v in GOALS["ratio_vs_peer"].items()},
+                                   "compiled_over_eager": GOALS["compiled_over_eager"]},
+                               "machine": machine_info(args.threads), "batches": results, "errors": errors,
+                               "args": {k: (str(v) if k == "json" else v) for k, v in vars(args).items()}})
     for batch in batches:
         torch._dynamo.reset()  # each batch's compiled copies start from empty dynamo caches
         todo = [k for k in keys if k.split("|")[1] == "compiled"] if args.prewarm else keys
@@ -190,9 +209,10 @@ def main() -> None:
             + (" (prewarm: compile only)" if args.prewarm else ""))
         t0 = time.perf_counter()
         with torch.inference_mode():
-            fns, compile_s = callables(models, todo, batch, res, args.backend)
+            fns, compile_s = callables(models, todo, batch, res, args.backend, errors)
             if args.prewarm:
                 results.append({"batch": batch, "compile_s": compile_s, "wall_s": time.perf_counter() - t0})
+                write()
                 continue
             warmup = max(args.warmup, 3) if batch == 1 else args.warmup
             rates = time_interleaved(fns, args.reps, warmup, float(batch))
@@ -204,13 +224,9 @@ def main() -> None:
         if "ratio_vs_peer" in summary:
             log(f"  best {lite} / best SD-VAE: {summary['ratio_vs_peer']['ratio']['median']:.2f}x")
         results.append(summary)
-    write_json(args.json, {"section": "compiled_encoders", "prewarm": args.prewarm, "resolution": res, "nz": NZ,
-                           "litevae": lite, "peer": PEER, "backend": args.backend, "settings": keys,
-                           "auto": {"precision": auto_precision, "reason": auto_reason}, "goals": {
-                               "ratio_vs_peer": {str(k): v for k, v in GOALS["ratio_vs_peer"].items()},
-                               "compiled_over_eager": GOALS["compiled_over_eager"]},
-                           "machine": machine_info(args.threads), "batches": results,
-                           "args": {k: (str(v) if k == "json" else v) for k, v in vars(args).items()}})
+        write()  # after every batch: what ran is kept if a later batch fails
+    if errors:
+        raise SystemExit(PARTIAL)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def machine_line(doc: dict) -> str:
     m = doc.get("machine", {})
-    return (f"Machine: {m.get('cpu')} (flags: {', '.join(m.get('cpu_flags') or []) or 'none of amx/avx512_bf16/avx2'}), "
+    flags = ", ".join(m.get("cpu_flags") or []) or "none of amx/avx512_bf16/avx2"
+    return (f"Machine: {m.get('cpu')} (flags: {flags}), "
             f"{m.get('threads')} threads, torch {m.get('torch')}.")
 
 
@@ -86,7 +87,8 @@ def train_tables(doc: dict) -> list[str]:
            "backbone (cost only). " + machine_line(doc), ""]
     table = [[f"{r['phase']} ({r['preset']})", str(r["resolution"]), str(r["batch"]), r["discriminator"] or "-",
               r["lpips"], r["precision"], fmt(r["eager"]["img_s"], 3), fmt(r["compiled"]["img_s"], 3),
-              fmt(r["compiled_over_eager"]), f"{r['compiled']['first_step_s']:.0f} + {r['compiled']['second_step_s']:.0f}",
+              fmt(r["compiled_over_eager"]),
+              f"{r['compiled']['first_step_s']:.0f} + {r['compiled']['second_step_s']:.0f}",
               str(r["compiled"]["recompiles_while_timing"])] for r in rows]
     return out + _table(["phase", "px", "batch", "discriminator", "LPIPS", "precision", "eager img/s",
                          "compiled img/s", "compiled / eager", "warm-up s (step 1 + 2)", "recompiles timed"], table)
@@ -125,6 +127,9 @@ def render_compiled(docs: list[dict]) -> list[str]:
         name = d.get("section")
         if d.get("failed") or d.get("prewarm"):
             continue
+        if d.get("errors"):
+            out += ["", f"Errors in {d.get('name') or name} (left out of its tables):",
+                    *[f"- `{k}`: {v}" for k, v in d["errors"].items()]]
         if name == "compiled_encoders":
             out += ["", "## Compiled encoders: litevae-b vs SD-VAE, every setting", *encoders_tables(d)]
         elif name == "op_profile":

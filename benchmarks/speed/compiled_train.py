@@ -122,10 +122,19 @@ def main() -> None:
     p.add_argument("--prewarm", action="store_true", help="two compiled steps per phase, no eager arm, no timing")
     args = p.parse_args()
     setup_threads(args.threads)
-    rows = [phase_run(ph, args.batch_a if ph == "A" else args.batch_b, args) for ph in args.phases]
-    write_json(args.json, {"section": "compiled_train", "prewarm": args.prewarm, "backend": args.backend,
-                           "machine": machine_info(args.threads), "rows": rows,
-                           "args": {k: (str(v) if k == "json" else v) for k, v in vars(args).items()}})
+    rows, errors = [], {}
+    for ph in args.phases:
+        try:
+            rows.append(phase_run(ph, args.batch_a if ph == "A" else args.batch_b, args))
+        except Exception as e:  # noqa: BLE001 - recorded and reported; the other phase still runs
+            errors[ph] = f"{type(e).__name__}: {str(e).strip()[:300]}"
+            log(f"!! phase {ph}: {errors[ph]}")
+        # after every phase: what ran is kept if a later one fails or the run is cut short
+        write_json(args.json, {"section": "compiled_train", "prewarm": args.prewarm, "backend": args.backend,
+                               "machine": machine_info(args.threads), "rows": rows, "errors": errors,
+                               "args": {k: (str(v) if k == "json" else v) for k, v in vars(args).items()}})
+    if errors:
+        raise SystemExit(3)  # run.py's PARTIAL: the JSON holds the phases that ran
 
 
 if __name__ == "__main__":

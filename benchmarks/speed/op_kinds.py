@@ -43,10 +43,10 @@ WRAPPER = ("torch-compiled region", "torchdynamo", "compiledfxgraph", "compiledf
 FUSED_FREE = {"_to_copy", "to", "view", "_unsafe_view", "reshape", "permute", "transpose", "t", "select", "slice",
               "unsqueeze", "squeeze", "expand", "alias", "clone"}
 FUSED_PREFIXES = ("cpp_fused_", "triton_poi_fused_", "triton_red_fused_", "triton_per_fused_", "triton_tem_fused_")
-KNOWN = ACTIVATION | MATMUL | MEMORY | ELEMENTWISE | {"convolution", "native_group_norm", "native_layer_norm",
-                                                      "native_batch_norm", "group_norm", "layer_norm", "batch_norm",
-                                                      "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
-                                                      "instance_norm", "rms_norm", "_fused_rms_norm"}
+NORM_OPS = {"convolution", "native_group_norm", "native_layer_norm", "native_batch_norm", "group_norm", "layer_norm",
+            "batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training", "instance_norm",
+            "rms_norm", "_fused_rms_norm"}  # (and convolution): names a fused kernel may carry
+KNOWN = ACTIVATION | MATMUL | MEMORY | ELEMENTWISE | NORM_OPS
 
 
 def _base(name: str) -> str:

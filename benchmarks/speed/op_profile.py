@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/harne
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import autocast, base_parser, images, log, machine_info, memory_format, peer_available, setup_threads, \
     write_json
-from compiled_encoders import Moments, build, own_frame
+from compiled_encoders import PARTIAL, Moments, build, error_text, own_frame
 from compiled_report import profile_tables
 from encoder_bench import PEER
 from op_kinds import classify, kind_order
@@ -123,14 +123,23 @@ def main() -> None:
         if not models:
             raise SystemExit(f"--models {args.models}: no such model here")
     modes = ["compiled"] if args.prewarm else args.modes
-    rows = [profile_one(models, name, mode, args) for name in models for mode in modes]
+    rows, errors = [], {}
+    for name in models:
+        for mode in modes:
+            try:
+                rows.append(profile_one(models, name, mode, args))
+            except Exception as e:  # noqa: BLE001 - recorded and reported; the other rows still run
+                errors[f"{name}|{mode}"] = error_text(e)
+                log(f"!! {name} {mode}: {errors[f'{name}|{mode}']}")
     doc = {"section": "op_profile", "prewarm": args.prewarm, "batch": args.batch, "resolution": args.resolution,
            "precision": args.precision, "layout": args.layout, "backend": args.backend, "reps": args.reps,
-           "machine": machine_info(args.threads), "rows": rows,
+           "machine": machine_info(args.threads), "rows": rows, "errors": errors,
            "args": {k: (str(v) if k == "json" else v) for k, v in vars(args).items()}}
     if not args.prewarm:
         print("\n".join(profile_tables(doc)))
     write_json(args.json, doc)
+    if errors:
+        raise SystemExit(PARTIAL)
 
 
 if __name__ == "__main__":

@@ -190,4 +190,7 @@ def render(docs: list[dict], command: str, total_s: float, main_thp: int) -> lis
     failed = [d.get("name") or d.get("section") for d in docs if d.get("failed")]
     if failed:
         parts += ["", f"Failed sections: {', '.join(map(str, failed))}"]
+    partial = [d.get("name") or d.get("section") for d in docs if d.get("partial")]
+    if partial:
+        parts += ["", f"Sections with errors (the parts that ran are above): {', '.join(map(str, partial))}"]
     return "\n".join(parts) + "\n"
