@@ -141,10 +141,10 @@ def _main(module: str, args: list, monkeypatch) -> None:
 @pytest.mark.slow
 def test_prewarm_compiles_without_timing(tmp_path, monkeypatch):
     common = ["--quick", "--backend", "eager", "--threads", "1", "--warmup", "0"]
-    _main("compiled_encoders", [*common, "--prewarm", "--batches", "1", "--settings", "litevae compiled fp32 NCHW",
+    _main("compiled_encoders", [*common, "--prewarm", "--batches", "1", "--settings", "sd-vae compiled fp32 NCHW",
                                 "--json", tmp_path / "enc.json"], monkeypatch)
     enc = json.loads((tmp_path / "enc.json").read_text())
-    assert enc["prewarm"] and list(enc["batches"][0]["compile_s"]) == ["litevae-tiny|compiled|fp32|NCHW"]
+    assert enc["prewarm"] and list(enc["batches"][0]["compile_s"]) == [f"{enc['peer']}|compiled|fp32|NCHW"]
     assert "rows" not in enc["batches"][0]
     _main("op_profile", [*common, "--prewarm", "--models", "sd-vae", "--json", tmp_path / "prof.json"], monkeypatch)
     (row,) = json.loads((tmp_path / "prof.json").read_text())["rows"]
