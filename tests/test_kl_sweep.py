@@ -52,3 +52,35 @@ def test_quick_sweep_runs_and_writes_the_table(tmp_path):
     assert all(len(c) >= 2 for c in res["curves"].values())  # a point per checkpoint
     md = (tmp_path / "kl_sweep.md").read_text()
     assert "| loss.kl (per element) |" in md and "Rule:" in md and "Choice:" in md
+
+
+def test_each_job_gets_a_core_no_running_job_holds(tmp_path, monkeypatch):
+    """A finished job's core goes to the next job (it once went to core len(running), which put two
+    jobs on one core and left the other idle)."""
+    running: list = []
+    overlaps: list = []
+
+    class FakeProc:
+        def __init__(self, cmd, **kwargs):
+            self.core = cmd[2] if cmd[0] == "taskset" else None
+            self.polls, self.returncode = 0, None
+            self.life = 1 if not running else 4  # the first job ends first
+            overlaps.extend(p.core for p in running if p.returncode is None and p.core == self.core)
+            running.append(self)
+
+        def poll(self):
+            self.polls += 1
+            if self.polls >= self.life:
+                self.returncode = 0
+            return self.returncode
+
+        def terminate(self):
+            self.returncode = -15
+
+    monkeypatch.setattr(kl_sweep.subprocess, "Popen", FakeProc)
+    monkeypatch.setattr(kl_sweep.shutil, "which", lambda name: "/usr/bin/taskset")
+    monkeypatch.setattr(kl_sweep.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    kl_sweep.train_all(kl_sweep.WEIGHTS, tmp_path, 10, 5, 2, None)
+    assert len(running) == len(kl_sweep.WEIGHTS) and overlaps == []
+    assert {p.core for p in running} == {"0", "1"}

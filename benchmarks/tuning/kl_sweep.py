@@ -70,21 +70,30 @@ def train_cmd(w: float, out: Path, steps: int, every: int, batch: int | None) ->
 
 
 def train_all(weights, out: Path, steps: int, every: int, jobs: int, batch: int | None) -> None:
-    """Each weight a `litevae pretrain` process, `jobs` at a time, one core and one thread each."""
+    """Each weight a `litevae pretrain` process, `jobs` at a time, each pinned to a core no other job holds
+    (one thread each). The core freed by a finished job goes to the next one."""
+    import time
+
     todo = [w for w in weights if not (out / arm_name(w) / "checkpoints" / "last.pt").exists()]
-    running: list[subprocess.Popen] = []
+    running: dict[int, subprocess.Popen] = {}  # slot (core) -> process
     while todo or running:
-        while todo and len(running) < jobs:
-            w, slot = todo.pop(0), len(running)
-            cmd = train_cmd(w, out / arm_name(w), steps, every, batch)
-            if shutil.which("taskset") and slot < (os.cpu_count() or 1):
-                cmd = ["taskset", "-c", str(slot), *cmd]
-            env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-            log = open(out / f"{arm_name(w)}.log", "a")
-            running.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
-        proc = running.pop(0)
-        if proc.wait():
-            raise SystemExit(f"error: training failed (exit {proc.returncode}); see the logs in {out}")
+        for slot in range(jobs):
+            if todo and slot not in running:
+                w = todo.pop(0)
+                cmd = train_cmd(w, out / arm_name(w), steps, every, batch)
+                if shutil.which("taskset") and slot < (os.cpu_count() or 1):
+                    cmd = ["taskset", "-c", str(slot), *cmd]
+                env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+                log = open(out / f"{arm_name(w)}.log", "a")
+                running[slot] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        for slot, proc in list(running.items()):
+            if proc.poll() is not None:
+                del running[slot]
+                if proc.returncode:
+                    for other in running.values():
+                        other.terminate()
+                    raise SystemExit(f"error: training failed (exit {proc.returncode}); see the logs in {out}")
+        time.sleep(0.5)
 
 
 def measure(ckpt: Path, holdout: str, crops: int, final: bool, size: int = 128, limit: int | None = None) -> dict:
