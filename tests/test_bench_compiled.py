@@ -194,3 +194,15 @@ def test_run_keeps_a_partial_section_and_says_so(tmp_path, monkeypatch):
     assert doc["partial"] and not doc.get("failed") and doc["errors"] == {"x|compiled": "boom"}
     md = render([doc], command="x", total_s=1.0, main_thp=1)
     assert "Sections with errors (the parts that ran are above): compiled-train" in md and "- `x|compiled`: boom" in md
+
+
+def test_compile_check_section_runs_through_run_py(tmp_path):
+    """`make bench --compiled` carries the full-size compile check (issue 22 item 1); --smoke runs it on
+    litevae-tiny with the tracing-only backend."""
+    _run([SPEED / "run.py", "--smoke", "--sections", "compile-check", "--threads", "1", "--out", tmp_path])
+    doc = json.loads((tmp_path / "compile-check.json").read_text())
+    assert doc["backend"] == "eager" and doc["recompiled"] == []
+    assert [(r["model"], r["mode"], r["graphs"]) for r in doc["rows"]] == [("litevae-tiny", "eval", 1),
+                                                                             ("litevae-tiny", "train", 1)]
+    md = (tmp_path / "results.md").read_text()
+    assert "## Full-size compile check" in md and "| litevae-tiny | train | 1 | yes |" in md

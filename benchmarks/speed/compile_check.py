@@ -93,9 +93,10 @@ def main() -> None:
     names = args.models or [n for n in list_models() if get_entry(n).test_variant == args.quick]
     rows = [check(name, mode, args.backend, args.reps) for name in names for mode in args.modes]
     failed = [f"{r['model']} {r['mode']}" for r in rows if r["graphs"] != 1]
-    write_json(args.json, {"section": "compile_check", "rows": rows, "recompiled": failed})
+    write_json(args.json, {"section": "compile_check", "backend": args.backend, "rows": rows, "recompiled": failed})
     if failed:
-        raise SystemExit(f"recompiled: {', '.join(failed)}")
+        print(f"recompiled: {', '.join(failed)}", file=sys.stderr)
+        raise SystemExit(3)  # run.py's PARTIAL: the JSON is written and says which models recompiled
 
 
 if __name__ == "__main__":

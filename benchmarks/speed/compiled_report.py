@@ -120,6 +120,14 @@ def goal_notes(docs: list[dict]) -> list[str]:
     return out
 
 
+def compile_check_table(doc: dict) -> list[str]:
+    rows = [[r["model"], r["mode"], str(r["graphs"]), "yes" if r["graphs"] == 1 else "**no**", f"{r['first_call_s']:.1f}",
+             f"{r['max_abs_diff']:.1e}"] for r in doc["rows"]]
+    return ["", f"`torch.compile(fullgraph=True)`, backend `{doc.get('backend', '?')}`: a call at batch 2, then batch 3 "
+            "and a new side; graphs = what dynamo compiled in all (1: no recompile).", "",
+            *_table(["model", "mode", "graphs", "one graph", "first call s", "max diff to eager"], rows)]
+
+
 def render_compiled(docs: list[dict]) -> list[str]:
     """The issue-22 sections among `docs` (run.py's section documents), as Markdown lines; [] when none ran."""
     out = []
@@ -136,6 +144,8 @@ def render_compiled(docs: list[dict]) -> list[str]:
             out += ["", "## Op-kind profile of the encoders", *profile_tables(d)]
         elif name == "compiled_train":
             out += ["", "## Train step, eager vs compiled", *train_tables(d)]
+        elif name == "compile_check":
+            out += ["", "## Full-size compile check", *compile_check_table(d)]
     if notes := goal_notes(docs):
         out += ["", "## Issue-22 goals missed", *notes]
     return out

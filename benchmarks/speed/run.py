@@ -18,6 +18,10 @@ cache filled by --prewarm): add them with --compiled, or name them in --sections
   compiled litevae-b vs SD-VAE encoders, eager/compiled x fp32/bf16 x NCHW/CL at batch 1 and 16
            (compiled_encoders.py), and the phase-A/B train step eager vs compiled (compiled_train.py)
   profile  self CPU time by op kind, litevae-b and SD-VAE, eager and compiled (op_profile.py)
+  compile-check  every full-size registered model, eval and train, under torch.compile(fullgraph=True) across
+           a batch and a resolution change: graphs compiled (1 = no recompile), max difference to eager
+           (compile_check.py; backend aot_eager by default here, --compile-check-backend inductor for the
+           kernels too, which costs minutes per model)
 --prewarm runs only the compiles of those sections (each script's --prewarm: compile, one call, no timing),
 so inductor's on-disk cache (TORCHINDUCTOR_CACHE_DIR) is full when the timed run comes:
     .venv/bin/python benchmarks/speed/run.py --sections compiled profile --prewarm --out bench-results/prewarm
@@ -42,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 PEER = "sd-vae (diffusers)"
 SECTIONS = ("dwt", "encoder", "thp", "memory", "decoder", "train", "loader")
-COMPILED_SECTIONS = ("compiled", "profile")  # issue 22: not in the default suite (module docstring)
+COMPILED_SECTIONS = ("compiled", "profile", "compile-check")  # issue 22: not in the default suite (docstring)
 PARTIAL = 3  # a section's exit code when some of its parts failed and it wrote the others (the issue-22 scripts)
 
 
@@ -90,6 +94,9 @@ def main() -> None:
     p.add_argument("--prewarm", action="store_true",
                    help="only compile (fill inductor's cache) for the compiled and profile sections; no timing")
     p.add_argument("--compile-backend", default=None, help="dynamo backend (default inductor; --smoke: eager)")
+    p.add_argument("--compile-check-backend", default=None,
+                   help="backend of the compile-check section (default aot_eager: graphs, guards and the backward, "
+                        "no kernel builds; --smoke: eager)")
     p.add_argument("--out", type=Path, default=Path("bench-results"))
     args = p.parse_args()
     if args.smoke:
@@ -97,7 +104,7 @@ def main() -> None:
     if args.compiled:
         args.sections = list(args.sections) + [s for s in COMPILED_SECTIONS if s not in args.sections]
     if args.prewarm:
-        args.sections = [s for s in args.sections if s in COMPILED_SECTIONS]
+        args.sections = [s for s in args.sections if s in COMPILED_SECTIONS and s != "compile-check"]
         if not args.sections:
             p.error("--prewarm applies to the sections compiled and profile; name one of them")
     backend = ["--backend", args.compile_backend or ("eager" if args.smoke else "inductor")]
@@ -176,6 +183,12 @@ def main() -> None:
 
     if "profile" in args.sections:
         child("op_profile.py", tiny + backend + prewarm + reps, args.thp, "op-profile")
+
+    if "compile-check" in args.sections:
+        check_backend = args.compile_check_backend or ("eager" if args.smoke else "aot_eager")
+        extra = ["--quick", "--models", "litevae-tiny"] if args.smoke else []
+        child("compile_check.py", extra + ["--backend", check_backend, "--reps", "1" if args.smoke else "3"],
+              args.thp, "compile-check")
 
     from report import render
 
