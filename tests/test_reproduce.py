@@ -47,6 +47,7 @@ def test_quick_run_trains_every_arm_and_reports_every_claim(tmp_path):
         if claim.key in res["scale_settings"]["claims"] and claim.key != "t2a-b":  # t2a-b: optional arms
             assert f"## {claim.title}" in report
     assert report.count("**Verdict (") == 8 and "95% interval" in report and "reproduce-fingerprint" in report
+    assert "Does the KL term act in these runs? Posterior std" in report
     # The report it wrote passes the freshness check against this checkout.
     from reproduce_check import check
 
@@ -191,3 +192,20 @@ def test_the_fingerprinted_config_is_the_one_the_worker_runs(capsys):
         printed = yaml.safe_load(capsys.readouterr().out)
         printed.pop("run", None)
         assert printed == yaml.safe_load(yaml.safe_dump(want["config"])), phase["command"]
+
+
+def test_posterior_std_is_read_back_from_the_saved_latents(tmp_path):
+    """Table 6's 'does the KL term act' line: sample - mean of the saved latents gives the posterior std."""
+    import numpy as np
+
+    from reproduce_report import posterior_std
+
+    rng = np.random.default_rng(0)
+    runs = []
+    for seed, std in ((0, 0.05), (1, 0.2)):
+        mean = rng.standard_normal((40, 64, 12)).astype(np.float32)
+        sample = mean + std * rng.standard_normal(mean.shape).astype(np.float32)
+        np.savez(tmp_path / f"l{seed}.npz", mean=mean, sample=sample)
+        runs.append({"arm": "base", "seed": seed, "latents_file": str(tmp_path / f"l{seed}.npz")})
+    got = posterior_std({"runs": runs}, "base")
+    assert set(got) == {0, 1} and abs(got[0] - 0.05) < 2e-3 and abs(got[1] - 0.2) < 5e-3
