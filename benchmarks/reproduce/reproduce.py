@@ -26,14 +26,15 @@ REPRODUCTION.md (same model sizes, batch 4, one thread per job, 2-core AMD EPYC)
 GroupNorm decoder ~1.1x; measuring (eval at 64 + 256 px, per-image PSNR, 112 latent crops) ~0.5 min. Per seed:
 base, no-hf, no-wavelet, no-gaussian 4 x 5.4 + sd-encoder 7.4 + gn-decoder 5.9 + full-res (1200 steps at
 64 px) 11.5 + full-res-px 4.6 = 51 core-min; 3 seeds = 153 core-min = ~77 min on 2 cores, plus ~1 min for
-img/s. That run's arms took 4.1-21 min each under a load of 0-9 from other jobs (the same base arm 4x its quiet
+img/s. Measured (2026-12-06, the same machine, a niced job beside it): 66.3 min for the 25 jobs, ~3 min more
+for the report. The previous run's arms took 4.1-21 min each under a load of 0-9 from other jobs (the same base arm 4x its quiet
 cost), so a busy machine can take up to ~2x the estimate: `--budget-minutes` (150 at this scale) starts no
 job after 2.5 h, and the seed-major order leaves complete paired comparisons for every finished seed (the
 report says how many). The SD-encoder and GroupNorm factors are from FLOPs and the old arm times.
 `--optional` adds the B pair, not in the default budget: the full SD-VAE encoder has ~25x LiteVAE-S's
 encoder FLOPs (OL: 137 vs 5.5 GFLOP at 256 px), so its arm alone may cost several times a base arm.
 
-    python benchmarks/reproduce/reproduce.py --out bench-results/reproduce --report REPRODUCTION.md   # ~1.3 h
+    python benchmarks/reproduce/reproduce.py --out bench-results/reproduce --report REPRODUCTION.md   # ~1.2 h
     python benchmarks/reproduce/reproduce.py --quick --out /tmp/repro                                 # every arm, a few steps
     python benchmarks/reproduce/reproduce.py --scale paper --data /data/imagenet/train --holdout /data/imagenet/val \\
         --weights-dir ~/lpips-weights --eval-limit 50000 --jobs 8 --out runs/reproduce-paper --report REPRODUCTION.md
@@ -216,7 +217,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("bench-results/reproduce"), help="results, runs and logs")
-    p.add_argument("--scale", choices=sorted(SCALES), default="cpu", help="cpu (default, ~1.3 h on 2 cores), "
+    p.add_argument("--scale", choices=sorted(SCALES), default="cpu", help="cpu (default, ~1.2 h on 2 cores), "
                    "quick (a few steps), paper (P's recipe per table, for GPUs)")
     p.add_argument("--quick", action="store_true", help="same as --scale quick")
     p.add_argument("--data", default="sample", help="training images: a folder, shards, or 'sample' (default)")
