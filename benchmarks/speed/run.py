@@ -13,8 +13,9 @@ Sections (scripts beside this one; each writes JSON into --out, and `report.py` 
   train    phase-A training step, litevae-b vs sd-vae-encoder with the same smc-decoder and losses
   loader   training-loader img/s per worker at 128/256 px on synthetic JPEGs vs the decode-only limit
 Issue-22 sections, not in the default suite (an inductor compile of litevae-b takes minutes on 2 cores, and
-there are ~22 of them; not yet run on an idle machine: estimated 50-80 min cold, 15-25 min with inductor's
-cache filled by --prewarm): add them with --compiled, or name them in --sections:
+there are ~22 of them; the full default is not timed yet: estimated 50-80 min cold, less with inductor's cache
+filled by --prewarm; a reduced run is in BENCHMARKS.md "Issue 22 items 4-5"): add them with --compiled, or name
+them in --sections:
   compiled litevae-b vs SD-VAE encoders, eager/compiled x fp32/bf16 x NCHW/CL at batch 1 and 16
            (compiled_encoders.py), and the phase-A/B train step eager vs compiled (compiled_train.py)
   profile  self CPU time by op kind, litevae-b and SD-VAE, eager and compiled (op_profile.py)
@@ -90,7 +91,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=5, help="timed repeats (>= 5)")
     p.add_argument("--thp", type=int, choices=[0, 1], default=1, help="THP_MEM_ALLOC_ENABLE of the main figures")
     p.add_argument("--sections", nargs="+", choices=SECTIONS + COMPILED_SECTIONS, default=list(SECTIONS))
-    p.add_argument("--compiled", action="store_true", help="add the issue-22 sections: compiled, profile")
+    p.add_argument("--compiled", action="store_true", help="add the issue-22 sections: compiled, profile, compile-check")
     p.add_argument("--prewarm", action="store_true",
                    help="only compile (fill inductor's cache) for the compiled and profile sections; no timing")
     p.add_argument("--compile-backend", default=None, help="dynamo backend (default inductor; --smoke: eager)")
