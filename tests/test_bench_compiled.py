@@ -63,8 +63,10 @@ def test_setting_filter_keeps_matching_settings():
     from compiled_encoders import PEER, setting_keys
 
     models = {"litevae-b": None, PEER: None}
-    assert len(setting_keys(models, None)) == 16
+    assert len(setting_keys(models, None)) == 24  # 2 models x {eager, compiled, compiled-inductor-gn} x 2 x 2
     assert setting_keys(models, ["compiled bf16 CL"]) == ["litevae-b|compiled|bf16|CL", f"{PEER}|compiled|bf16|CL"]
+    assert setting_keys(models, ["compiled-inductor-gn bf16 CL"]) == [
+        "litevae-b|compiled-inductor-gn|bf16|CL", f"{PEER}|compiled-inductor-gn|bf16|CL"]
     assert setting_keys(models, ["sd-vae|eager|fp32", "litevae compiled NCHW bf16"]) == [
         "litevae-b|compiled|bf16|NCHW", f"{PEER}|eager|fp32|NCHW", f"{PEER}|eager|fp32|CL"]
 
@@ -90,17 +92,19 @@ def test_compiled_sections_run_end_to_end_and_report(tmp_path):
     assert {"cpu", "cpu_flags", "threads", "torch"} <= set(enc["machine"])
     assert enc["auto"]["precision"] in ("fp32", "bf16") and enc["auto"]["reason"].startswith("auto:")
     (batch,) = enc["batches"]
-    assert len(enc["settings"]) == 16 and sorted(r["setting"] for r in batch["rows"]) == sorted(enc["settings"])
+    assert len(enc["settings"]) == 24 and sorted(r["setting"] for r in batch["rows"]) == sorted(enc["settings"])
     assert all(r["img_s"]["median"] > 0 for r in batch["rows"])
-    assert all((r["compile_s"] is not None) == (r["mode"] == "compiled") for r in batch["rows"])
+    assert all((r["compile_s"] is not None) == r["mode"].startswith("compiled") for r in batch["rows"])
     assert set(batch["best"]) == {"litevae-tiny", enc["peer"]}
     assert batch["ratio_vs_peer"]["ratio"]["median"] > 0 and batch["ratio_vs_peer"]["goal"]["target"] == 3.0
-    coe = batch["compiled_over_eager"]["litevae-tiny"]
+    coe = batch["compiled_over_eager"]["litevae-tiny|compiled"]
     assert coe["precision"] == enc["auto"]["precision"] and coe["goal"]["target"] == 1.5
+    assert batch["compiled_over_eager"]["litevae-tiny|compiled-inductor-gn"]["goal"] is None
+    assert enc["group_norm"]["kernels"] == "aten"  # CPU: compiled routes GroupNorm to ATen (runtime.compiled_models)
 
     prof = json.loads((tmp_path / "op-profile.json").read_text())
     assert [(r["model"], r["mode"]) for r in prof["rows"]] == [
-        (m, mode) for m in ("litevae-tiny", enc["peer"]) for mode in ("eager", "compiled")]
+        (m, mode) for m in ("litevae-tiny", enc["peer"]) for mode in ("eager", "compiled-inductor-gn", "compiled")]
     for r in prof["rows"]:
         assert set(r["kinds"]) <= KINDS | {k for k in r["kinds"] if k.startswith("fused ")}
         assert sum(k["ms"] for k in r["kinds"].values()) == pytest.approx(r["total_ms"], rel=1e-9)
@@ -146,7 +150,8 @@ def test_prewarm_compiles_without_timing(tmp_path, monkeypatch):
     enc = json.loads((tmp_path / "enc.json").read_text())
     assert enc["prewarm"] and list(enc["batches"][0]["compile_s"]) == [f"{enc['peer']}|compiled|fp32|NCHW"]
     assert "rows" not in enc["batches"][0]
-    _main("op_profile", [*common, "--prewarm", "--models", "sd-vae", "--json", tmp_path / "prof.json"], monkeypatch)
+    _main("op_profile", [*common, "--prewarm", "--models", "sd-vae", "--modes", "eager", "compiled", "--json",
+                         tmp_path / "prof.json"], monkeypatch)
     (row,) = json.loads((tmp_path / "prof.json").read_text())["rows"]
     assert row["mode"] == "compiled" and row["model"].startswith("sd-vae") and "kinds" not in row
     _main("compiled_train", [*common, "--prewarm", "--phases", "A", "--lpips", "off", "--batch-a", "1",
@@ -162,12 +167,12 @@ def test_a_failing_compile_is_recorded_and_the_rest_still_runs(tmp_path, monkeyp
                                     "--json", tmp_path / "enc.json"], monkeypatch)
     assert stop.value.code == 3  # run.py's PARTIAL: it keeps the JSON and reports the errors
     enc = json.loads((tmp_path / "enc.json").read_text())
-    assert list(enc["errors"]) == [f"{enc['peer']}|compiled|fp32|NCHW|b1"]
+    assert list(enc["errors"]) == [f"{enc['peer']}|{mode}|fp32|NCHW|b1" for mode in ("compiled", "compiled-inductor-gn")]
     assert [r["setting"] for r in enc["batches"][0]["rows"]] == [f"{enc['peer']}|eager|fp32|NCHW"]
     with pytest.raises(SystemExit) as stop:
         _main("op_profile", [*common, "--models", "sd-vae", "--json", tmp_path / "prof.json"], monkeypatch)
     prof = json.loads((tmp_path / "prof.json").read_text())
-    assert stop.value.code == 3 and [r["mode"] for r in prof["rows"]] == ["eager"] and len(prof["errors"]) == 1
+    assert stop.value.code == 3 and [r["mode"] for r in prof["rows"]] == ["eager"] and len(prof["errors"]) == 2
     with pytest.raises(SystemExit) as stop:
         _main("compiled_train", [*common, "--phases", "A", "--lpips", "off", "--batch-a", "1",
                                  "--json", tmp_path / "train.json"], monkeypatch)
@@ -204,5 +209,6 @@ def test_compile_check_section_runs_through_run_py(tmp_path):
     assert doc["backend"] == "eager" and doc["recompiled"] == []
     assert [(r["model"], r["mode"], r["graphs"]) for r in doc["rows"]] == [("litevae-tiny", "eval", 1),
                                                                              ("litevae-tiny", "train", 1)]
+    assert all(r["group_norm"]["kernels"] == "aten" and r["group_norm"]["routed"] > 0 for r in doc["rows"])
     md = (tmp_path / "results.md").read_text()
     assert "## Full-size compile check" in md and "| litevae-tiny | train | 1 | yes |" in md

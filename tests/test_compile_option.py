@@ -1,4 +1,4 @@
-"""`runtime.compile` / `--compile` (models.compiling.compile_in_place): the models compile where they sit,
+"""`runtime.compile` / `--compile` (runtime.compiled_models): the models compile where they sit,
 so checkpoints keep their keys (no `_orig_mod.`), a compiled run resumes an eager one and back with the
 same weights as an uninterrupted eager run, the warm-up is reported apart, and eval / encode-dataset give
 eager's results. Dynamo's "eager" backend (tracing without codegen) is bit-exact with eager, so the
@@ -57,6 +57,8 @@ def test_compiled_runs_resume_eager_ones_and_back_with_eager_weights(tiny_preset
     record = _weights(tmp_path / "compiled")
     assert not [k for part in ("model", "discriminator") for k in record[part] if "_orig_mod" in k]
     assert record["run"]["compile"]["backend"] == "eager"
+    assert record["run"]["compile"]["group_norm"]["kernels"] == "aten"  # CPU: ATen's GroupNorm inside the graph
+    assert record["run"]["compile"]["group_norm"]["routed"] > 0  # and still eager's weights (below)
     _train(preset, data, tmp_path / "compiled", 4, "--no-compile")  # compiled -> eager
     _train(preset, data, tmp_path / "mixed", 2)
     _train(preset, data, tmp_path / "mixed", 4, "--compile")  # eager -> compiled

@@ -1,6 +1,7 @@
 """The compile check of the full-size registered models (issue 22 item 1): `torch.compile(fullgraph=True)`
 on every model in eval and train mode, inputs marked by `models.compiling.mark_dynamic`, then a batch
-change and a resolution change. Per model and mode: graphs compiled (1 = no recompile), first-call
+change and a resolution change, each GroupNorm routed as `--compile` routes it on this CPU
+(`runtime.compiled_models`; LITEVAE_COMPILE_GROUP_NORM=inductor checks inductor's own). Per model and mode: graphs compiled (1 = no recompile), first-call
 (compile) seconds, the largest output difference against eager, and eager vs compiled ms per call.
 
 Inductor on CPU compiles a full-size model for minutes on 2 cores: `--models` picks some, `--quick` runs
@@ -22,6 +23,8 @@ from harness import base_parser, log, setup_threads, write_json
 
 from litevae_cli.models import create_model, get_entry, list_models
 from litevae_cli.models.compiling import mark_dynamic
+from litevae_cli.runtime.aten_group_norm import route_group_norm
+from litevae_cli.runtime.compiled_models import group_norm_choice
 
 SIDES = {"unet-disc": (128, 192)}  # multiples of 64 whose 6th level is more than 1 px; others: (64, 96)
 
@@ -63,10 +66,13 @@ def check(name: str, mode: str, backend: str, reps: int) -> dict:
     torch.manual_seed(0)
     model = getattr(create_model(name), mode)()
     twin = copy.deepcopy(model)
+    kernels = group_norm_choice(torch.device("cpu"))[0]
+    routed = route_group_norm(twin) if kernels == "aten" else 0  # as --compile does on this CPU
     counter = GraphCounter(backend)
     compiled = torch.compile(twin, fullgraph=True, backend=counter)
     side, other = next((v for k, v in SIDES.items() if name.startswith(k)), (64, 96))
-    row = {"model": name, "mode": mode, "backend": backend, "sides": [side, other]}
+    row = {"model": name, "mode": mode, "backend": backend, "sides": [side, other],
+           "group_norm": {"kernels": kernels, "routed": routed}}
     with torch.set_grad_enabled(mode == "train"):
         x = _input(model, name, 2, side)
         t = time.perf_counter()

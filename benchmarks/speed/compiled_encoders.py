@@ -5,7 +5,9 @@
   config, random init). Both run through `Moments` (the posterior's moments tensor, so eager and compiled arms
   do the same work and the compiled graph returns a plain tensor).
 - compiled = `torch.compile(Moments(copy), backend=--backend, dynamic=False)`: one compiled copy per (model,
-  precision, layout, batch). Its first call (dynamo capture + inductor build, or a load from inductor's on-disk
+  precision, layout, batch), its GroupNorms routed as `--compile` routes them on this device
+  (`runtime.compiled_models.group_norm_choice`: ATen's kernel on CPU); compiled-inductor-gn = the same without
+  the routing (inductor decomposes and fuses GroupNorm itself). Its first call (dynamo capture + inductor build, or a load from inductor's on-disk
   FX graph cache) is reported apart as `compile_s`; img/s is the steady state after --warmup more calls.
 - All settings of one batch size are timed interleaved in one process (`harness.time_interleaved`). Per batch:
   every setting's img/s, each model's best setting, litevae-b best / SD-VAE best (pair by pair), and litevae-b
@@ -38,8 +40,13 @@ from harness import (autocast, base_parser, images, log, machine_info, memory_fo
                      setup_threads, stats, time_interleaved, write_json)
 from encoder_bench import NZ, PEER, build_models
 
+from litevae_cli.runtime.aten_group_norm import route_group_norm
+from litevae_cli.runtime.compiled_models import group_norm_choice
+
 LITE = "litevae-b"
-MODES, PRECISIONS, LAYOUTS = ("eager", "compiled"), ("fp32", "bf16"), ("NCHW", "CL")
+# compiled = what `--compile` does here (runtime.compiled_models: on CPU each GroupNorm stays ATen's kernel);
+# compiled-inductor-gn = inductor's own GroupNorm kernels (before that routing: the comparison item 4 asks for).
+MODES, PRECISIONS, LAYOUTS = ("eager", "compiled", "compiled-inductor-gn"), ("fp32", "bf16"), ("NCHW", "CL")
 PARTIAL = 3  # exit code when some settings failed (recorded under "errors") and the others were written
 GOALS = {"ratio_vs_peer": {1: 3.0, 16: 3.5}, "compiled_over_eager": 1.5}  # issue 22 item 5
 QUICK_PEER = dict(in_channels=3, out_channels=3, latent_channels=NZ, block_out_channels=(32, 64),
@@ -110,10 +117,12 @@ def callables(models, keys, batch: int, res: int, backend: str, errors: dict) ->
         name, mode, precision, layout = key.split("|")
         m = Moments(copy.deepcopy(models[name]).to(memory_format=memory_format(layout)), name == PEER).eval()
         x = images(batch, res, layout)
-        if mode == "compiled":
+        if mode.startswith("compiled"):
             t0 = time.perf_counter()
             try:
-                tag = re.sub(r"\W+", "_", f"{name.split()[0]}_{precision}_{layout}_b{batch}")  # same in --prewarm
+                if mode == "compiled" and group_norm_choice(torch.device("cpu"))[0] == "aten":
+                    route_group_norm(m)
+                tag = re.sub(r"\W+", "_", f"{name.split()[0]}_{mode}_{precision}_{layout}_b{batch}")  # as --prewarm
                 m = torch.compile(own_frame(m, tag), backend=backend, dynamic=False)
                 with torch.inference_mode(), autocast(precision):
                     m(x)
@@ -160,14 +169,16 @@ def summarise(rates: dict, compile_s: dict, batch: int, lite: str, auto_precisio
         out["ratio_vs_peer"] = {"litevae": lb, "peer": pb, "ratio": r,
                                 "goal": goal(r["median"], GOALS["ratio_vs_peer"].get(batch))}
     out["compiled_over_eager"] = {}
-    for m in (lite, PEER):
-        c, e = best_of(rates, m, mode="compiled", precision=auto_precision), \
-            best_of(rates, m, mode="eager", precision=auto_precision)
-        if c and e:
-            r = pair_ratio(rates[c], rates[e])
-            out["compiled_over_eager"][m] = {"precision": auto_precision, "compiled": c, "eager": e, "ratio": r,
-                                             "goal": goal(r["median"], GOALS["compiled_over_eager"])
-                                             if m == lite else None}
+    for mode in MODES[1:]:
+        for m in (lite, PEER):
+            c, e = best_of(rates, m, mode=mode, precision=auto_precision), \
+                best_of(rates, m, mode="eager", precision=auto_precision)
+            if c and e:
+                r = pair_ratio(rates[c], rates[e])
+                out["compiled_over_eager"][f"{m}|{mode}"] = {
+                    "model": m, "mode": mode, "precision": auto_precision, "compiled": c, "eager": e, "ratio": r,
+                    "goal": goal(r["median"], GOALS["compiled_over_eager"]) if m == lite and mode == "compiled"
+                    else None}
     return out
 
 
@@ -197,14 +208,16 @@ def main() -> None:
     def write():
         write_json(args.json, {"section": "compiled_encoders", "prewarm": args.prewarm, "resolution": res, "nz": NZ,
                                "litevae": lite, "peer": PEER, "backend": args.backend, "settings": keys,
-                               "auto": {"precision": auto_precision, "reason": auto_reason}, "goals": {
+                               "auto": {"precision": auto_precision, "reason": auto_reason},
+                               "group_norm": dict(zip(("kernels", "why"), group_norm_choice(torch.device("cpu")))),
+                               "goals": {
                                    "ratio_vs_peer": {str(k): v for k, v in GOALS["ratio_vs_peer"].items()},
                                    "compiled_over_eager": GOALS["compiled_over_eager"]},
                                "machine": machine_info(args.threads), "batches": results, "errors": errors,
                                "args": {k: (str(v) if k == "json" else v) for k, v in vars(args).items()}})
     for batch in batches:
         torch._dynamo.reset()  # each batch's compiled copies start from empty dynamo caches
-        todo = [k for k in keys if k.split("|")[1] == "compiled"] if args.prewarm else keys
+        todo = [k for k in keys if k.split("|")[1].startswith("compiled")] if args.prewarm else keys
         log(f"batch {batch}, {res} px: {len(todo)} settings, backend {args.backend}"
             + (" (prewarm: compile only)" if args.prewarm else ""))
         t0 = time.perf_counter()

@@ -37,6 +37,8 @@ def encoders_tables(doc: dict) -> list[str]:
     out = [f"Encode (encoder + quant conv for the peer; nz {doc['nz']}) at {doc['resolution']} px, dynamo backend "
            f"`{doc['backend']}`, one compiled copy per setting (`torch.compile(dynamic=False)`); compile s = its "
            f"first call. `precision: auto` here: {doc['auto']['precision']} ({doc['auto']['reason']}). "
+           + (f"GroupNorm in `compiled`: {doc['group_norm']['kernels']} ({doc['group_norm']['why']}); "
+              "`compiled-inductor-gn`: inductor's own. " if "group_norm" in doc else "")
            + machine_line(doc), ""]
     for b in doc["batches"]:
         if "rows" not in b:  # a --prewarm document
@@ -50,9 +52,9 @@ def encoders_tables(doc: dict) -> list[str]:
             r = b["ratio_vs_peer"]
             out.append(f"- batch {b['batch']}: {doc['litevae']} best (`{r['litevae']}`) / SD-VAE best (`{r['peer']}`) "
                        f"= **{fmt(r['ratio'])}x**{_goal(r['goal'])}")
-        for model, c in b.get("compiled_over_eager", {}).items():
-            out.append(f"- batch {b['batch']}: {model} compiled / eager at {c['precision']} (best layout of each) = "
-                       f"{fmt(c['ratio'])}x{_goal(c['goal'])}")
+        for c in b.get("compiled_over_eager", {}).values():
+            out.append(f"- batch {b['batch']}: {c['model']} {c['mode']} / eager at {c['precision']} (best layout of "
+                       f"each) = {fmt(c['ratio'])}x{_goal(c['goal'])}")
         out.append("")
     return out
 
@@ -82,7 +84,7 @@ def train_tables(doc: dict) -> list[str]:
     if not rows:
         return []
     compiled = ", ".join(sorted({m for r in rows for m in r["compiled"]["modules"]}))
-    out = [f"`training.step.train_step` per phase, eager vs `compile_in_place` (backend `{doc['backend']}`) of "
+    out = [f"`training.step.train_step` per phase, eager vs `compile_models` (backend `{doc['backend']}`) of "
            f"{compiled} (as `runtime.compile` does); steps interleaved, ratio pair by pair; LPIPS with a random "
            "backbone (cost only). " + machine_line(doc), ""]
     table = [[f"{r['phase']} ({r['preset']})", str(r["resolution"]), str(r["batch"]), r["discriminator"] or "-",
@@ -112,7 +114,7 @@ def goal_notes(docs: list[dict]) -> list[str]:
     out = []
     for b in enc["batches"]:
         missed = [(f"{enc['litevae']} / SD-VAE", b.get("ratio_vs_peer"))] + \
-            [(f"{m} compiled / eager", c) for m, c in b.get("compiled_over_eager", {}).items()]
+            [(f"{c['model']} {c['mode']} / eager", c) for c in b.get("compiled_over_eager", {}).values()]
         for what, r in missed:
             if r and r.get("goal") and not r["goal"]["met"]:
                 out.append(f"- Goal missed at batch {b['batch']}: {what} = {r['ratio']['median']:.2f}x against "

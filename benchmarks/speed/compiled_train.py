@@ -3,8 +3,9 @@ no discriminator) and phase B (b-finetune: + unet-disc-s with hinge loss, 256 px
 `training.step.train_step`, with the models built, placed and compiled as the training loop does it.
 
 Per phase two arms with the same seed, each with its own train state and loss (so LPIPS is compiled in one only):
-eager, and compiled = `models.compiling.compile_in_place` of the encoder, decoder, discriminator and LPIPS
-network (what `runtime.compile: true` / `--compile` does in `training.loop.run`). The first step (graph capture
+eager, and compiled = `runtime.compiled_models.compile_models` of the encoder, decoder, discriminator and LPIPS
+network (what `runtime.compile: true` / `--compile` does in `training.loop.run`: on CPU each GroupNorm stays ATen's
+kernel, forward and backward). The first step (graph capture
 and build, or a load from inductor's on-disk cache) and the second (a recompile for the discriminator's other
 grad mode would land here) are timed apart; then --warmup untimed and --reps timed steps, the two arms
 interleaved (`harness.time_interleaved`); ratio = compiled / eager, pair by pair. `graphs` counts the graphs
@@ -42,11 +43,11 @@ def graphs() -> int:
 
 
 def arm(phase: str, batch: int, precision: str, lpips: str, quick: bool, compiled: bool, backend: str):
-    """(step callable, runtime, config, compiled module names) for one arm; the step is `train_step` on one
+    """(step callable, runtime, config, the compile record or {}) for one arm; the step is `train_step` on one
     fixed uint8 batch (converted to [-1, 1] inside, as the loader's batches are)."""
     from litevae_cli import runtime
     from litevae_cli.config import load_config
-    from litevae_cli.models.compiling import compile_in_place
+    from litevae_cli.runtime.compiled_models import compile_models
     from litevae_cli.training.losses import GeneratorLoss
     from litevae_cli.training.state import build_train_state
     from litevae_cli.training.step import train_step
@@ -59,10 +60,10 @@ def arm(phase: str, batch: int, precision: str, lpips: str, quick: bool, compile
                                      run_precision=rt.precision))
     torch.manual_seed(cfg.train.seed)
     state = build_train_state(rt, cfg)
-    names = []
+    record = {}
     if compiled:  # as training.loop.run does for runtime.compile
-        names = compile_in_place(state.model.encoder, state.model.decoder, state.disc,
-                                 getattr(loss_fn, "lpips", None), backend=backend)
+        record = compile_models(rt.device, state.model.encoder, state.model.decoder, state.disc,
+                                getattr(loss_fn, "lpips", None), backend=backend)
     res = cfg.data.resolution
     x = torch.randint(0, 256, (batch, 3, res, res), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
@@ -70,7 +71,7 @@ def arm(phase: str, batch: int, precision: str, lpips: str, quick: bool, compile
         out = train_step(rt, cfg, state, loss_fn, [x])
         if out.nonfinite:
             raise SystemExit(f"phase {phase} {'compiled' if compiled else 'eager'}: non-finite loss")
-    return step, rt, cfg, names
+    return step, rt, cfg, record
 
 
 def timed(fn) -> float:
@@ -85,7 +86,7 @@ def phase_run(phase: str, batch: int, args) -> dict:
     fns, row = {}, {"phase": phase, "preset": PRESETS[phase], "batch": batch}
     for mode in modes:
         g0 = graphs()
-        fn, rt, cfg, names = arm(phase, batch, args.precision, args.lpips, args.quick, mode == "compiled",
+        fn, rt, cfg, record = arm(phase, batch, args.precision, args.lpips, args.quick, mode == "compiled",
                                  args.backend)
         row.update(resolution=cfg.data.resolution, model=f"{cfg.model.encoder} + {cfg.model.decoder}",
                    discriminator=cfg.discriminator.name, lpips=f"{cfg.loss.lpips_net} (random backbone)"
@@ -93,7 +94,8 @@ def phase_run(phase: str, batch: int, args) -> dict:
         first, second = timed(fn), timed(fn)
         row[mode] = {"first_step_s": first, "second_step_s": second}
         if mode == "compiled":
-            row[mode].update(modules=names, backend=args.backend, graphs_after_warmup=graphs() - g0)
+            row[mode].update(modules=record["modules"], group_norm=record["group_norm"], backend=args.backend,
+                             graphs_after_warmup=graphs() - g0)
         log(f"phase {phase} {mode}: first step {first} s, second {second} s")
         fns[mode] = fn
     if args.prewarm:

@@ -29,22 +29,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/harne
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import autocast, base_parser, images, log, machine_info, memory_format, peer_available, setup_threads, \
     write_json
-from compiled_encoders import PARTIAL, Moments, build, error_text, own_frame
+from compiled_encoders import MODES, PARTIAL, Moments, build, error_text, own_frame
 from compiled_report import profile_tables
 from encoder_bench import PEER
 from op_kinds import classify, kind_order
+
+from litevae_cli.runtime.aten_group_norm import route_group_norm
+from litevae_cli.runtime.compiled_models import group_norm_choice
 
 TOP = 10
 
 
 def encoder(models: dict, name: str, mode: str, layout: str, backend: str):
     m = Moments(copy.deepcopy(models[name]).to(memory_format=memory_format(layout)), name == PEER).eval()
-    if mode == "compiled":
+    if mode.startswith("compiled"):
         import torch._inductor.config as inductor_config
 
         inductor_config.cpp.enable_kernel_profile = True  # name each C++ kernel in the profile (module docstring)
-        return torch.compile(own_frame(m, f"{name.split()[0].replace('-', '_')}_{layout}"), backend=backend,
-                             dynamic=False)
+        if mode == "compiled" and group_norm_choice(torch.device("cpu"))[0] == "aten":
+            route_group_norm(m)  # what --compile does on CPU (compiled_encoders.MODES)
+        tag = f"{name.split()[0]}_{mode}_{layout}".replace("-", "_")
+        return torch.compile(own_frame(m, tag), backend=backend, dynamic=False)
     return m
 
 
@@ -106,7 +111,8 @@ def main() -> None:
     p.add_argument("--resolution", type=int, default=None, help="default 256 (--quick: 32)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
     p.add_argument("--layout", choices=("NCHW", "CL"), default="CL")
-    p.add_argument("--modes", nargs="+", choices=("eager", "compiled"), default=["eager", "compiled"])
+    p.add_argument("--modes", nargs="+", choices=MODES, default=["eager", "compiled-inductor-gn", "compiled"],
+                   help="compiled = as --compile (GroupNorm routed to ATen on CPU); compiled-inductor-gn = inductor's own")
     p.add_argument("--backend", default="inductor", help="dynamo backend of the compiled mode (eager: tests)")
     p.add_argument("--models", nargs="+", default=None, metavar="PREFIX",
                    help="profile only the models whose names start with these (default: litevae-b and SD-VAE)")
@@ -122,7 +128,7 @@ def main() -> None:
         models = {k: v for k, v in models.items() if any(k.startswith(m) for m in args.models)}
         if not models:
             raise SystemExit(f"--models {args.models}: no such model here")
-    modes = ["compiled"] if args.prewarm else args.modes
+    modes = [m for m in args.modes if m != "eager"] if args.prewarm else args.modes
     rows, errors = [], {}
     for name in models:
         for mode in modes:

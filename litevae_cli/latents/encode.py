@@ -43,7 +43,6 @@ from typing import Callable, Optional
 import torch
 
 from litevae_cli.files.model_file import load_autoencoder, resolve_model_path
-from litevae_cli.models.compiling import compile_in_place
 from litevae_cli.data import (CROPS, MULTIPLE, check_crop, parse_resolution, resolve_source, source_id, to_model_range,
                                upscale_warning)
 from litevae_cli.data.loaders import make_eval_loader, require_readable
@@ -56,6 +55,7 @@ from litevae_cli.latents.journal import Journal
 from litevae_cli.files.outputs import SKIPPED_NAME, SkipLog, check_out_dir, locked, sha256_file, skipped_lines
 from litevae_cli.jobs.progress import make_progress
 from litevae_cli.runtime import Runtime, all_reduce_sum, barrier
+from litevae_cli.runtime.compiled_models import compile_models
 from litevae_cli.jobs.stopping import StopSignal
 
 WRITER_QUEUE_BATCHES = 4  # batches in flight between the encoder and the writer thread
@@ -357,8 +357,8 @@ def encode_dataset(rt: Runtime, model: str, data: str, out: str | Path, *, resol
         loader = make_eval_loader(src, resolution, batch_size, workers=workers, crop=crop, rank=rt.rank,
                                   world_size=rt.world_size, limit=limit, skip_keys=journal.done_keys(), uint8=True)
         encoder = rt.place(loaded.model.encoder, channels_last=True).eval()
-        if compile:  # in place: the first batch of each shape captures its graph (models.compiling)
-            compile_in_place(encoder)
+        if compile:  # in place: the first batch of each shape captures its graph (runtime.compiled_models)
+            compile_models(rt.device, encoder)
         n_shards = sum(1 for r in journal.shards if r["shard"])
         t0, skips, skipped_before = time.perf_counter(), SkipLog(None, say), len(journal.skipped())
         batches = iter(loader)  # fork the loader's workers before the writer thread exists

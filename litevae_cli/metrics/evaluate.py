@@ -30,7 +30,6 @@ from typing import Callable, Optional
 import torch
 
 from litevae_cli.files.model_file import load_autoencoder
-from litevae_cli.models.compiling import compile_backend, compile_in_place
 from litevae_cli.config import LPIPS_NETS
 from litevae_cli.data import CROPS, check_crop, parse_resolutions, resolve_source, to_model_range
 from litevae_cli.data.loaders import make_eval_loader, require_readable
@@ -40,6 +39,7 @@ from litevae_cli.metrics.fid import RFID, load_inception
 from litevae_cli.metrics.weights import build_lpips, find_weight
 from litevae_cli.jobs.progress import make_progress
 from litevae_cli.runtime import all_reduce_sum, gather_objects
+from litevae_cli.runtime.compiled_models import compile_models
 from litevae_cli.jobs.stopping import StopSignal
 
 METRICS = ("rfid", "lpips", "psnr", "ssim")
@@ -238,8 +238,8 @@ def run_eval(model_arg, data: str, opts: EvalOptions, rt, *, lpips_model=None, f
     if "rfid" in opts.metrics and feature_fn is None:
         feature_fn = load_inception(paths["inception"], rt.device)
     if opts.compile:
-        compile_in_place(model.encoder, model.decoder, lpips_model)
-        rt.print(f"compiled ({compile_backend()}): the first batch of each resolution also captures its graph")
+        record = compile_models(rt.device, model.encoder, model.decoder, lpips_model)
+        rt.print(f"compiled ({record['backend']}, GroupNorm: {record['group_norm']['kernels']}): the first batch of each resolution also captures its graph")
 
     def rfid_factory():
         return RFID(feature_fn, feature_dim, resize)

@@ -60,8 +60,9 @@ from litevae_cli.data.loaders import make_train_loader, require_readable
 from litevae_cli.errors import UserError
 from litevae_cli.files.outputs import SKIPPED_NAME, SkipLog, check_out_dir, locked, writing
 from litevae_cli.jobs.progress import TrainProgress
-from litevae_cli.models.compiling import compile_backend, compile_in_place
+from litevae_cli.models.compiling import compile_backend
 from litevae_cli.runtime import Runtime, all_reduce_sum, gather_objects, seed_everything
+from litevae_cli.runtime.compiled_models import compile_models
 from litevae_cli.jobs.stopping import StopSignal, fault_injection_point, peers_guard
 from litevae_cli.training.batching import batch_plan, lr_note
 from litevae_cli.training.log import LossMeter, RunLog, save_reconstructions, wandb_module
@@ -140,10 +141,9 @@ def run(rt: Runtime, cfg: Config, data: str, out: Path, init_from: str | Path | 
     state.run = run_record(data, rt, {"encoder": state.model.encoder, "decoder": state.model.decoder,
                                       "discriminator": state.disc}) | {"batch": plan.record(),
                                                                        "distributed": rt.dist_record()}
-    if cfg.runtime.compile:  # in place: checkpoints keep their keys (models.compiling)
-        backend = compile_backend(cfg.runtime.compile_backend)
-        state.run["compile"] = {"backend": backend, "modules": compile_in_place(
-            state.model.encoder, state.model.decoder, state.disc, getattr(loss_fn, "lpips", None), backend=backend)}
+    if cfg.runtime.compile:  # in place: checkpoints keep their keys (runtime.compiled_models)
+        state.run["compile"] = compile_models(rt.device, state.model.encoder, state.model.decoder, state.disc,
+                                              getattr(loss_fn, "lpips", None), backend=cfg.runtime.compile_backend)
     with locked(out, rt), StopSignal() as signals:
         resume_path = latest_checkpoint(out)  # again: under the lock, it cannot change any more
         rng = None

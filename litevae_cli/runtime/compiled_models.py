@@ -1,0 +1,44 @@
+"""What `runtime.compile` / `--compile` does to a run's models on its device; the record of what it did.
+
+`compile_models(device, *modules)` first routes each affine GroupNorm to ATen's kernels where inductor's own
+GroupNorm is the slower one (`aten_group_norm`: on CPU, measured 2.6x slower than ATen's; BENCHMARKS.md
+"GroupNorm under compile"), then compiles every module in place (`models.compiling.compile_in_place`: no
+wrapper, checkpoints keep their keys). On CUDA the GroupNorms stay inductor's (its Triton kernels fuse them
+with their SiLU; not yet measured against ATen's, so nothing is changed there). LITEVAE_COMPILE_GROUP_NORM=aten
+or =inductor overrides the choice on any device (how the benchmarks compare the two).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from litevae_cli.errors import UserError
+from litevae_cli.models.compiling import compile_backend, compile_in_place
+from litevae_cli.runtime.aten_group_norm import route_group_norm
+
+GROUP_NORM_ENV = "LITEVAE_COMPILE_GROUP_NORM"
+GROUP_NORM_CHOICES = ("aten", "inductor")
+
+
+def group_norm_choice(device: torch.device) -> tuple[str, str]:
+    """("aten" | "inductor", why) for the GroupNorms of models compiled on `device`."""
+    forced = os.environ.get(GROUP_NORM_ENV)
+    if forced:
+        if forced not in GROUP_NORM_CHOICES:
+            raise UserError(f"{GROUP_NORM_ENV}={forced!r}: expected one of {', '.join(GROUP_NORM_CHOICES)}")
+        return forced, f"{GROUP_NORM_ENV}={forced}"
+    if device.type == "cpu":
+        return "aten", "CPU: ATen's GroupNorm kernel is faster than inductor's"
+    return "inductor", f"{device.type}: inductor fuses GroupNorm with its neighbours"
+
+
+def compile_models(device: torch.device, *modules: torch.nn.Module | None, backend: str | None = None) -> dict:
+    """Compile `modules` (None entries skipped) in place for `device`; returns the run record's "compile" entry:
+    {"backend", "modules": class names, "group_norm": {"kernels", "why", "routed": how many}}."""
+    chosen = compile_backend(backend)
+    kernels, why = group_norm_choice(device)
+    routed = route_group_norm(*modules) if kernels == "aten" else 0
+    names = compile_in_place(*modules, backend=chosen)
+    return {"backend": chosen, "modules": names, "group_norm": {"kernels": kernels, "why": why, "routed": routed}}
