@@ -158,6 +158,10 @@ def test_group_norm_choice_by_device_and_override(monkeypatch):
     assert group_norm_choice(torch.device("cuda"))[0] == "inductor"
     monkeypatch.setenv(GROUP_NORM_ENV, "inductor")
     assert group_norm_choice(torch.device("cpu")) == ("inductor", f"{GROUP_NORM_ENV}=inductor")
+    monkeypatch.setenv(GROUP_NORM_ENV, "aten")
+    assert group_norm_choice(torch.device("cpu"))[0] == "aten"
+    with pytest.raises(UserError, match="CPU runs only"):
+        group_norm_choice(torch.device("cuda"))
     monkeypatch.setenv(GROUP_NORM_ENV, "fused")
     with pytest.raises(UserError, match=GROUP_NORM_ENV):
         group_norm_choice(torch.device("cpu"))

@@ -4,8 +4,9 @@
 GroupNorm is the slower one (`aten_group_norm`: on CPU, measured 2.6x slower than ATen's; BENCHMARKS.md
 "GroupNorm under compile"), then compiles every module in place (`models.compiling.compile_in_place`: no
 wrapper, checkpoints keep their keys). On CUDA the GroupNorms stay inductor's (its Triton kernels fuse them
-with their SiLU; not yet measured against ATen's, so nothing is changed there). LITEVAE_COMPILE_GROUP_NORM=aten
-or =inductor overrides the choice on any device (how the benchmarks compare the two).
+with their SiLU; not yet measured against ATen's, so nothing is changed there). LITEVAE_COMPILE_GROUP_NORM=inductor
+keeps inductor's GroupNorm on CPU too (how the benchmarks compare the two); =aten is refused off the CPU, where
+the op's fakes (output layout, statistics dtype) have not been checked against ATen's CUDA kernels.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ def group_norm_choice(device: torch.device) -> tuple[str, str]:
     if forced:
         if forced not in GROUP_NORM_CHOICES:
             raise UserError(f"{GROUP_NORM_ENV}={forced!r}: expected one of {', '.join(GROUP_NORM_CHOICES)}")
+        if forced == "aten" and device.type != "cpu":
+            raise UserError(f"{GROUP_NORM_ENV}=aten is for CPU runs only (not checked on {device.type}); "
+                            "unset it or use =inductor")
         return forced, f"{GROUP_NORM_ENV}={forced}"
     if device.type == "cpu":
         return "aten", "CPU: ATen's GroupNorm kernel is faster than inductor's"
