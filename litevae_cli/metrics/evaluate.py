@@ -239,7 +239,8 @@ def run_eval(model_arg, data: str, opts: EvalOptions, rt, *, lpips_model=None, f
         feature_fn = load_inception(paths["inception"], rt.device)
     if opts.compile:
         record = compile_models(rt.device, model.encoder, model.decoder, lpips_model)
-        rt.print(f"compiled ({record['backend']}, GroupNorm: {record['group_norm']['kernels']}): the first batch of each resolution also captures its graph")
+        rt.print(f"compiled ({record['backend']}, GroupNorm: {record['group_norm']['kernels']}): "
+                 "the first batch of each resolution also captures its graph")
 
     def rfid_factory():
         return RFID(feature_fn, feature_dim, resize)
