@@ -7,8 +7,9 @@
 - compiled = `torch.compile(Moments(copy), backend=--backend, dynamic=False)`: one compiled copy per (model,
   precision, layout, batch), its GroupNorms routed as `--compile` routes them on this device
   (`runtime.compiled_models.group_norm_choice`: ATen's kernel on CPU); compiled-inductor-gn = the same without
-  the routing (inductor decomposes and fuses GroupNorm itself). Its first call (dynamo capture + inductor build, or a load from inductor's on-disk
-  FX graph cache) is reported apart as `compile_s`; img/s is the steady state after --warmup more calls.
+  the routing (inductor decomposes and fuses GroupNorm itself). Its first call (dynamo capture + inductor build,
+  or a load from inductor's on-disk FX graph cache) is reported apart as `compile_s`; img/s is the steady state
+  after --warmup more calls.
 - All settings of one batch size are timed interleaved in one process (`harness.time_interleaved`). Per batch:
   every setting's img/s, each model's best setting, litevae-b best / SD-VAE best (pair by pair), and litevae-b
   compiled / eager at the precision `runtime.resolve_precision("auto", cpu)` picks on this CPU (best layout of

@@ -112,7 +112,8 @@ def main() -> None:
     p.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
     p.add_argument("--layout", choices=("NCHW", "CL"), default="CL")
     p.add_argument("--modes", nargs="+", choices=MODES, default=["eager", "compiled-inductor-gn", "compiled"],
-                   help="compiled = as --compile (GroupNorm routed to ATen on CPU); compiled-inductor-gn = inductor's own")
+                   help="compiled = as --compile (GroupNorm routed to ATen on CPU); "
+                        "compiled-inductor-gn = inductor's own GroupNorm")
     p.add_argument("--backend", default="inductor", help="dynamo backend of the compiled mode (eager: tests)")
     p.add_argument("--models", nargs="+", default=None, metavar="PREFIX",
                    help="profile only the models whose names start with these (default: litevae-b and SD-VAE)")
