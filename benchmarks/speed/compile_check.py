@@ -23,8 +23,7 @@ from harness import base_parser, log, setup_threads, write_json
 
 from litevae_cli.models import create_model, get_entry, list_models
 from litevae_cli.models.compiling import mark_dynamic
-from litevae_cli.runtime.aten_group_norm import route_group_norm
-from litevae_cli.runtime.compiled_models import group_norm_choice
+from litevae_cli.runtime.compiled_models import route_for
 
 SIDES = {"unet-disc": (128, 192)}  # multiples of 64 whose 6th level is more than 1 px; others: (64, 96)
 
@@ -66,13 +65,12 @@ def check(name: str, mode: str, backend: str, reps: int) -> dict:
     torch.manual_seed(0)
     model = getattr(create_model(name), mode)()
     twin = copy.deepcopy(model)
-    kernels = group_norm_choice(torch.device("cpu"))[0]
-    routed = route_group_norm(twin) if kernels == "aten" else 0  # as --compile does on this CPU
+    routing = route_for(torch.device("cpu"), twin)  # as --compile does on this CPU
     counter = GraphCounter(backend)
     compiled = torch.compile(twin, fullgraph=True, backend=counter)
     side, other = next((v for k, v in SIDES.items() if name.startswith(k)), (64, 96))
     row = {"model": name, "mode": mode, "backend": backend, "sides": [side, other],
-           "group_norm": {"kernels": kernels, "routed": routed}}
+           "group_norm": {k: routing[k] for k in ("kernels", "routed")}}
     with torch.set_grad_enabled(mode == "train"):
         x = _input(model, name, 2, side)
         t = time.perf_counter()

@@ -41,8 +41,7 @@ from harness import (autocast, base_parser, images, log, machine_info, memory_fo
                      setup_threads, stats, time_interleaved, write_json)
 from encoder_bench import NZ, PEER, build_models
 
-from litevae_cli.runtime.aten_group_norm import route_group_norm
-from litevae_cli.runtime.compiled_models import group_norm_choice
+from litevae_cli.runtime.compiled_models import group_norm_choice, route_for
 
 LITE = "litevae-b"
 # compiled = what `--compile` does here (runtime.compiled_models: on CPU each GroupNorm stays ATen's kernel);
@@ -121,8 +120,8 @@ def callables(models, keys, batch: int, res: int, backend: str, errors: dict) ->
         if mode.startswith("compiled"):
             t0 = time.perf_counter()
             try:
-                if mode == "compiled" and group_norm_choice(torch.device("cpu"))[0] == "aten":
-                    route_group_norm(m)
+                if mode == "compiled":
+                    route_for(torch.device("cpu"), m)
                 tag = re.sub(r"\W+", "_", f"{name.split()[0]}_{mode}_{precision}_{layout}_b{batch}")  # as --prewarm
                 m = torch.compile(own_frame(m, tag), backend=backend, dynamic=False)
                 with torch.inference_mode(), autocast(precision):

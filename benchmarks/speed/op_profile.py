@@ -34,8 +34,7 @@ from compiled_report import profile_tables
 from encoder_bench import PEER
 from op_kinds import classify, kind_order
 
-from litevae_cli.runtime.aten_group_norm import route_group_norm
-from litevae_cli.runtime.compiled_models import group_norm_choice
+from litevae_cli.runtime.compiled_models import route_for
 
 TOP = 10
 
@@ -46,8 +45,8 @@ def encoder(models: dict, name: str, mode: str, layout: str, backend: str):
         import torch._inductor.config as inductor_config
 
         inductor_config.cpp.enable_kernel_profile = True  # name each C++ kernel in the profile (module docstring)
-        if mode == "compiled" and group_norm_choice(torch.device("cpu"))[0] == "aten":
-            route_group_norm(m)  # what --compile does on CPU (compiled_encoders.MODES)
+        if mode == "compiled":
+            route_for(torch.device("cpu"), m)  # what --compile does on CPU (compiled_encoders.MODES)
         tag = f"{name.split()[0]}_{mode}_{layout}".replace("-", "_")
         return torch.compile(own_frame(m, tag), backend=backend, dynamic=False)
     return m

@@ -38,11 +38,15 @@ def group_norm_choice(device: torch.device) -> tuple[str, str]:
     return "inductor", f"{device.type}: inductor fuses GroupNorm with its neighbours"
 
 
+def route_for(device: torch.device, *modules: torch.nn.Module | None) -> dict:
+    """Route the GroupNorms of `modules` as a compile on `device` does; returns {"kernels", "why", "routed"}."""
+    kernels, why = group_norm_choice(device)
+    return {"kernels": kernels, "why": why, "routed": route_group_norm(*modules) if kernels == "aten" else 0}
+
+
 def compile_models(device: torch.device, *modules: torch.nn.Module | None, backend: str | None = None) -> dict:
     """Compile `modules` (None entries skipped) in place for `device`; returns the run record's "compile" entry:
     {"backend", "modules": class names, "group_norm": {"kernels", "why", "routed": how many}}."""
     chosen = compile_backend(backend)
-    kernels, why = group_norm_choice(device)
-    routed = route_group_norm(*modules) if kernels == "aten" else 0
-    names = compile_in_place(*modules, backend=chosen)
-    return {"backend": chosen, "modules": names, "group_norm": {"kernels": kernels, "why": why, "routed": routed}}
+    group_norm = route_for(device, *modules)
+    return {"backend": chosen, "modules": compile_in_place(*modules, backend=chosen), "group_norm": group_norm}
