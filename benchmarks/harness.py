@@ -38,12 +38,21 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+_HOST_MEMORY: tuple[str, str] = ("system", "setup_threads not called")
+
+
 def setup_threads(threads: int) -> None:
+    """torch's thread counts, and host memory as a CPU run of the CLI has it (`runtime.host_memory`: freed memory
+    kept for reuse unless LITEVAE_HOST_MEMORY=system); `machine_info` records which."""
+    global _HOST_MEMORY
+    from litevae_cli.runtime.host_memory import keep_freed_memory
+
     torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # already set in this process
         pass
+    _HOST_MEMORY = keep_freed_memory(torch.device("cpu"))
 
 
 def stats(values: list[float]) -> dict:
@@ -163,7 +172,8 @@ def machine_info(threads: int) -> dict:
             "torch": torch.__version__,
             "python": platform.python_version(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "unset"),
-            "kernel_thp": thp_sys, "loadavg_start": _LOAD_AT_IMPORT}
+            "kernel_thp": thp_sys, "host_memory": _HOST_MEMORY[0], "host_memory_reason": _HOST_MEMORY[1],
+            "loadavg_start": _LOAD_AT_IMPORT}
 
 
 def write_json(path: Path | None, doc: dict) -> None:

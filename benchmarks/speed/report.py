@@ -8,6 +8,7 @@ THP_MEM_ALLOC_ENABLE setting of its process.
 from __future__ import annotations
 
 from compiled_report import render_compiled
+from host_memory_bench import render_host_memory
 
 PEER = "sd-vae (diffusers)"
 CEILING_PREFIX = "conv3x3"
@@ -183,7 +184,8 @@ def render(docs: list[dict], command: str, total_s: float, main_thp: int) -> lis
                         ("5. Decoders", decoder_section(docs)),
                         ("6. Phase-A training step", train_section(by_name.get("train"))),
                         ("7. THP_MEM_ALLOC_ENABLE", thp_section(docs, enc)),
-                        ("8. Training loader", loader_section(by_name.get("loader")))):
+                        ("8. Training loader", loader_section(by_name.get("loader"))),
+                        ("9. Host memory kept for reuse", render_host_memory(by_name.get("host-memory")))):
         if body:  # a section that did not run (--sections) leaves no empty heading
             parts += ["", f"## {title}", *body]
     parts += render_compiled(docs)

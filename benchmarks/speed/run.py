@@ -12,6 +12,9 @@ Sections (scripts beside this one; each writes JSON into --out, and `report.py` 
   decoder  smc-decoder vs sd-vae-decoder vs diffusers' decoder, under both THP settings
   train    phase-A training step, litevae-b vs sd-vae-encoder with the same smc-decoder and losses
   loader   training-loader img/s per worker at 128/256 px on synthetic JPEGs vs the decode-only limit
+  host-memory  freed host memory kept for reuse (`runtime.host_memory`, what every CPU run and every section here
+           uses) against the system's malloc: encoders at batch 16 and 1 and the phase-A step, one process per
+           setting (host_memory_bench.py; ~10 min, --quick ~3 min)
 Issue-22 sections, not in the default suite (an inductor compile of litevae-b takes minutes on 2 cores, and
 there are ~22 of them; the full default is not timed yet: estimated 50-80 min cold, less with inductor's cache
 filled by --prewarm; a reduced run is in BENCHMARKS.md "Issue 22 items 4-5"): add them with --compiled, or name
@@ -46,7 +49,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 PEER = "sd-vae (diffusers)"
-SECTIONS = ("dwt", "encoder", "thp", "memory", "decoder", "train", "loader")
+SECTIONS = ("dwt", "encoder", "thp", "memory", "decoder", "train", "loader", "host-memory")
 COMPILED_SECTIONS = ("compiled", "profile", "compile-check")  # issue 22: not in the default suite (docstring)
 PARTIAL = 3  # a section's exit code when some of its parts failed and it wrote the others (the issue-22 scripts)
 
@@ -172,6 +175,11 @@ def main() -> None:
         extra = (["--images", "24", "--batches", "1", "--sizes", "128"] if args.smoke
                  else ["--quick"] if args.quick else [])
         child("loader_bench.py", extra + reps, args.thp, "loader")
+
+    if "host-memory" in args.sections:
+        extra = (["--quick", "--rounds", "1", "--reps", "1"] if args.smoke
+                 else ["--workloads", "litevae-b b16", "sd-vae b16", "--rounds", "1"] if args.quick else [])
+        child("host_memory_bench.py", extra, args.thp, "host-memory")
 
     prewarm = ["--prewarm"] if args.prewarm else []
     tiny = ["--quick", "--warmup", "0"] if args.smoke else []

@@ -4,7 +4,8 @@ Only this package touches device placement, autocast, process groups and DDP wra
 asks it. Every command opens it once: `with runtime.open(device, precision) as rt: <one library call>`,
 which also tears it down (leaves the process group) however the block ends. This module holds the
 `Runtime`, its set-up and teardown, device and precision choice; `process_group.py` joining and leaving the
-process group and the collectives; `memory_format.py` channels_last and cudnn.benchmark. Both are
+process group and the collectives; `memory_format.py` channels_last and cudnn.benchmark; `host_memory.py`
+freed host memory kept for reuse on CPU runs (glibc mallopt, the run record's `host_memory`). All are
 re-exported here: `from litevae_cli.runtime import X` names every part.
 - Device: cuda, then mps, then cpu; `--device` overrides. `rt.place(module)` / `rt.batch(x)` move
   things there (channels_last where `use_channels_last` says it helps, when asked, per module: on CUDA a
@@ -57,6 +58,7 @@ import torch.distributed as dist  # noqa: E402
 
 from litevae_cli.errors import UserError  # noqa: E402
 # Re-exported: `from litevae_cli.runtime import X` names every part of the runtime.
+from litevae_cli.runtime.host_memory import HOST_MEMORY_ENV, keep_freed_memory  # noqa: E402,F401
 from litevae_cli.runtime.memory_format import (CHANNELS_LAST_MODES, CUDNN_BENCHMARK_MODES, GROUPNORM_HEAVY,  # noqa: E402,F401
                                                channels_last_parts, configure, groupnorm_heavy, memory_record,
                                                needs_buffer_broadcast, use_channels_last)
@@ -82,10 +84,16 @@ class Runtime:
     dist_timeout_s: float | None = None  # the process group's collective timeout
     channels_last: str = "auto"  # auto | on | off: memory format of placed modules (`use_channels_last`)
     cudnn_benchmark: bool = False  # torch.backends.cudnn.benchmark as `configure` set it
+    host_memory: str = "system"  # reuse | system: what `host_memory.keep_freed_memory` did for this run
+    host_memory_reason: str = ""
 
     def precision_record(self) -> dict:
         """The precision for a run record: what runs and why."""
         return {"precision": self.precision, "precision_reason": self.precision_reason}
+
+    def host_memory_record(self) -> dict:
+        """Host memory for a run record: freed memory kept for reuse or the system's malloc, and why."""
+        return {"host_memory": self.host_memory, "host_memory_reason": self.host_memory_reason}
 
     def dist_record(self) -> dict:
         """The process group for a run record: world size, backend and timeout (None without one)."""
@@ -284,8 +292,9 @@ def setup_runtime(device: str | None = None, precision: str = "fp32", init_distr
         backend = str(dist.get_backend())
         rank, world_size = dist.get_rank(), dist.get_world_size()
     chosen, reason = resolve_precision(check_precision(precision, dev), dev)
+    host_memory, host_reason = keep_freed_memory(dev)
     return Runtime(dev, chosen, rank, world_size, local_rank, precision_reason=reason, backend=backend,
-                   dist_timeout_s=timeout)
+                   dist_timeout_s=timeout, host_memory=host_memory, host_memory_reason=host_reason)
 
 
 def teardown_runtime(rt: Runtime, failed: bool = False) -> None:

@@ -269,14 +269,16 @@ def save_checkpoint(rt: Runtime, cfg: Config, state: TrainState, out: Path, numb
 
 def run_record(data: str, rt: Runtime | None = None, modules: dict | None = None) -> dict:
     """What produced a run: the --data spec (paths absolute), the command line, the versions and, given the
-    runtime, the precision that ran and why (train.precision may say auto) and, given the run's `modules`
+    runtime, the precision that ran and why (train.precision may say auto), whether freed host memory is kept
+    (`runtime.host_memory`) and, given the run's `modules`
     (name -> module), which run channels_last and whether cudnn.benchmark is on (`runtime.memory_record`)."""
     from litevae_cli import __version__
 
     record = {"data": source_id(data), "command": shlex.join(sys.argv), "litevae": __version__,
               "torch": str(torch.__version__)}
     if rt is not None:
-        record |= rt.precision_record() | (memory_record(rt, modules) if modules is not None else {})
+        record |= rt.precision_record() | rt.host_memory_record()
+        record |= memory_record(rt, modules) if modules is not None else {}
     return record
 
 

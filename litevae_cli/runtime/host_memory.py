@@ -1,0 +1,75 @@
+"""Host memory of a CPU run: freed blocks stay in the process for the next step instead of going back to the kernel.
+
+Why. glibc's malloc serves every request above its mmap threshold (dynamic, at most 32 MiB) with a fresh
+`mmap` and unmaps it on `free`, and it trims the free top of its heap. A forward allocates every activation
+anew, so each call the kernel faults in and zeroes every page of every large activation. Measured on a 2-core
+AMD EPYC, bf16 channels_last encoders at 256 px, batch 16: 13% of the CPU time went to the kernel (about
+560 000 page faults per litevae-b forward without THP, 30 000 with it); with freed memory kept, none
+(BENCHMARKS.md "Host memory kept for reuse").
+
+What. `keep_freed_memory` sets, as mallopt(3) documents them, M_MMAP_MAX = 0 (large requests come from the
+heap, not from fresh mappings) and M_TRIM_THRESHOLD = -1 (the heap is never trimmed): the next step reuses
+the pages the last one freed. The numbers do not change, only where the bytes live. The cost: the process
+keeps its peak heap (RSS does not fall back between steps, which a job that reaches its peak every step pays
+anyway).
+
+Where. `runtime.setup_runtime` applies it when the run's device is the CPU, once per process (it cannot be
+undone); loader workers forked afterwards inherit it. It is never applied on import, so a library caller's
+process keeps its malloc, nor on CUDA/MPS runs, whose activations are not host memory (not measured there).
+LITEVAE_HOST_MEMORY=system leaves malloc as it is. On a C library other than glibc (macOS, musl) nothing is
+changed and the run record says so.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+import torch
+
+from litevae_cli.errors import UserError
+
+HOST_MEMORY_ENV = "LITEVAE_HOST_MEMORY"
+HOST_MEMORY_CHOICES = ("reuse", "system")
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc <malloc.h>
+
+_applied: tuple[str, str] | None = None  # what keep_freed_memory did in this process, once it did it
+
+
+def glibc() -> ctypes.CDLL | None:
+    """The process's C library when it is glibc (it has `gnu_get_libc_version` and `mallopt`), else None."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        version = libc.gnu_get_libc_version
+        libc.mallopt  # noqa: B018 - an AttributeError here means no mallopt
+    except (OSError, AttributeError, TypeError):
+        return None
+    version.restype = ctypes.c_char_p
+    return libc
+
+
+def keep_freed_memory(device: torch.device) -> tuple[str, str]:
+    """("reuse" | "system", why) for a run on `device`: on the CPU, glibc keeps freed memory for reuse
+    (module docstring) unless LITEVAE_HOST_MEMORY=system; applied once per process."""
+    global _applied
+    asked = os.environ.get(HOST_MEMORY_ENV, "").strip().lower()
+    if asked and asked not in HOST_MEMORY_CHOICES:
+        raise UserError(f"{HOST_MEMORY_ENV}={asked!r}: expected one of {', '.join(HOST_MEMORY_CHOICES)}")
+    if _applied is not None:
+        if asked == "system":
+            return "reuse", f"set earlier in this process; {HOST_MEMORY_ENV}=system applies to a new process"
+        return _applied
+    if device.type != "cpu":
+        return "system", f"{device.type} run: activations are not host memory"
+    if asked == "system":
+        return "system", f"{HOST_MEMORY_ENV}=system"
+    libc = glibc()
+    if libc is None:
+        return "system", "not glibc: its malloc is left as it is"
+    if libc.mallopt(M_MMAP_MAX, 0) != 1 or libc.mallopt(M_TRIM_THRESHOLD, -1) != 1:
+        return "system", "glibc refused mallopt(M_MMAP_MAX / M_TRIM_THRESHOLD)"
+    _applied = ("reuse", f"CPU run: glibc {libc.gnu_get_libc_version().decode()} keeps freed memory "
+                         "(mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=-1)")
+    return _applied
