@@ -14,11 +14,11 @@ Sections (scripts beside this one; each writes JSON into --out, and `report.py` 
   loader   training-loader img/s per worker at 128/256 px on synthetic JPEGs vs the decode-only limit
   host-memory  freed host memory kept for reuse (`runtime.host_memory`, what every CPU run and every section here
            uses) against the system's malloc: encoders at batch 16 and 1 and the phase-A step, one process per
-           setting (host_memory_bench.py; ~10 min, --quick ~3 min)
+           setting (host_memory_bench.py; ~7.5 min, --quick ~3 min)
 Issue-22 sections, not in the default suite (an inductor compile of litevae-b takes minutes on 2 cores, and
-there are ~22 of them; the full default is not timed yet: estimated 50-80 min cold, less with inductor's cache
-filled by --prewarm; a reduced run is in BENCHMARKS.md "Issue 22 items 4-5"): add them with --compiled, or name
-them in --sections:
+there are ~32 of them; compiled_encoders.py alone, all 24 settings at batch 16 and 1, took 41 min with inductor's
+cache warm for most settings (BENCHMARKS.md "Host memory kept for reuse"), more when cold; --prewarm fills the
+cache first): add them with --compiled, or name them in --sections:
   compiled litevae-b vs SD-VAE encoders, eager/compiled x fp32/bf16 x NCHW/CL at batch 1 and 16
            (compiled_encoders.py), and the phase-A/B train step eager vs compiled (compiled_train.py)
   profile  self CPU time by op kind, litevae-b and SD-VAE, eager and compiled (op_profile.py)

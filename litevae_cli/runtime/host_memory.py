@@ -3,15 +3,16 @@
 Why. glibc's malloc serves every request above its mmap threshold (dynamic, at most 32 MiB) with a fresh
 `mmap` and unmaps it on `free`, and it trims the free top of its heap. A forward allocates every activation
 anew, so each call the kernel faults in and zeroes every page of every large activation. Measured on a 2-core
-AMD EPYC, bf16 channels_last encoders at 256 px, batch 16: 13% of the CPU time went to the kernel (about
-560 000 page faults per litevae-b forward without THP, 30 000 with it); with freed memory kept, none
-(BENCHMARKS.md "Host memory kept for reuse").
+AMD EPYC, bf16 channels_last encoders at 256 px, batch 16: 9-16% of the CPU time went to the kernel (about
+660 000 page faults per litevae-b forward with torch's THP_MEM_ALLOC_ENABLE unset, 28 000 with it at 1); with
+freed memory kept, none, and the encoders ran 1.19-1.25x faster (BENCHMARKS.md "Host memory kept for reuse").
 
 What. `keep_freed_memory` sets, as mallopt(3) documents them, M_MMAP_MAX = 0 (large requests come from the
 heap, not from fresh mappings) and M_TRIM_THRESHOLD = -1 (the heap is never trimmed): the next step reuses
 the pages the last one freed. The numbers do not change, only where the bytes live. The cost: the process
-keeps its peak heap (RSS does not fall back between steps, which a job that reaches its peak every step pays
-anyway).
+keeps its peak heap, and the peak itself grows where a freed block is a little too small for the next aligned
+request (batch-16 encoder forward: +7% for litevae-b, +32% for SD-VAE; +39-46% with THP_MEM_ALLOC_ENABLE=1,
+whose 2 MiB alignment needs more slack).
 
 Where. `runtime.setup_runtime` applies it when the run's device is the CPU, once per process (it cannot be
 undone); loader workers forked afterwards inherit it. It is never applied on import, so a library caller's
