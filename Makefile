@@ -23,9 +23,12 @@ test: $(STAMP)
 demo: $(STAMP)
 	bash scripts/demo.sh
 
+# BENCH_ARGS go to benchmarks/speed/run.py: `make bench BENCH_ARGS=--compiled` adds the issue-22 sections
+# (compiled encoders and train step, op profile, compile check), `BENCH_ARGS=--quick` the short grid.
+BENCH_ARGS ?=
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[test,bench]'
-	$(PY) benchmarks/speed/run.py
+	$(PY) benchmarks/speed/run.py $(BENCH_ARGS)
 
 # The paper's claims at CPU scale (8 arms x 3 seeds, estimated ~1.3 h and capped at 2.5 h on 2 cores; see the
 # docstring of benchmarks/reproduce/reproduce.py): bench-results/reproduce/ and REPRODUCTION.md.

@@ -202,7 +202,7 @@ def test_run_keeps_a_partial_section_and_says_so(tmp_path, monkeypatch):
 
 
 def test_compile_check_section_runs_through_run_py(tmp_path):
-    """`make bench --compiled` carries the full-size compile check (issue 22 item 1); --smoke runs it on
+    """`make bench BENCH_ARGS=--compiled` carries the full-size compile check (issue 22 item 1); --smoke runs it on
     litevae-tiny with the tracing-only backend."""
     _run([SPEED / "run.py", "--smoke", "--sections", "compile-check", "--threads", "1", "--out", tmp_path])
     doc = json.loads((tmp_path / "compile-check.json").read_text())
@@ -212,3 +212,15 @@ def test_compile_check_section_runs_through_run_py(tmp_path):
     assert all(r["group_norm"]["kernels"] == "aten" and r["group_norm"]["routed"] > 0 for r in doc["rows"])
     md = (tmp_path / "results.md").read_text()
     assert "## Full-size compile check" in md and "| litevae-tiny | train | 1 | yes |" in md
+
+
+def test_make_bench_passes_bench_args_to_run_py():
+    """`make bench BENCH_ARGS=--compiled` is how the docs add the issue-22 sections: make must hand the flag on
+    (a bare `make bench --compiled` is make's own unknown option)."""
+    def run_line(*extra):
+        dry = subprocess.run(["make", "-n", "--no-print-directory", "bench", *extra], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+        return [ln.strip() for ln in dry.splitlines() if "benchmarks/speed/run.py" in ln]
+
+    assert run_line("BENCH_ARGS=--compiled --quick") == [".venv/bin/python benchmarks/speed/run.py --compiled --quick"]
+    assert run_line() == [".venv/bin/python benchmarks/speed/run.py"]
