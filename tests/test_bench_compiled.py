@@ -123,7 +123,10 @@ def test_compiled_sections_run_end_to_end_and_report(tmp_path):
     assert {"cpu", "cpu_flags", "threads", "torch"} <= set(train["machine"])
 
     md = (tmp_path / "results.md").read_text()
-    for heading in ("## Compiled encoders", "## Op-kind profile of the encoders", "## Train step, eager vs compiled"):
+    fusion = json.loads((tmp_path / "fusion-bound.json").read_text())  # the profile section's second part
+    assert fusion["model"] == "litevae-tiny" and len(fusion["rows"]) == 4
+    for heading in ("## Compiled encoders", "## Op-kind profile of the encoders", "## Train step, eager vs compiled",
+                    "## Fusion bound"):
         assert heading in md
     assert "| litevae-tiny | compiled | bf16 |" in md and "| model | mode | total ms | convolution | norm |" in md
     assert "/ SD-VAE best" in md and "compiled / eager at" in md
@@ -224,3 +227,36 @@ def test_make_bench_passes_bench_args_to_run_py():
 
     assert run_line("BENCH_ARGS=--compiled --quick") == [".venv/bin/python benchmarks/speed/run.py --compiled --quick"]
     assert run_line() == [".venv/bin/python benchmarks/speed/run.py"]
+
+
+def test_fusion_bound_probes_remove_what_they_say(tmp_path):
+    """fusion_bound.py's probes: `no-groupnorm` holds no GroupNorm, `no-silu` runs no SiLU kernel, both change the
+    output (the work really is gone), and the script writes a row per probe with a ratio to the peer."""
+    import torch
+    from fusion_bound import VARIANTS, silu_as_identity, without_group_norms
+
+    from litevae_cli import create_model
+
+    torch.manual_seed(0)
+    lite = create_model("litevae-tiny", nz=4).eval()
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    stripped = without_group_norms(lite)
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in lite.modules())
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in stripped.modules())
+
+    def ops(fn):
+        with torch.profiler.profile() as prof, torch.no_grad():
+            out = fn()
+        return out, {e.key for e in prof.key_averages()}
+    stock, stock_ops = ops(lambda: lite(x).moments)
+    with silu_as_identity():
+        no_silu, no_silu_ops = ops(lambda: lite(x).moments)
+    assert any("silu" in k for k in stock_ops) and not any("silu" in k for k in no_silu_ops)
+    assert not torch.equal(stock, no_silu) and not torch.equal(stock, stripped(x).moments)
+    assert torch.equal(lite(x).moments, stock)  # the patch is undone on exit
+
+    _run([SPEED / "fusion_bound.py", "--quick", "--batch", "1", "--reps", "1", "--warmup", "0", "--threads", "1",
+          "--json", tmp_path / "fb.json"])
+    doc = json.loads((tmp_path / "fb.json").read_text())
+    assert [r["variant"] for r in doc["rows"]] == list(VARIANTS)
+    assert all(r["ratio_vs_peer"]["median"] > 0 for r in doc["rows"]) and "| neither |" in doc["table"]

@@ -148,6 +148,10 @@ def render_compiled(docs: list[dict]) -> list[str]:
             out += ["", "## Train step, eager vs compiled", *train_tables(d)]
         elif name == "compile_check":
             out += ["", "## Full-size compile check", *compile_check_table(d)]
+        elif name == "fusion_bound":
+            out += ["", "## Fusion bound: litevae-b without the work a fused GroupNorm+SiLU kernel could hide",
+                    "", f"Eager, {d['precision']} {d['layout']}, batch {d['batch']}, {d['resolution']} px; the probes "
+                    "are cost measurements, not models (fusion_bound.py).", "", *d["table"].splitlines()]
     if notes := goal_notes(docs):
         out += ["", "## Issue-22 goals missed", *notes]
     return out

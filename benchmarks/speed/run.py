@@ -21,7 +21,8 @@ cache warm for most settings (BENCHMARKS.md "Host memory kept for reuse"), more 
 cache first): add them with --compiled, or name them in --sections:
   compiled litevae-b vs SD-VAE encoders, eager/compiled x fp32/bf16 x NCHW/CL at batch 1 and 16
            (compiled_encoders.py), and the phase-A/B train step eager vs compiled (compiled_train.py)
-  profile  self CPU time by op kind, litevae-b and SD-VAE, eager and compiled (op_profile.py)
+  profile  self CPU time by op kind, litevae-b and SD-VAE, eager and compiled (op_profile.py); then the most a fused
+           GroupNorm+SiLU kernel could give litevae-b against SD-VAE at batch 16 (fusion_bound.py, ~3 min)
   compile-check  every full-size registered model, eval and train, under torch.compile(fullgraph=True) across
            a batch and a resolution change: graphs compiled (1 = no recompile), max difference to eager
            (compile_check.py; backend aot_eager by default here, --compile-check-backend inductor for the
@@ -192,6 +193,9 @@ def main() -> None:
 
     if "profile" in args.sections:
         child("op_profile.py", tiny + backend + prewarm + reps, args.thp, "op-profile")
+        if not args.prewarm:  # eager probes: nothing to compile
+            extra = ["--quick", "--batch", "1", "--warmup", "0"] if args.smoke else []
+            child("fusion_bound.py", extra + reps, args.thp, "fusion-bound")
 
     if "compile-check" in args.sections:
         check_backend = args.compile_check_backend or ("eager" if args.smoke else "aot_eager")

@@ -1,0 +1,129 @@
+"""How far could a fused GroupNorm+SiLU kernel take litevae-b against SD-VAE on this CPU? (issue 22 items 4-5)
+
+Neither ATen nor inductor has a CPU kernel that fuses GroupNorm with the SiLU after it, and the issue allows a
+hand-written one only with a measured reason. This script measures the most any such kernel could give, by
+timing litevae-b with the work removed that a perfect fusion would hide:
+
+- `stock`:        litevae-b as registered (ATen GroupNorm, then SiLU in place: `models.layers.silu_`);
+- `no-silu`:      every SiLU replaced by the identity: a fused kernel whose activation costs nothing beyond
+                  GroupNorm's own passes (the best a fusion can do: it still reads the input for the statistics
+                  and reads and writes it once to normalise);
+- `no-groupnorm`: every GroupNorm replaced by the identity (SiLU alone is left);
+- `neither`:      both removed: no kernel at all, the bound on any norm/activation work.
+
+The variants are not models (their outputs are meaningless); they are cost probes. Each is timed interleaved with
+diffusers' SD-VAE encoder (+ quant conv) in the same process, eager, bf16 autocast, channels_last (both models'
+best eager setting on this CPU; compiled runs within 1-2% of eager here, BENCHMARKS.md "Host memory kept for
+reuse"), and the ratio to SD-VAE is taken repeat by repeat. The goal is the issue's 3.5x at batch 16.
+
+    python benchmarks/speed/fusion_bound.py --batch 16 --reps 5 --json out.json
+    python benchmarks/speed/fusion_bound.py --quick      # litevae-tiny vs a 2-level AutoencoderKL, 32 px
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/harness.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import autocast, base_parser, images, log, pair_ratio, setup_threads, stats, time_interleaved, write_json
+from compiled_encoders import PEER, Moments, build
+
+VARIANTS = ("stock", "no-silu", "no-groupnorm", "neither")
+GOAL = 3.5  # issue 22 item 5, batch 16
+
+
+def without_group_norms(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model` with every nn.GroupNorm replaced by nn.Identity."""
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.GroupNorm):
+                setattr(parent, name, torch.nn.Identity())
+    return model
+
+
+@contextlib.contextmanager
+def silu_as_identity():
+    """F.silu returns its input while active (models.layers and nn.SiLU both look it up at call time)."""
+    real = F.silu
+    F.silu = lambda x, inplace=False: x
+    try:
+        yield
+    finally:
+        F.silu = real
+
+
+def variant_callables(lite: torch.nn.Module, peer: torch.nn.Module, batch: int, res: int, precision: str,
+                      layout: str) -> dict:
+    """{variant or PEER: zero-arg callable}: the four litevae probes and the peer, same input layout."""
+    fmt = torch.channels_last if layout == "CL" else torch.contiguous_format
+    x = images(batch, res, layout)
+    mods = {"stock": lite, "no-silu": lite, "no-groupnorm": without_group_norms(lite),
+            "neither": without_group_norms(lite)}
+    mods = {k: Moments(m, peer=False).to(memory_format=fmt).eval() for k, m in mods.items()}
+    peer_m = Moments(peer, peer=True).to(memory_format=fmt).eval()
+
+    def call(m, no_silu):
+        def fn():
+            with torch.inference_mode(), autocast(precision), (silu_as_identity() if no_silu else
+                                                                contextlib.nullcontext()):
+                return m(x)
+        return fn
+    fns = {k: call(m, k in ("no-silu", "neither")) for k, m in mods.items()}
+    fns[PEER] = call(peer_m, False)
+    return fns
+
+
+def summarise(rates: dict, lite_name: str) -> dict:
+    out = {"img_s": {k: stats(v) for k, v in rates.items()}, "rows": []}
+    stock = out["img_s"]["stock"]["median"]
+    for v in VARIANTS:
+        ratio = pair_ratio(rates[v], rates[PEER])
+        out["rows"].append({"variant": v, "img_s": out["img_s"][v]["median"],
+                            "time_removed": round(1 - stock / out["img_s"][v]["median"], 4),
+                            "ratio_vs_peer": ratio, "meets_goal": ratio["median"] >= GOAL})
+    out["model"] = lite_name
+    return out
+
+
+def table(doc: dict) -> str:
+    lines = [f"| {doc['model']} variant | img/s | share of stock time removed | / SD-VAE (pair by pair) | >= {GOAL}x |",
+             "|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        q = r["ratio_vs_peer"]
+        lines.append(f"| {r['variant']} | {r['img_s']:.3f} | {100 * r['time_removed']:.1f}% | "
+                     f"{q['median']:.2f}x ({q['min']:.2f}-{q['max']:.2f}) | {'yes' if r['meets_goal'] else 'no'} |")
+    lines.append(f"| {PEER} | {doc['img_s'][PEER]['median']:.3f} | - | 1 | - |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = base_parser(__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
+    p.add_argument("--layout", choices=["NCHW", "CL"], default="CL")
+    args = p.parse_args()
+    setup_threads(args.threads)
+    models = build(args.quick)
+    lite_name = next(k for k in models if k != PEER)
+    res = 32 if args.quick else 256
+    fns = variant_callables(models[lite_name], models[PEER], args.batch, res, args.precision, args.layout)
+    log(f"fusion bound: {lite_name} probes vs {PEER}, batch {args.batch}, {res} px, {args.precision} {args.layout} "
+        f"({args.warmup} warm-up + {args.reps} timed, interleaved)")
+    rates = time_interleaved(fns, args.reps, args.warmup, items=float(args.batch))
+    doc = summarise(rates, lite_name)
+    doc.update(section="fusion_bound", batch=args.batch, resolution=res, precision=args.precision, layout=args.layout, goal=GOAL)
+    doc["table"] = table(doc)
+    print(doc["table"], flush=True)
+    write_json(args.json, doc)
+
+
+if __name__ == "__main__":
+    main()
