@@ -125,3 +125,24 @@ def test_make_bench_measures_both_settings_in_their_own_processes(tmp_path):
     assert set(doc["reuse_over_system"]) == {"litevae-tiny b2"}
     md = (tmp_path / "results.md").read_text()
     assert "## 9. Host memory kept for reuse" in md and "| litevae-tiny b2 | system (system) |" in md
+
+
+def test_memory_section_measures_peak_rss_under_both_settings(tmp_path):
+    """`make bench`'s memory section runs each (model, precision) once with freed memory kept for reuse and once
+    with the system's malloc (reuse costs peak RSS: BENCHMARKS.md), and its table pairs each with its peer."""
+    speed = Path(__file__).resolve().parents[1] / "benchmarks" / "speed"
+    run = subprocess.run([sys.executable, str(speed / "run.py"), "--smoke", "--sections", "memory",
+                          "--threads", "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-3000:])
+    expected = "reuse" if host_memory.glibc() is not None else "system"
+    applied = {}
+    for f in tmp_path.glob("memory-*.json"):
+        doc = json.loads(f.read_text())
+        (row,) = doc["rows"]
+        applied[(row["model"], f.stem.rsplit("-", 1)[1])] = doc["machine"]["host_memory"]
+        assert row["forward_peak_mb"] > 0 and row["batch"] == 2
+    models = {m for m, _ in applied}
+    assert len(models) == 2 and applied == {(m, s): (expected if s == "reuse" else "system")
+                                            for m in models for s in ("reuse", "system")}
+    md = (tmp_path / "results.md").read_text()
+    assert "| host memory | forward peak MiB |" in md and "| litevae-s | bf16 | CL | system |" in md

@@ -110,19 +110,23 @@ def thp_section(docs: list[dict], enc: dict | None) -> list[str]:
 
 
 def memory_section(docs: list[dict]) -> list[str]:
-    rows = [r | {"thp": d["thp"]} for d in docs if d.get("section") == "memory" and not d.get("failed")
-            for r in d["rows"]]
+    rows = [r | {"thp": d["thp"], "host_memory": d.get("machine", {}).get("host_memory", "?")}
+            for d in docs if d.get("section") == "memory" and not d.get("failed") for r in d["rows"]]
     if not rows:
         return []
     table = []
     for r in rows:
-        peer = next((q for q in rows if q["model"] == PEER and q["precision"] == r["precision"]), None)
+        peer = next((q for q in rows if q["model"] == PEER and q["precision"] == r["precision"]
+                     and q["host_memory"] == r["host_memory"]), None)
         ratio = f"{r['forward_peak_mb'] / peer['forward_peak_mb']:.2f}" if peer and r["model"] != PEER else "1"
-        table.append([r["model"], r["precision"], r["layout"], f"{r['forward_peak_mb']:.0f}",
+        table.append([r["model"], r["precision"], r["layout"], r["host_memory"], f"{r['forward_peak_mb']:.0f}",
                       f"{r['baseline_rss_mb']:.0f}", ratio, str(r["thp"])])
     return [f"Batch {rows[0]['batch']} at {rows[0]['resolution']} px, one process per row; forward peak = "
-            f"peak RSS during the forward minus RSS before it ({rows[0]['method']}).", ""] + \
-        _table(["model", "precision", "layout", "forward peak MiB", "baseline RSS MiB", "vs SD-VAE", "THP"], table)
+            f"peak RSS during the forward minus RSS before it ({rows[0]['method']}). Host memory: `reuse` keeps "
+            "freed memory in the process (what CPU runs of the CLI do, `runtime.host_memory`), `system` is glibc's "
+            "default (LITEVAE_HOST_MEMORY=system): the activations' own footprint.", ""] + \
+        _table(["model", "precision", "layout", "host memory", "forward peak MiB", "baseline RSS MiB", "vs SD-VAE",
+                "THP"], table)
 
 
 def dwt_section(docs: list[dict]) -> list[str]:

@@ -8,7 +8,7 @@ Sections (scripts beside this one; each writes JSON into --out, and `report.py` 
   dwt      DWT img/s, ours vs pywt / ptwt / the plain depthwise conv, under THP_MEM_ALLOC_ENABLE=0 and =1
   encoder  encoder img/s (batch 1 and 16, fp32 and bf16, NCHW and channels_last) + GFLOP/s vs a bf16 conv
   thp      the batch-16 litevae-b / SD pair again in a process with the other THP setting
-  memory   peak RSS of one batch-16 forward, one process per (model, precision, layout)
+  memory   peak RSS of one batch-16 forward, one process per (model, precision, layout, host memory reuse/system)
   decoder  smc-decoder vs sd-vae-decoder vs diffusers' decoder, under both THP settings
   train    phase-A training step, litevae-b vs sd-vae-encoder with the same smc-decoder and losses
   loader   training-loader img/s per worker at 128/256 px on synthetic JPEGs vs the decode-only limit
@@ -55,11 +55,14 @@ COMPILED_SECTIONS = ("compiled", "profile", "compile-check")  # issue 22: not in
 PARTIAL = 3  # a section's exit code when some of its parts failed and it wrote the others (the issue-22 scripts)
 
 
-def run_child(script: str, args: list[str], thp: int, out: Path, name: str, threads: int) -> dict | None:
+def run_child(script: str, args: list[str], thp: int, out: Path, name: str, threads: int,
+              env_extra: dict[str, str] | None = None) -> dict | None:
     out_json = out / f"{name}.json"
     cmd = [sys.executable, str(HERE / script), "--threads", str(threads), "--json", str(out_json), *args]
-    print(f"\n$ THP_MEM_ALLOC_ENABLE={thp} {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
-    env = dict(os.environ, THP_MEM_ALLOC_ENABLE=str(thp))
+    env_extra = env_extra or {}
+    shown = " ".join(f"{k}={v}" for k, v in {"THP_MEM_ALLOC_ENABLE": thp, **env_extra}.items())
+    print(f"\n$ {shown} {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
+    env = dict(os.environ, THP_MEM_ALLOC_ENABLE=str(thp), **env_extra)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=HERE.parents[1])
     wall = time.perf_counter() - t0
@@ -121,8 +124,8 @@ def main() -> None:
     t_start = time.perf_counter()
     docs: list[dict] = []
 
-    def child(script, extra, thp, name):
-        doc = run_child(script, extra, thp, out, name, args.threads)
+    def child(script, extra, thp, name, env_extra=None):
+        doc = run_child(script, extra, thp, out, name, args.threads, env_extra)
         docs.append(doc)
         return doc
 
@@ -154,13 +157,16 @@ def main() -> None:
     if "memory" in args.sections:
         models = ["litevae-s", "litevae-b", "litevae-m", "litevae-l", PEER] if args.full else ["litevae-b", PEER]
         models = ["litevae-s", PEER] if args.smoke else models
-        precisions = ["bf16"] if args.quick else ["fp32", "bf16"]
-        for m in models:
-            for pr in precisions:
-                layout = best16.get((m, pr), "CL")
-                child("memory_bench.py", ["--model", m, "--precision", pr, "--layout", layout]
-                      + (["--batch", "2"] if args.smoke else []), args.thp,
-                      f"memory-{m.split()[0]}-{pr}-{layout}")
+        precisions = ["bf16"] if args.quick or args.smoke else ["fp32", "bf16"]
+        # Both host-memory settings: freed memory kept for reuse (what CPU runs do) costs peak RSS, and the
+        # system's malloc shows the activations' own footprint (runtime.host_memory).
+        for host_memory in ("reuse", "system"):
+            for m in models:
+                for pr in precisions:
+                    layout = best16.get((m, pr), "CL")
+                    child("memory_bench.py", ["--model", m, "--precision", pr, "--layout", layout]
+                          + (["--batch", "2"] if args.smoke else []), args.thp,
+                          f"memory-{m.split()[0]}-{pr}-{layout}-{host_memory}", {"LITEVAE_HOST_MEMORY": host_memory})
 
     if "decoder" in args.sections:
         extra = ["--precisions", "bf16"] if (args.quick or args.smoke) else (["--layouts", "NCHW", "CL"] if args.full else [])
