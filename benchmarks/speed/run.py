@@ -1,8 +1,9 @@
 """Entry point of `make bench`: every issue-7 measurement, each section in its own process, then the tables.
 
-    .venv/bin/python benchmarks/speed/run.py            # the default suite (13-16 min on this 2-core machine)
+    .venv/bin/python benchmarks/speed/run.py            # the default suite (~29 min on this 2-core machine)
     .venv/bin/python benchmarks/speed/run.py --quick    # litevae-b vs SD only, smaller grid (~5 min)
     .venv/bin/python benchmarks/speed/run.py --full     # adds M/L at batch 16, both layouts everywhere, fp32 THP pair
+    .venv/bin/python benchmarks/speed/run.py --compiled # adds the issue-22 sections below (~81 min in all, cache warm)
 
 Sections (scripts beside this one; each writes JSON into --out, and `report.py` renders them):
   dwt      DWT img/s, ours vs pywt / ptwt / the plain depthwise conv, under THP_MEM_ALLOC_ENABLE=0 and =1
