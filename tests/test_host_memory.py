@@ -4,6 +4,7 @@ real effect (no page faults on a reallocated 64 MiB block) checked in child proc
 was done."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -39,6 +40,7 @@ def fresh(monkeypatch):
     fake = FakeLibc()
     monkeypatch.setattr(host_memory, "_applied", None)
     monkeypatch.setattr(host_memory, "glibc", lambda: fake)
+    monkeypatch.setattr(host_memory, "preloaded_allocator", lambda: None)
     monkeypatch.delenv(host_memory.HOST_MEMORY_ENV, raising=False)
     return fake
 
@@ -65,6 +67,32 @@ def test_nothing_changes_off_the_cpu_when_asked_or_without_glibc(fresh, monkeypa
     assert host_memory.keep_freed_memory(CPU) == ("system", "not glibc: its malloc is left as it is")
     monkeypatch.setattr(host_memory, "glibc", lambda: FakeLibc(accept=False))
     assert host_memory.keep_freed_memory(CPU)[0] == "system" and host_memory._applied is None
+
+
+def test_a_preloaded_allocator_is_left_alone(fresh, monkeypatch):
+    """jemalloc or tcmalloc serving malloc (LD_PRELOAD): glibc's mallopt would not reach it, so nothing is set
+    and the record names the allocator."""
+    monkeypatch.setattr(host_memory, "preloaded_allocator", lambda: "jemalloc")
+    chosen, why = host_memory.keep_freed_memory(CPU)
+    assert chosen == "system" and why.startswith("jemalloc is this process's malloc") and fresh.calls == []
+    assert host_memory._applied is None
+
+
+def test_preloaded_allocator_reads_the_real_process():
+    """In a process with no LD_PRELOAD, glibc serves malloc: no jemalloc/tcmalloc entry point is visible; with
+    jemalloc preloaded (where the machine has it), it is named."""
+    import ctypes.util
+
+    code = "from litevae_cli.runtime.host_memory import preloaded_allocator as p; print(p())"
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "None"
+    jemalloc = ctypes.util.find_library("jemalloc")
+    if jemalloc is None:
+        pytest.skip("no libjemalloc on this machine for the positive case")
+    out = subprocess.run([sys.executable, "-c", code], env=dict(env, LD_PRELOAD=jemalloc), capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "jemalloc"
 
 
 def test_an_unknown_setting_is_one_line(fresh, monkeypatch):
