@@ -233,7 +233,7 @@ def test_fusion_bound_probes_remove_what_they_say(tmp_path):
     """fusion_bound.py's probes: `no-groupnorm` holds no GroupNorm, `no-silu` runs no SiLU kernel, both change the
     output (the work really is gone), and the script writes a row per probe with a ratio to the peer."""
     import torch
-    from fusion_bound import VARIANTS, silu_as_identity, without_group_norms
+    from fusion_bound import KERNEL, VARIANTS, silu_as_identity, without_group_norms
 
     from litevae_cli import create_model
 
@@ -258,5 +258,10 @@ def test_fusion_bound_probes_remove_what_they_say(tmp_path):
     _run([SPEED / "fusion_bound.py", "--quick", "--batch", "1", "--reps", "1", "--warmup", "0", "--threads", "1",
           "--json", tmp_path / "fb.json"])
     doc = json.loads((tmp_path / "fb.json").read_text())
-    assert [r["variant"] for r in doc["rows"]] == list(VARIANTS)
+    kernel_row = [KERNEL] if doc["kernel_unavailable"] is None else []  # the real kernel, where it builds
+    assert [r["variant"] for r in doc["rows"]] == [*VARIANTS, *kernel_row]
     assert all(r["ratio_vs_peer"]["median"] > 0 for r in doc["rows"]) and "| neither |" in doc["table"]
+    if kernel_row:
+        assert doc["accuracy"]["calls_per_forward"]["fused"] > 0 and "from an fp32 forward" in doc["table"]
+    else:
+        assert f"{KERNEL} not measured: {doc['kernel_unavailable']}" in doc["table"]

@@ -151,7 +151,8 @@ def render_compiled(docs: list[dict]) -> list[str]:
         elif name == "fusion_bound":
             out += ["", "## Fusion bound: litevae-b without the work a fused GroupNorm+SiLU kernel could hide",
                     "", f"Eager, {d['precision']} {d['layout']}, batch {d['batch']}, {d['resolution']} px; the probes "
-                    "are cost measurements, not models (fusion_bound.py).", "", *d["table"].splitlines()]
+                    "are cost measurements, not models; `fused-kernel`, where measured, is a model with a hand-written kernel "
+                    "(fusion_bound.py, gn_silu_kernel.c).", "", *d["table"].splitlines()]
     if notes := goal_notes(docs):
         out += ["", "## Issue-22 goals missed", *notes]
     return out

@@ -9,9 +9,12 @@ timing litevae-b with the work removed that a perfect fusion would hide:
                   GroupNorm's own passes (the best a fusion can do: it still reads the input for the statistics
                   and reads and writes it once to normalise);
 - `no-groupnorm`: every GroupNorm replaced by the identity (SiLU alone is left);
-- `neither`:      both removed: no kernel at all, the bound on any norm/activation work.
+- `neither`:      both removed: no kernel at all, the bound on any norm/activation work;
+- `fused-kernel`: a real hand-written fused kernel (gn_silu_kernel.c, AVX-512 BF16, bf16 channels_last only),
+                  each GroupNorm+SiLU pair as one call; measured where it builds, else the run says why not.
 
-The variants are not models (their outputs are meaningless); they are cost probes. Each is timed interleaved with
+The first four variants are not models (their outputs are meaningless); they are cost probes. `fused-kernel` is a
+model: its moments are compared with the stock model's, both against an fp32 forward (`accuracy` in the JSON). Each is timed interleaved with
 diffusers' SD-VAE encoder (+ quant conv) in the same process, eager, bf16 autocast, channels_last (both models'
 best eager setting on this CPU; compiled runs within 1-2% of eager here, BENCHMARKS.md "Host memory kept for
 reuse"), and the ratio to SD-VAE is taken repeat by repeat. The goal is the issue's 3.5x at batch 16.
@@ -35,7 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import autocast, base_parser, images, log, pair_ratio, setup_threads, stats, time_interleaved, write_json
 from compiled_encoders import PEER, Moments, build
 
+import gn_silu_kernel
+
 VARIANTS = ("stock", "no-silu", "no-groupnorm", "neither")
+KERNEL = "fused-kernel"  # measured after VARIANTS where `kernel_unavailable` is None
 GOAL = 3.5  # issue 22 item 5, batch 16
 
 
@@ -60,13 +66,23 @@ def silu_as_identity():
         F.silu = real
 
 
+def kernel_unavailable(precision: str, layout: str) -> str | None:
+    """Why the fused-kernel row is not measured (None: it is)."""
+    if (precision, layout) != ("bf16", "CL"):
+        return f"the kernel covers bf16 channels_last only, not {precision} {layout}"
+    return gn_silu_kernel.unavailable()
+
+
 def variant_callables(lite: torch.nn.Module, peer: torch.nn.Module, batch: int, res: int, precision: str,
-                      layout: str) -> dict:
-    """{variant or PEER: zero-arg callable}: the four litevae probes and the peer, same input layout."""
+                      layout: str, kernel: bool = False) -> dict:
+    """{variant or PEER: zero-arg callable}: the litevae probes (and the fused kernel where `kernel`) and the
+    peer, same input layout."""
     fmt = torch.channels_last if layout == "CL" else torch.contiguous_format
     x = images(batch, res, layout)
     mods = {"stock": lite, "no-silu": lite, "no-groupnorm": without_group_norms(lite),
             "neither": without_group_norms(lite)}
+    if kernel:
+        mods[KERNEL] = gn_silu_kernel.fused_copy(lite)
     mods = {k: Moments(m, peer=False).to(memory_format=fmt).eval() for k, m in mods.items()}
     peer_m = Moments(peer, peer=True).to(memory_format=fmt).eval()
 
@@ -76,15 +92,39 @@ def variant_callables(lite: torch.nn.Module, peer: torch.nn.Module, batch: int, 
                                                                 contextlib.nullcontext()):
                 return m(x)
         return fn
-    fns = {k: call(m, k in ("no-silu", "neither")) for k, m in mods.items()}
+    fns = {k: call(m, k in ("no-silu", "neither", KERNEL)) for k, m in mods.items()}
     fns[PEER] = call(peer_m, False)
     return fns
+
+
+def kernel_accuracy(fns: dict, lite: torch.nn.Module, batch: int, res: int, layout: str) -> dict:
+    """Relative L2 distance of the stock and fused-kernel bf16 moments to an fp32 forward of the same model and
+    input, and between the two: the kernel's row is a model only if it is no further from fp32 than stock."""
+    fmt = torch.channels_last if layout == "CL" else torch.contiguous_format
+    with torch.inference_mode():
+        ref = Moments(lite, peer=False).to(memory_format=fmt).eval()(images(batch, res, layout)).float()
+    before = dict(gn_silu_kernel.calls)
+    stock, fused = fns["stock"]().float(), fns[KERNEL]().float()
+    per_forward = {k: v - before[k] for k, v in gn_silu_kernel.calls.items()}
+
+    def rel(a, b):
+        return round(((a - b).norm() / b.norm()).item(), 5)
+    return {"stock_vs_fp32": rel(stock, ref), "kernel_vs_fp32": rel(fused, ref), "kernel_vs_stock": rel(fused, stock),
+            "calls_per_forward": per_forward}
+
+
+def accuracy_line(doc: dict) -> str:
+    a = doc["accuracy"]
+    c = a["calls_per_forward"]
+    return (f"\n\n{KERNEL}: moments at relative L2 {a['kernel_vs_fp32']} from an fp32 forward (stock bf16: "
+            f"{a['stock_vs_fp32']}; kernel vs stock {a['kernel_vs_stock']}); GroupNorm calls through the kernel / "
+            f"through ATen, per forward: {c['fused']} / {c['aten']}.")
 
 
 def summarise(rates: dict, lite_name: str) -> dict:
     out = {"img_s": {k: stats(v) for k, v in rates.items()}, "rows": []}
     stock = out["img_s"]["stock"]["median"]
-    for v in VARIANTS:
+    for v in [k for k in (*VARIANTS, KERNEL) if k in rates]:
         ratio = pair_ratio(rates[v], rates[PEER])
         out["rows"].append({"variant": v, "img_s": out["img_s"][v]["median"],
                             "time_removed": round(1 - stock / out["img_s"][v]["median"], 4),
@@ -109,18 +149,23 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
     p.add_argument("--layout", choices=["NCHW", "CL"], default="CL")
+    p.add_argument("--no-kernel", action="store_true", help="skip the fused-kernel row (probes only)")
     args = p.parse_args()
     setup_threads(args.threads)
     models = build(args.quick)
     lite_name = next(k for k in models if k != PEER)
     res = 32 if args.quick else 256
-    fns = variant_callables(models[lite_name], models[PEER], args.batch, res, args.precision, args.layout)
+    why_not = "--no-kernel" if args.no_kernel else kernel_unavailable(args.precision, args.layout)
+    fns = variant_callables(models[lite_name], models[PEER], args.batch, res, args.precision, args.layout,
+                            kernel=why_not is None)
+    accuracy = kernel_accuracy(fns, models[lite_name], args.batch, res, args.layout) if why_not is None else None
     log(f"fusion bound: {lite_name} probes vs {PEER}, batch {args.batch}, {res} px, {args.precision} {args.layout} "
         f"({args.warmup} warm-up + {args.reps} timed, interleaved)")
     rates = time_interleaved(fns, args.reps, args.warmup, items=float(args.batch))
     doc = summarise(rates, lite_name)
-    doc.update(section="fusion_bound", batch=args.batch, resolution=res, precision=args.precision, layout=args.layout, goal=GOAL)
-    doc["table"] = table(doc)
+    doc.update(section="fusion_bound", batch=args.batch, resolution=res, precision=args.precision, layout=args.layout,
+               goal=GOAL, kernel_unavailable=why_not, accuracy=accuracy)
+    doc["table"] = table(doc) + (f"\n\n{KERNEL} not measured: {why_not}." if why_not else accuracy_line(doc))
     print(doc["table"], flush=True)
     write_json(args.json, doc)
 

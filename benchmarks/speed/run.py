@@ -23,7 +23,8 @@ cache first): add them with --compiled, or name them in --sections:
   compiled litevae-b vs SD-VAE encoders, eager/compiled x fp32/bf16 x NCHW/CL at batch 1 and 16
            (compiled_encoders.py), and the phase-A/B train step eager vs compiled (compiled_train.py)
   profile  self CPU time by op kind, litevae-b and SD-VAE, eager and compiled (op_profile.py); then the most a fused
-           GroupNorm+SiLU kernel could give litevae-b against SD-VAE at batch 16 (fusion_bound.py, ~3 min)
+           GroupNorm+SiLU kernel could give litevae-b against SD-VAE at batch 16, and what a real one
+           (gn_silu_kernel.c, AVX-512 BF16 CPUs with a C compiler) gives (fusion_bound.py, ~4 min)
   compile-check  every full-size registered model, eval and train, under torch.compile(fullgraph=True) across
            a batch and a resolution change: graphs compiled (1 = no recompile), max difference to eager
            (compile_check.py; backend aot_eager by default here, --compile-check-backend inductor for the
