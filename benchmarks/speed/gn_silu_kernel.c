@@ -7,8 +7,10 @@
  *      channel's scale = rstd * weight and shift = bias - mean * scale (the E[x^2] - E[x]^2 form of ATen's
  *      channels_last CPU kernel);
  *   2. v = x * scale + shift, y = v / (1 + exp(-v)) in fp32, rounded once to bf16 (ATen rounds twice: after
- *      the norm and after the SiLU). exp is 2^k * p(r) with a degree-4 polynomial (relative error ~4e-5, far
- *      below bf16's 2^-9) and 1 / (1 + e) is rcp14 with one Newton step.
+ *      the norm and after the SiLU). exp(-v) = 2^k * 2^f with 2^f as its degree-5 Taylor polynomial on
+ *      |f| <= 1/2 (relative error ~2e-6) and 1 / (1 + e) as rcp14 (relative error <= 2^-14), both far below
+ *      bf16's 2^-9, so y is within one bf16 unit of the exact value (tests/test_gn_silu_kernel.py). Cutting the
+ *      clamps, the Newton step and a multiply made the kernel ~25% faster than the first version.
  * AVX-512 BF16 only (the CPU of these measurements); built at run time by gn_silu_kernel.py. Not used by the
  * toolkit: a measured experiment, not a product path.
  */
@@ -25,19 +27,16 @@ TARGET static inline __m512 load_bf16(const uint16_t *p) {
 }
 
 TARGET static inline __m512 silu16(__m512 v) {
-    __m512 t = _mm512_min_ps(_mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), v), _mm512_set1_ps(-88.f)),
-                             _mm512_set1_ps(88.f));
-    __m512 z = _mm512_mul_ps(t, _mm512_set1_ps(1.44269504f));            /* exp(t) = 2^z */
+    __m512 z = _mm512_mul_ps(v, _mm512_set1_ps(-1.44269504f));           /* exp(-v) = 2^z = 2^k 2^f */
     __m512 k = _mm512_roundscale_ps(z, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_mul_ps(_mm512_sub_ps(z, k), _mm512_set1_ps(0.69314718f));
-    __m512 p = _mm512_fmadd_ps(r, _mm512_set1_ps(1.f / 24), _mm512_set1_ps(1.f / 6));
-    p = _mm512_fmadd_ps(r, p, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(r, p, _mm512_set1_ps(1.f));
-    p = _mm512_fmadd_ps(r, p, _mm512_set1_ps(1.f));
+    __m512 f = _mm512_sub_ps(z, k);
+    __m512 p = _mm512_fmadd_ps(f, _mm512_set1_ps(1.3333558e-3f), _mm512_set1_ps(9.6181291e-3f));
+    p = _mm512_fmadd_ps(f, p, _mm512_set1_ps(5.5504109e-2f));
+    p = _mm512_fmadd_ps(f, p, _mm512_set1_ps(2.4022651e-1f));
+    p = _mm512_fmadd_ps(f, p, _mm512_set1_ps(6.9314718e-1f));
+    p = _mm512_fmadd_ps(f, p, _mm512_set1_ps(1.f));
     __m512 d = _mm512_add_ps(_mm512_scalef_ps(p, k), _mm512_set1_ps(1.f));
-    __m512 rc = _mm512_rcp14_ps(d);
-    rc = _mm512_mul_ps(rc, _mm512_fnmadd_ps(d, rc, _mm512_set1_ps(2.f)));
-    return _mm512_mul_ps(v, rc);
+    return _mm512_mul_ps(v, _mm512_rcp14_ps(d));
 }
 
 /* Returns 0, or -1 when C is not a multiple of 16 or of G, or scratch memory is short. */
