@@ -42,7 +42,12 @@ import gn_silu_kernel
 
 VARIANTS = ("stock", "no-silu", "no-groupnorm", "neither")
 KERNEL = "fused-kernel"  # measured after VARIANTS where `kernel_unavailable` is None
-GOAL = 3.5  # issue 22 item 5, batch 16
+GOALS = {1: 3.0, 16: 3.5}  # issue 22 item 5: litevae-b / SD-VAE at batch 1 and batch 16
+
+
+def goal_for(batch: int) -> float:
+    """The issue's goal at this batch (batch 1's below 16, batch 16's from 16 up)."""
+    return GOALS[1] if batch < 16 else GOALS[16]
 
 
 def without_group_norms(model: torch.nn.Module) -> torch.nn.Module:
@@ -121,20 +126,20 @@ def accuracy_line(doc: dict) -> str:
             f"through ATen, per forward: {c['fused']} / {c['aten']}.")
 
 
-def summarise(rates: dict, lite_name: str) -> dict:
+def summarise(rates: dict, lite_name: str, goal: float) -> dict:
     out = {"img_s": {k: stats(v) for k, v in rates.items()}, "rows": []}
     stock = out["img_s"]["stock"]["median"]
     for v in [k for k in (*VARIANTS, KERNEL) if k in rates]:
         ratio = pair_ratio(rates[v], rates[PEER])
         out["rows"].append({"variant": v, "img_s": out["img_s"][v]["median"],
                             "time_removed": round(1 - stock / out["img_s"][v]["median"], 4),
-                            "ratio_vs_peer": ratio, "meets_goal": ratio["median"] >= GOAL})
-    out["model"] = lite_name
+                            "ratio_vs_peer": ratio, "meets_goal": ratio["median"] >= goal})
+    out["model"], out["goal"] = lite_name, goal
     return out
 
 
 def table(doc: dict) -> str:
-    lines = [f"| {doc['model']} variant | img/s | share of stock time removed | / SD-VAE (pair by pair) | >= {GOAL}x |",
+    lines = [f"| {doc['model']} variant | img/s | share of stock time removed | / SD-VAE (pair by pair) | >= {doc['goal']}x |",
              "|---|---|---|---|---|"]
     for r in doc["rows"]:
         q = r["ratio_vs_peer"]
@@ -162,9 +167,9 @@ def main() -> None:
     log(f"fusion bound: {lite_name} probes vs {PEER}, batch {args.batch}, {res} px, {args.precision} {args.layout} "
         f"({args.warmup} warm-up + {args.reps} timed, interleaved)")
     rates = time_interleaved(fns, args.reps, args.warmup, items=float(args.batch))
-    doc = summarise(rates, lite_name)
+    doc = summarise(rates, lite_name, goal_for(args.batch))
     doc.update(section="fusion_bound", batch=args.batch, resolution=res, precision=args.precision, layout=args.layout,
-               goal=GOAL, kernel_unavailable=why_not, accuracy=accuracy)
+               kernel_unavailable=why_not, accuracy=accuracy)
     doc["table"] = table(doc) + (f"\n\n{KERNEL} not measured: {why_not}." if why_not else accuracy_line(doc))
     print(doc["table"], flush=True)
     write_json(args.json, doc)
