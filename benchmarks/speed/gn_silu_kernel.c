@@ -2,7 +2,7 @@
  *
  * y = silu(group_norm(x) * weight + bias) for a bf16 channels_last [N, C, H, W] activation (memory order
  * [N, H*W, C]) with fp32 affine parameters, the layout and dtypes of litevae-b's eager bf16 channels_last
- * forward. Two passes over x instead of ATen's three plus SiLU's read and write:
+ * forward. Two passes over x, as many as ATen's GroupNorm alone (the separate SiLU's read and write are gone):
  *   1. per-channel sum and sum of squares over pixel chunks (fp32), combined per group in double, giving each
  *      channel's scale = rstd * weight and shift = bias - mean * scale (the E[x^2] - E[x]^2 form of ATen's
  *      channels_last CPU kernel);
