@@ -263,5 +263,7 @@ def test_fusion_bound_probes_remove_what_they_say(tmp_path):
     assert all(r["ratio_vs_peer"]["median"] > 0 for r in doc["rows"]) and "| neither |" in doc["table"]
     if kernel_row:
         assert doc["accuracy"]["calls_per_forward"]["fused"] > 0 and "from an fp32 forward" in doc["table"]
+        assert doc["peer_accuracy"]["calls_per_forward"]["fused"] > 0 and doc["both_fused"]["median"] > 0
+        assert "With the kernel in both models" in doc["table"]
     else:
         assert f"{KERNEL} not measured: {doc['kernel_unavailable']}" in doc["table"]

@@ -95,3 +95,30 @@ def test_fused_copy_with_silu_as_identity_is_the_model():
             out = fused(x).moments.float()
     assert kernel.calls["fused"] > before["fused"]
     assert ((out - ref).norm() / ref.norm()).item() < 0.05
+
+
+@needs_kernel
+def test_the_peer_with_the_kernel_is_the_peer_when_its_attention_norm_is_skipped():
+    """diffusers' encoder: every GroupNorm but the attention's is followed by SiLU. With `skip` the fused copy
+    computes the stock moments; wrapping the attention norm too (a SiLU where there is none) does not."""
+    from compiled_encoders import Moments, build
+    from fusion_bound import PEER, PEER_UNFUSED, silu_as_identity
+
+    torch.manual_seed(0)
+    peer = build(quick=True)[PEER]
+    assert any(name.rsplit(".", 1)[-1] in PEER_UNFUSED for name, _ in peer.named_modules())  # it has attention
+    x = (torch.rand(2, 3, 32, 32) * 2 - 1).contiguous(memory_format=torch.channels_last)
+
+    def moments(model, no_silu):
+        m = Moments(model, peer=True).eval().to(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            if no_silu:
+                with silu_as_identity():
+                    return m(x).float()
+            return m(x).float()
+    ref = moments(peer, False)
+
+    def rel(out):
+        return ((out - ref).norm() / ref.norm()).item()
+    assert rel(moments(kernel.fused_copy(peer, skip=PEER_UNFUSED), True)) < 0.05
+    assert rel(moments(kernel.fused_copy(peer), True)) > 0.05

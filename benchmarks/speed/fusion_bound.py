@@ -42,6 +42,8 @@ import gn_silu_kernel
 
 VARIANTS = ("stock", "no-silu", "no-groupnorm", "neither")
 KERNEL = "fused-kernel"  # measured after VARIANTS where `kernel_unavailable` is None
+PEER_KERNEL = f"{PEER} + {KERNEL}"  # the peer with the same kernel: the ratio when both are fused
+PEER_UNFUSED = ("group_norm",)  # diffusers' Attention.group_norm: no SiLU follows it, so it keeps ATen's norm
 GOALS = {1: 3.0, 16: 3.5}  # issue 22 item 5: litevae-b / SD-VAE at batch 1 and batch 16
 
 
@@ -99,17 +101,21 @@ def variant_callables(lite: torch.nn.Module, peer: torch.nn.Module, batch: int, 
         return fn
     fns = {k: call(m, k in ("no-silu", "neither", KERNEL)) for k, m in mods.items()}
     fns[PEER] = call(peer_m, False)
+    if kernel:  # the same kernel in the peer, for the ratio with both fused (diffusers' attention norm is skipped)
+        peer_fused = Moments(gn_silu_kernel.fused_copy(peer, skip=PEER_UNFUSED), peer=True).to(memory_format=fmt)
+        fns[PEER_KERNEL] = call(peer_fused.eval(), True)
     return fns
 
 
-def kernel_accuracy(fns: dict, lite: torch.nn.Module, batch: int, res: int, layout: str) -> dict:
+def kernel_accuracy(fns: dict, model: torch.nn.Module, batch: int, res: int, layout: str, peer: bool = False) -> dict:
     """Relative L2 distance of the stock and fused-kernel bf16 moments to an fp32 forward of the same model and
     input, and between the two: the kernel's row is a model only if it is no further from fp32 than stock."""
     fmt = torch.channels_last if layout == "CL" else torch.contiguous_format
     with torch.inference_mode():
-        ref = Moments(lite, peer=False).to(memory_format=fmt).eval()(images(batch, res, layout)).float()
+        ref = Moments(model, peer=peer).to(memory_format=fmt).eval()(images(batch, res, layout)).float()
+    stock_fn, fused_fn = (fns[PEER], fns[PEER_KERNEL]) if peer else (fns["stock"], fns[KERNEL])
     before = dict(gn_silu_kernel.calls)
-    stock, fused = fns["stock"]().float(), fns[KERNEL]().float()
+    stock, fused = stock_fn().float(), fused_fn().float()
     per_forward = {k: v - before[k] for k, v in gn_silu_kernel.calls.items()}
 
     def rel(a, b):
@@ -119,11 +125,18 @@ def kernel_accuracy(fns: dict, lite: torch.nn.Module, batch: int, res: int, layo
 
 
 def accuracy_line(doc: dict) -> str:
-    a = doc["accuracy"]
-    c = a["calls_per_forward"]
-    return (f"\n\n{KERNEL}: moments at relative L2 {a['kernel_vs_fp32']} from an fp32 forward (stock bf16: "
-            f"{a['stock_vs_fp32']}; kernel vs stock {a['kernel_vs_stock']}); GroupNorm calls through the kernel / "
-            f"through ATen, per forward: {c['fused']} / {c['aten']}.")
+    lines = ["", ""]
+    for name, key in ((f"{doc['model']} {KERNEL}", "accuracy"), (PEER_KERNEL, "peer_accuracy")):
+        a = doc[key]
+        c = a["calls_per_forward"]
+        lines.append(f"- {name}: moments at relative L2 {a['kernel_vs_fp32']} from an fp32 forward (stock bf16: "
+                     f"{a['stock_vs_fp32']}; kernel vs stock {a['kernel_vs_stock']}); GroupNorm calls through the "
+                     f"kernel / through ATen, per forward: {c['fused']} / {c['aten']}.")
+    b = doc["both_fused"]
+    lines.append(f"- With the kernel in both models, {doc['model']} / SD-VAE = {b['median']:.2f}x "
+                 f"({b['min']:.2f}-{b['max']:.2f}); the kernel alone speeds SD-VAE up "
+                 f"{doc['peer_kernel_speedup']['median']:.3f}x.")
+    return "\n".join(lines)
 
 
 def summarise(rates: dict, lite_name: str, goal: float) -> dict:
@@ -135,6 +148,9 @@ def summarise(rates: dict, lite_name: str, goal: float) -> dict:
                             "time_removed": round(1 - stock / out["img_s"][v]["median"], 4),
                             "ratio_vs_peer": ratio, "meets_goal": ratio["median"] >= goal})
     out["model"], out["goal"] = lite_name, goal
+    if PEER_KERNEL in rates:
+        out["both_fused"] = pair_ratio(rates[KERNEL], rates[PEER_KERNEL])
+        out["peer_kernel_speedup"] = pair_ratio(rates[PEER_KERNEL], rates[PEER])
     return out
 
 
@@ -146,6 +162,8 @@ def table(doc: dict) -> str:
         lines.append(f"| {r['variant']} | {r['img_s']:.3f} | {100 * r['time_removed']:.1f}% | "
                      f"{q['median']:.2f}x ({q['min']:.2f}-{q['max']:.2f}) | {'yes' if r['meets_goal'] else 'no'} |")
     lines.append(f"| {PEER} | {doc['img_s'][PEER]['median']:.3f} | - | 1 | - |")
+    if PEER_KERNEL in doc["img_s"]:
+        lines.append(f"| {PEER_KERNEL} | {doc['img_s'][PEER_KERNEL]['median']:.3f} | - | - | - |")
     return "\n".join(lines)
 
 
@@ -163,13 +181,16 @@ def main() -> None:
     why_not = "--no-kernel" if args.no_kernel else kernel_unavailable(args.precision, args.layout)
     fns = variant_callables(models[lite_name], models[PEER], args.batch, res, args.precision, args.layout,
                             kernel=why_not is None)
-    accuracy = kernel_accuracy(fns, models[lite_name], args.batch, res, args.layout) if why_not is None else None
+    accuracy = peer_accuracy = None
+    if why_not is None:
+        accuracy = kernel_accuracy(fns, models[lite_name], args.batch, res, args.layout)
+        peer_accuracy = kernel_accuracy(fns, models[PEER], args.batch, res, args.layout, peer=True)
     log(f"fusion bound: {lite_name} probes vs {PEER}, batch {args.batch}, {res} px, {args.precision} {args.layout} "
         f"({args.warmup} warm-up + {args.reps} timed, interleaved)")
     rates = time_interleaved(fns, args.reps, args.warmup, items=float(args.batch))
     doc = summarise(rates, lite_name, goal_for(args.batch))
     doc.update(section="fusion_bound", batch=args.batch, resolution=res, precision=args.precision, layout=args.layout,
-               kernel_unavailable=why_not, accuracy=accuracy)
+               kernel_unavailable=why_not, accuracy=accuracy, peer_accuracy=peer_accuracy)
     doc["table"] = table(doc) + (f"\n\n{KERNEL} not measured: {why_not}." if why_not else accuracy_line(doc))
     print(doc["table"], flush=True)
     write_json(args.json, doc)
