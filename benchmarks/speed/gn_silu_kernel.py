@@ -93,12 +93,18 @@ class FusedGroupNormSiLU(torch.nn.Module):
         return gn_silu(x, self.norm)
 
 
-def fused_copy(model: torch.nn.Module, skip: tuple[str, ...] = ()) -> torch.nn.Module:
-    """A copy of `model` with each nn.GroupNorm wrapped in FusedGroupNormSiLU (run it with SiLU as identity),
-    except those whose attribute name is in `skip` (GroupNorms no SiLU follows, e.g. diffusers' attention norm)."""
+def swap_group_norms(model: torch.nn.Module, replace, skip: tuple[str, ...] = ()) -> torch.nn.Module:
+    """A copy of `model` with each nn.GroupNorm `norm` replaced by `replace(norm)`, except those whose attribute
+    name is in `skip`."""
     model = copy.deepcopy(model)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, torch.nn.GroupNorm) and name not in skip:
-                setattr(parent, name, FusedGroupNormSiLU(child))
+                setattr(parent, name, replace(child))
     return model
+
+
+def fused_copy(model: torch.nn.Module, skip: tuple[str, ...] = ()) -> torch.nn.Module:
+    """A copy of `model` with each nn.GroupNorm wrapped in FusedGroupNormSiLU (run it with SiLU as identity),
+    except those named in `skip` (GroupNorms no SiLU follows, e.g. diffusers' attention norm)."""
+    return swap_group_norms(model, FusedGroupNormSiLU, skip)
